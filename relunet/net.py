@@ -1,0 +1,174 @@
+"""KxN ReLU networks as one flat parameter vector with named views.
+
+A K x N network (Gamst & Walker 2017, Sec. 2) has one input, K hidden layers of
+N ReLU units and one linear output:
+
+    h_0 = x,   h_l = relu(W_l h_{l-1} + b_l)  (l = 1..K),   y = w_out . h_K + b_out
+
+Every network is ONE flat float vector of P parameters; a stack of M networks
+is an array ``W[M, P]``. The single table built here, ``Arch.table``, says
+where each named block lives in that vector, and everything else (kernels,
+symmetry, NEB, Hessian) reads offsets from it instead of re-deriving them.
+
+Letters used in shape comments throughout the package:
+
+    M  networks in a stack         P  parameters per network
+    S  training samples (points)   K  hidden layers      N  units per layer
+    B  images on a nudged elastic band
+
+Layout of the flat vector (row-major blocks, in this order)::
+
+    W1   (N, n_in)   b1 (N,)
+    W2   (N, N)      b2 (N,)      ...      WK (N, N)   bK (N,)
+    Wout (n_out, N)  bout (n_out,)
+
+so P = N*n_in + N + (K-1)*(N*N + N) + n_out*N + n_out: 136 for 5x5, 1,021 for
+10x10. A matrix is stored (out, in): row j holds the weights INTO unit j.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Arch", "init_stack", "check_stack"]
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Architecture of a K x N ReLU MLP with ``n_in`` inputs and ``n_out`` outputs."""
+
+    K: int = 5
+    N: int = 5
+    n_in: int = 1
+    n_out: int = 1
+    table: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        for name in ("K", "N", "n_in", "n_out"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        rows = []  # (name, shape, offset)
+        off = 0
+        fan_in = self.n_in
+        for layer in range(1, self.K + 1):
+            for name, shape in ((f"W{layer}", (self.N, fan_in)), (f"b{layer}", (self.N,))):
+                rows.append((name, shape, off))
+                off += int(np.prod(shape))
+            fan_in = self.N
+        for name, shape in (("Wout", (self.n_out, self.N)), ("bout", (self.n_out,))):
+            rows.append((name, shape, off))
+            off += int(np.prod(shape))
+        object.__setattr__(self, "table", tuple(rows))
+
+    # -- sizes ----------------------------------------------------------------
+    @property
+    def P(self) -> int:
+        """Number of parameters, computed from the table."""
+        name, shape, off = self.table[-1]
+        return off + int(np.prod(shape))
+
+    @property
+    def n_layers(self) -> int:
+        """Number of affine maps (K hidden + 1 output)."""
+        return self.K + 1
+
+    def __str__(self) -> str:
+        return f"{self.K}x{self.N}"
+
+    # -- views ----------------------------------------------------------------
+    def offset(self, name: str) -> int:
+        for n, _, off in self.table:
+            if n == name:
+                return off
+        raise KeyError(f"no parameter block named {name!r}; have {self.names()}")
+
+    def names(self) -> list[str]:
+        return [n for n, _, _ in self.table]
+
+    def layer_blocks(self, layer: int):
+        """(weight_name, bias_name) of affine map ``layer`` (1..K+1, K+1 = output)."""
+        if layer == self.K + 1:
+            return "Wout", "bout"
+        return f"W{layer}", f"b{layer}"
+
+    def unpack(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        """Named views into ``w[..., P]`` (no copy; writing a view writes ``w``).
+
+        Works for one network (P,) or a stack (M, P); the views then have a
+        leading M axis.
+        """
+        w = np.asarray(w)
+        if w.shape[-1] != self.P:
+            raise ValueError(f"w must have last dimension P={self.P} for a {self} "
+                             f"network, got shape {w.shape}")
+        lead = w.shape[:-1]
+        return {n: w[..., off:off + int(np.prod(s))].reshape(lead + s)
+                for n, s, off in self.table}
+
+    def pack(self, blocks: dict, dtype=np.float64) -> np.ndarray:
+        """Inverse of :meth:`unpack` for one network: dict of arrays -> (P,)."""
+        w = np.zeros(self.P, dtype=dtype)
+        views = self.unpack(w)
+        missing = set(views) - set(blocks)
+        if missing:
+            raise ValueError(f"blocks is missing {sorted(missing)}")
+        for n, v in views.items():
+            a = np.asarray(blocks[n], dtype=dtype)
+            if a.shape != v.shape:
+                raise ValueError(f"blocks[{n!r}] must have shape {v.shape}, got {a.shape}")
+            v[...] = a
+        return w
+
+
+def check_stack(W, arch: Arch, name: str = "W") -> np.ndarray:
+    """Validate a stack argument: returns a C-contiguous float (M, P) array.
+
+    A single network (P,) is promoted to (1, P).
+    """
+    W = np.asarray(W)
+    if W.dtype not in (np.float32, np.float64):
+        raise ValueError(f"{name} must be float32 or float64, got dtype {W.dtype}")
+    if W.ndim == 1:
+        W = W[None, :]
+    if W.ndim != 2 or W.shape[1] != arch.P:
+        raise ValueError(f"{name} must have shape (M, {arch.P}) for a {arch} network, "
+                         f"got {W.shape}")
+    return np.ascontiguousarray(W)
+
+
+def init_stack(arch: Arch, seeds, dtype=np.float64) -> np.ndarray:
+    """Initialise one network per seed: Glorot-uniform kernels, zero biases.
+
+    Keras' defaults at the time of the paper: each weight matrix of shape
+    (fan_out, fan_in) is drawn from U(-L, L) with L = sqrt(6 / (fan_in + fan_out))
+    (Glorot & Bengio 2010); all biases are zero. Network m's draws come only from
+    ``numpy.random.default_rng(seeds[m])``, so it is the same network whether it
+    is built alone or in a stack of 10,000.
+
+    Parameters
+    ----------
+    seeds : int or sequence of non-negative ints, length M.
+
+    Returns
+    -------
+    W : (M, P) array of ``dtype``.
+    """
+    seeds = np.atleast_1d(np.asarray(seeds))
+    if seeds.ndim != 1 or seeds.size == 0 or not np.issubdtype(seeds.dtype, np.integer):
+        raise ValueError(f"seeds must be a non-empty 1-D sequence of integers, got {seeds!r}")
+    if (seeds < 0).any():
+        raise ValueError("seeds must be non-negative")
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    W = np.zeros((seeds.size, arch.P), dtype=np.float64)
+    for m, s in enumerate(seeds):
+        rng = np.random.default_rng(int(s))
+        views = arch.unpack(W[m])
+        for name, shape, _ in arch.table:
+            if name.startswith("W"):
+                fan_out, fan_in = shape
+                lim = np.sqrt(6.0 / (fan_in + fan_out))
+                views[name][...] = rng.uniform(-lim, lim, size=shape)
+    return W.astype(dtype)
