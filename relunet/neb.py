@@ -1,0 +1,357 @@
+"""Batched nudged elastic band (NEB): minimum energy paths between two points.
+
+Used for G&W Sec. 3.3 / Fig. 4: paths in the 136-dimensional weight space from
+the global minimum W_f to trained minima. The method is generic: the energy is
+any batched function ``efun(X) -> (E, G)`` with X (n, D), E (n,), G (n, D)
+(for networks: ``lambda X: kernels.loss_and_grad(X, arch, x, t)``).
+
+The band
+--------
+A band is a stack R[B, D] of B images, R_0 = start and R_{B-1} = end fixed,
+the B - 2 images between them movable (``n_images`` = B counts both
+endpoints). It starts on the straight line R_i = start + i/(B-1) (end - start).
+Many bands are relaxed together: all movable images of all unfinished bands go
+through ONE ``efun`` call per iteration.
+
+Forces (Jonsson, Mills & Jacobsen 1998; Henkelman & Jonsson 2000, "H&J")
+-----------------------------------------------------------------------
+With tau_i the unit tangent at image i, the NEB force is
+
+    F_i = -grad V(R_i) + (grad V(R_i) . tau_i) tau_i                (true force, perp.)
+          + k (|R_{i+1} - R_i| - |R_i - R_{i-1}|) tau_i             (spring force, par.)
+
+The true force pulls the band downhill sideways only, the springs act only
+along the band and keep the images evenly spaced; neither disturbs the other
+("nudging"). Tangent: the improved tangent of H&J, J. Chem. Phys. 113, 9978
+(2000), Eqs. 8-11. With tau+ = R_{i+1} - R_i, tau- = R_i - R_{i-1}:
+
+    tau = tau+                       if V_{i+1} > V_i > V_{i-1}       (Eq. 8)
+    tau = tau-                       if V_{i+1} < V_i < V_{i-1}       (Eq. 8)
+    otherwise (image i is an extremum along the band), with
+    dVmax = max(|V_{i+1}-V_i|, |V_{i-1}-V_i|), dVmin = min(...)      (Eq. 9)
+    tau = tau+ dVmax + tau- dVmin    if V_{i+1} > V_{i-1}             (Eq. 10)
+    tau = tau+ dVmin + tau- dVmax    if V_{i+1} <= V_{i-1}            (Eq. 11)
+
+then normalised. Taking the uphill neighbour avoids the kinks that the
+central-difference tangent produces where the path curves. (If both energy
+differences vanish, a flat stretch, we use tau+ + tau-.)
+
+Climbing image (Henkelman, Uberuaga & Jonsson, J. Chem. Phys. 113, 9901
+(2000), Eq. 5): the highest image i_max feels no spring and the inverted
+parallel true force,
+
+    F_imax = -grad V + 2 (grad V . tau) tau,
+
+so it climbs along the band and descends across it: at convergence it sits on
+the saddle point. It is switched on per band after ``climb_after`` iterations,
+or earlier once that band's plain NEB force is below ``climb_fmax``, and i_max
+is re-chosen at every iteration.
+
+Optimiser: FIRE (Bitzek et al., PRL 97, 170201 (2006)) per band
+---------------------------------------------------------------
+Velocity Verlet-like MD with unit mass; the band's velocity v (all its movable
+images as one vector) is mixed toward the force direction,
+v <- (1 - a) v + a |v| F/|F|. If P = F.v > 0 for more than N_min steps, dt
+grows (x f_inc, up to dt_max) and a shrinks (x f_alpha); if P <= 0 the band
+stops (v = 0), dt shrinks (x f_dec) and a resets. Then v += dt F, and each
+image moves by dt v, capped at ``max_step`` (per image). Standard parameters:
+N_min 5, f_inc 1.1, f_dec 0.5, a_start 0.1, f_alpha 0.99. Every band has its
+own (v, dt, a, counter), so a band's result does not depend on which other
+bands share the batch (bit for bit, given a row-independent ``efun``).
+
+Convergence, honestly reported
+------------------------------
+A band has converged when max_i |F_i| <= ``fmax`` over its movable images (with
+climbing: only after climbing started, the climbing image counted with its full
+force). Converged bands are frozen and no longer evaluated. ReLU networks make
+the forces discontinuous (gradients jump across kinks), so a network band may
+oscillate above a tight ``fmax`` until ``max_iter``: the result says per band
+whether it converged and what its final force is; nothing is assumed.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+__all__ = ["NEBResult", "neb", "linear_path", "tangents", "neb_forces"]
+
+# FIRE's standard parameters (Bitzek et al. 2006).
+FIRE_N_MIN, FIRE_F_INC, FIRE_F_DEC, FIRE_ALPHA_START, FIRE_F_ALPHA = 5, 1.1, 0.5, 0.1, 0.99
+
+
+def _dot(a, b):
+    """Row-wise dot product over the last axis: (..., D), (..., D) -> (...)."""
+    return np.einsum("...d,...d->...", a, b)
+
+
+@dataclass
+class NEBResult:
+    """Relaxed bands. Bn = number of bands, B = images per band incl. endpoints.
+
+    After :meth:`squeeze` (single band) the leading Bn axis is gone; the
+    methods work on both forms.
+    """
+
+    images: np.ndarray       # (Bn, B, D)  band positions; [:, 0] = start, [:, -1] = end
+    energies: np.ndarray     # (Bn, B)     efun energies of the images
+    distance: np.ndarray     # (Bn, B)     cumulative arc length, distance[:, 0] = 0
+    converged: np.ndarray    # (Bn,) bool  max NEB force <= fmax reached
+    iterations: np.ndarray   # (Bn,) int   optimiser steps taken
+    fmax_final: np.ndarray   # (Bn,)       max NEB force norm at the final images
+    climbing: np.ndarray     # (Bn,) int   climbing image index, -1 if none
+
+    def barrier(self, from_end: bool = False) -> np.ndarray:
+        """Highest band energy minus the start energy (or the end's): (Bn,)."""
+        ref = self.energies[..., -1] if from_end else self.energies[..., 0]
+        return self.energies.max(axis=-1) - ref
+
+    def peak(self) -> np.ndarray:
+        """The highest-energy image of each band: (Bn, D)."""
+        i = np.argmax(self.energies, axis=-1)[..., None, None]
+        return np.take_along_axis(self.images, i, axis=-2)[..., 0, :]
+
+    def squeeze(self) -> "NEBResult":
+        """Drop the band axis of a single-band result."""
+        if self.images.ndim != 3 or self.images.shape[0] != 1:
+            raise ValueError(f"squeeze needs a result with exactly one band, "
+                             f"got images of shape {self.images.shape}")
+        return replace(self, **{f: getattr(self, f)[0] for f in self.__dataclass_fields__})
+
+
+# =============================================================================
+# Band geometry and forces (vectorised over bands)
+# =============================================================================
+def linear_path(start, end, n_images: int) -> np.ndarray:
+    """Straight bands: (Bn, D) start/end -> (Bn, B, D), endpoints copied exactly."""
+    s = np.linspace(0.0, 1.0, n_images)[None, :, None]
+    X = (1.0 - s) * start[:, None, :] + s * end[:, None, :]
+    X[:, 0], X[:, -1] = start, end
+    return X
+
+
+def tangents(X, E) -> np.ndarray:
+    """Improved unit tangents (H&J 2000, Eqs. 8-11) at the movable images.
+
+    X : (Bn, B, D) bands;  E : (Bn, B) energies.  Returns tau : (Bn, B-2, D).
+    """
+    tp = X[:, 2:] - X[:, 1:-1]                      # tau+ (Bn, B-2, D)
+    tm = X[:, 1:-1] - X[:, :-2]                     # tau-
+    Ep, E0, Em = E[:, 2:], E[:, 1:-1], E[:, :-2]
+    up = (Ep > E0) & (E0 > Em)                      # Eq. 8, first case
+    down = (Ep < E0) & (E0 < Em)                    # Eq. 8, second case
+    dmax = np.maximum(np.abs(Ep - E0), np.abs(Em - E0))   # Eq. 9
+    dmin = np.minimum(np.abs(Ep - E0), np.abs(Em - E0))
+    wp = np.where(Ep > Em, dmax, dmin)              # Eq. 10 / Eq. 11
+    wm = np.where(Ep > Em, dmin, dmax)
+    flat = dmax == 0.0
+    wp = np.where(up, 1.0, np.where(down, 0.0, np.where(flat, 1.0, wp)))
+    wm = np.where(up, 0.0, np.where(down, 1.0, np.where(flat, 1.0, wm)))
+    tau = wp[..., None] * tp + wm[..., None] * tm
+    norm = np.sqrt(_dot(tau, tau))
+    return tau / np.where(norm > 0.0, norm, 1.0)[..., None]   # coincident images: 0
+
+
+def neb_forces(X, E, G, k: float, climbing) -> np.ndarray:
+    """NEB force on the movable images.
+
+    X : (Bn, B, D), E : (Bn, B), G : (Bn, B, D) gradients, k : spring constant,
+    climbing : (Bn,) int index of each band's climbing image, -1 for none.
+    Returns F : (Bn, B-2, D).
+    """
+    tau = tangents(X, E)                            # (Bn, B-2, D)
+    Gm = G[:, 1:-1]
+    g_par = _dot(Gm, tau)                           # (Bn, B-2)
+    F = g_par[..., None] * tau - Gm                 # perpendicular true force
+    seg = np.sqrt(_dot(np.diff(X, axis=1), np.diff(X, axis=1)))   # (Bn, B-1)
+    c_par = k * (seg[:, 1:] - seg[:, :-1])          # spring, along tau only
+    is_climb = np.arange(1, X.shape[1] - 1)[None, :] == np.asarray(climbing)[:, None]
+    c_par = np.where(is_climb, g_par, c_par)        # climbing: -G + 2 (G.tau) tau
+    return F + c_par[..., None] * tau
+
+
+def _band_fmax(F) -> np.ndarray:
+    """(Bn, B-2, D) -> (Bn,) largest per-image force norm."""
+    return np.sqrt(_dot(F, F)).max(axis=1)
+
+
+def _arc_length(X) -> np.ndarray:
+    """(Bn, B, D) -> (Bn, B) cumulative distance along each band."""
+    seg = np.sqrt(_dot(np.diff(X, axis=1), np.diff(X, axis=1)))
+    return np.concatenate([np.zeros_like(seg[:, :1]), np.cumsum(seg, axis=1)], axis=1)
+
+
+# =============================================================================
+# Optimisers: one step for a set of bands, each band with its own state
+# =============================================================================
+def _fire_step(F, v, dt, alpha, n_pos, dt_max):
+    """FIRE (Bitzek et al. 2006) for bands F, v (n, B-2, D), dt/alpha/n_pos (n,).
+
+    Returns the velocity update and new state; the caller applies dt * v.
+    """
+    P = _dot(F, v).sum(axis=1)                      # (n,) power of each band
+    Fn = np.sqrt(_dot(F, F).sum(axis=1))
+    vn = np.sqrt(_dot(v, v).sum(axis=1))
+    pos = P > 0.0
+    neg = ~pos & (vn > 0.0)                         # v = 0: fresh start, no verdict yet
+    mix = alpha * np.where(Fn > 0.0, vn / np.where(Fn > 0.0, Fn, 1.0), 0.0)
+    v = np.where(pos[:, None, None],
+                 (1.0 - alpha)[:, None, None] * v + mix[:, None, None] * F, v)
+    v = np.where(neg[:, None, None], 0.0, v)
+    grow = pos & (n_pos > FIRE_N_MIN)
+    dt = np.where(grow, np.minimum(dt * FIRE_F_INC, dt_max), np.where(neg, dt * FIRE_F_DEC, dt))
+    alpha = np.where(grow, alpha * FIRE_F_ALPHA, np.where(neg, FIRE_ALPHA_START, alpha))
+    n_pos = np.where(pos, n_pos + 1, np.where(neg, 0, n_pos))
+    v = v + dt[:, None, None] * F
+    return dt[:, None, None] * v, v, dt, alpha, n_pos
+
+
+def _cap(dr, max_step):
+    """Scale each image's displacement dr (n, B-2, D) to length <= max_step."""
+    norm = np.sqrt(_dot(dr, dr))
+    return dr * np.where(norm > max_step, max_step / np.where(norm > 0, norm, 1.0), 1.0)[..., None]
+
+
+# =============================================================================
+# Driver
+# =============================================================================
+def _evaluate(efun, X):
+    """efun on (n, D) points, checked: returns E (n,), G (n, D) float64."""
+    out = efun(X)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise ValueError("efun must return a tuple (E, G)")
+    E, G = np.asarray(out[0], dtype=np.float64), np.asarray(out[1], dtype=np.float64)
+    if E.shape != X.shape[:1] or G.shape != X.shape:
+        raise ValueError(f"efun(X) with X of shape {X.shape} must return E of shape "
+                         f"{X.shape[:1]} and G of shape {X.shape}, got {E.shape} and {G.shape}")
+    return E, G
+
+
+def _check_endpoints(start, end):
+    arrs = []
+    for name, a in (("start", start), ("end", end)):
+        a = np.asarray(a)
+        if a.dtype.kind not in "fiu" or a.ndim not in (1, 2) or a.shape[-1] == 0 or a.size == 0:
+            raise ValueError(f"{name} must be a real array of shape (D,) or (Bn, D), "
+                             f"got {a.dtype} array of shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} contains non-finite values")
+        arrs.append(np.atleast_2d(a.astype(np.float64)))
+    s, e = arrs
+    if s.shape[1] != e.shape[1] or (s.shape[0] != e.shape[0] and 1 not in (s.shape[0], e.shape[0])):
+        raise ValueError(f"start and end must have shapes (D,) or (Bn, D) with the same D "
+                         f"and Bn, got {np.shape(start)} and {np.shape(end)}")
+    Bn = max(s.shape[0], e.shape[0])
+    return np.broadcast_to(s, (Bn, s.shape[1])), np.broadcast_to(e, (Bn, s.shape[1]))
+
+
+def _check_positive(name, value, integer=False, zero_ok=False):
+    ok_type = (isinstance(value, (int, np.integer)) and not isinstance(value, bool)) if integer \
+        else isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok_type or not np.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"{name} must be {kind} {'>= 0' if zero_ok else '> 0'}, got {value!r}")
+
+
+def neb(efun, start, end, n_images: int = 32, k_spring: float = 1.0, climb: bool = False,
+        climb_after: int = 100, climb_fmax: float | None = None, fmax: float = 1e-3,
+        max_iter: int = 10000, optimizer: str = "fire", dt: float = 0.1,
+        dt_max: float | None = None, max_step: float = 0.2) -> NEBResult:
+    """Relax Bn nudged elastic bands at once (see the module docstring).
+
+    Parameters
+    ----------
+    efun : callable X (n, D) -> (E (n,), G (n, D)); called once per iteration on
+        the movable images of all unfinished bands. It must treat rows
+        independently for bands to be independent of each other.
+    start, end : (D,) or (Bn, D) fixed endpoints; a (D,) one is shared by all bands.
+    n_images : B, images per band INCLUDING both endpoints (>= 3).
+    k_spring : spring constant k (> 0).
+    climb : use a climbing image, switched on per band at iteration
+        ``climb_after`` or once the band's force is <= ``climb_fmax``
+        (default 10 * fmax), whichever comes first.
+    fmax : convergence threshold on the largest per-image NEB force norm.
+    max_iter : at most this many optimiser steps per band.
+    optimizer : "fire" (default) or "sd" (steepest descent: R += dt F).
+    dt, dt_max : FIRE's initial and largest time step (dt_max default 10 dt).
+    max_step : largest displacement of one image in one step.
+
+    Returns
+    -------
+    NEBResult with band axis Bn (also for one band; see ``NEBResult.squeeze``).
+    """
+    if not callable(efun):
+        raise ValueError(f"efun must be callable X (n, D) -> (E, G), got {type(efun).__name__}")
+    S, T = _check_endpoints(start, end)             # (Bn, D) each
+    _check_positive("n_images", n_images, integer=True)
+    if n_images < 3:
+        raise ValueError(f"n_images must be >= 3 (two endpoints and a movable image), "
+                         f"got {n_images}")
+    for name, val in (("k_spring", k_spring), ("fmax", fmax), ("dt", dt), ("max_step", max_step)):
+        _check_positive(name, val)
+    _check_positive("max_iter", max_iter, integer=True, zero_ok=True)
+    _check_positive("climb_after", climb_after, integer=True, zero_ok=True)
+    climb_fmax = 10.0 * fmax if climb_fmax is None else climb_fmax
+    _check_positive("climb_fmax", climb_fmax)
+    dt_max = 10.0 * dt if dt_max is None else dt_max
+    _check_positive("dt_max", dt_max)
+    if dt_max < dt:
+        raise ValueError(f"dt_max must be >= dt, got dt_max={dt_max} < dt={dt}")
+    if optimizer not in ("fire", "sd"):
+        raise ValueError(f"optimizer must be 'fire' or 'sd', got {optimizer!r}")
+
+    Bn, D = S.shape
+    B = n_images
+    X = linear_path(S, T, B)                        # (Bn, B, D)
+    E, G = _evaluate(efun, X.reshape(Bn * B, D))
+    E, G = E.reshape(Bn, B), G.reshape(Bn, B, D)
+    v = np.zeros((Bn, B - 2, D))                    # FIRE state, per band
+    dtb, alpha, n_pos = np.full(Bn, float(dt)), np.full(Bn, FIRE_ALPHA_START), np.zeros(Bn, int)
+    climbing_on = np.zeros(Bn, bool)
+    done, converged = np.zeros(Bn, bool), np.zeros(Bn, bool)
+    iters, f_now, c_idx = np.zeros(Bn, int), np.full(Bn, np.inf), np.full(Bn, -1)
+
+    for it in range(max_iter + 1):
+        a = np.flatnonzero(~done)                   # unfinished bands
+        if a.size == 0:
+            break
+        sel = slice(None) if a.size == Bn else a    # a view when all bands are active
+        Xa, Ea, Ga = X[sel], E[sel], G[sel]
+        ci = np.where(climbing_on[a], np.argmax(Ea[:, 1:-1], axis=1) + 1, -1)
+        F = neb_forces(Xa, Ea, Ga, k_spring, ci)    # (na, B-2, D)
+        fb = _band_fmax(F)
+        if climb:
+            switch = ~climbing_on[a] & ((it >= climb_after) | (fb <= climb_fmax))
+            if switch.any():
+                climbing_on[a[switch]] = True
+                v[a[switch]], n_pos[a[switch]] = 0.0, 0
+                alpha[a[switch]] = FIRE_ALPHA_START
+                ci = np.where(climbing_on[a], np.argmax(Ea[:, 1:-1], axis=1) + 1, -1)
+                F = neb_forces(Xa, Ea, Ga, k_spring, ci)
+                fb = _band_fmax(F)
+        f_now[a], c_idx[a] = fb, ci
+        conv = (fb <= fmax) & (climbing_on[a] | (not climb))
+        bad = ~np.isfinite(fb)
+        stop = conv | bad | (it == max_iter)
+        converged[a[conv]] = True
+        done[a[stop]] = True
+        iters[a[stop]] = it
+        if bad.any():
+            warnings.warn(f"{bad.sum()} band(s) met non-finite energies or forces and were "
+                          f"stopped (converged=False)", RuntimeWarning, stacklevel=2)
+        move = ~stop
+        if not move.any():
+            continue
+        m = a[move]
+        if optimizer == "fire":
+            dr, v[m], dtb[m], alpha[m], n_pos[m] = _fire_step(F[move], v[m], dtb[m], alpha[m],
+                                                               n_pos[m], dt_max)
+        else:
+            dr = dt * F[move]
+        X[m, 1:-1] += _cap(dr, max_step)
+        Em, Gm = _evaluate(efun, X[m, 1:-1].reshape(-1, D))
+        E[m, 1:-1], G[m, 1:-1] = Em.reshape(m.size, B - 2), Gm.reshape(m.size, B - 2, D)
+
+    return NEBResult(images=X, energies=E, distance=_arc_length(X), converged=converged,
+                     iterations=iters, fmax_final=f_now, climbing=c_idx)

@@ -1,0 +1,95 @@
+"""Analytic test surfaces for the nudged elastic band, batched, with exact gradients.
+
+Every function here has the energy-function interface used by :mod:`relunet.neb`:
+
+    efun(X) -> (E, G)      X (n, D) points,  E (n,) energies,  G (n, D) = dE/dX
+
+so a whole batch of bands is evaluated in one call, exactly like a stack of
+networks with :func:`relunet.kernels.loss_and_grad`.
+
+* :func:`mueller_brown` -- the two-dimensional surface of Mueller & Brown
+  (Theor. Chim. Acta 53, 75 (1979)), the standard test of path methods:
+  three minima and two saddles, with a curved minimum energy path.
+* :func:`double_well` -- E = (x_0^2 - 1)^2 + sum_{j>=1} (x_j - c x_0^2)^2 in
+  any dimension D >= 1. Minima at x_0 = +-1 (x_j = c, E = 0), a single saddle
+  at the origin with barrier exactly 1. For c = 0 the minimum energy path is
+  the straight x_0 axis; for c != 0 it is the parabola x_j = c x_0^2, so the
+  straight initial band (which crosses x_0 = 0 at height 1 + (D-1) c^2) must
+  bend to find the barrier.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["mueller_brown", "double_well", "MB_MINIMA", "MB_SADDLES"]
+
+# Mueller & Brown (1979): E(x, y) = sum_k A_k exp(a_k (x - x0_k)^2
+#                          + b_k (x - x0_k)(y - y0_k) + c_k (y - y0_k)^2)
+_MB_A = np.array([-200.0, -100.0, -170.0, 15.0])
+_MB_a = np.array([-1.0, -1.0, -6.5, 0.7])
+_MB_b = np.array([0.0, 0.0, 11.0, 0.6])
+_MB_c = np.array([-10.0, -10.0, -6.5, 0.7])
+_MB_x0 = np.array([1.0, 0.0, -0.5, -1.0])
+_MB_y0 = np.array([0.0, 0.5, 1.5, 1.0])
+
+# Stationary points to 3 decimals (widely tabulated; E in the surface's units).
+# Our tests locate the saddles independently with NEB; these are for reference.
+MB_MINIMA = {"A": ((-0.558, 1.442), -146.70), "B": ((0.623, 0.028), -108.17),
+             "C": ((-0.050, 0.467), -80.77)}
+MB_SADDLES = {"AC": ((-0.822, 0.624), -40.66), "CB": ((0.212, 0.293), -72.25)}
+
+
+def _as_points(X, width=None) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or (width is not None and X.shape[1] != width):
+        want = f"(n, {width})" if width is not None else "(n, D)"
+        raise ValueError(f"X must have shape {want}, got {X.shape}")
+    return X
+
+
+def mueller_brown(X):
+    """Mueller-Brown energy and gradient at many points.
+
+    Parameters
+    ----------
+    X : (n, 2) points (x, y).
+
+    Returns
+    -------
+    E : (n,) energies;  G : (n, 2) gradients.
+    """
+    X = _as_points(X, 2)
+    dx = X[:, :1] - _MB_x0                       # (n, 4)
+    dy = X[:, 1:] - _MB_y0                       # (n, 4)
+    terms = _MB_A * np.exp(_MB_a * dx * dx + _MB_b * dx * dy + _MB_c * dy * dy)
+    E = terms.sum(axis=1)
+    G = np.empty_like(X)
+    G[:, 0] = (terms * (2.0 * _MB_a * dx + _MB_b * dy)).sum(axis=1)
+    G[:, 1] = (terms * (_MB_b * dx + 2.0 * _MB_c * dy)).sum(axis=1)
+    return E, G
+
+
+def double_well(X, c: float = 0.0):
+    """Double well with barrier exactly 1 at the origin, optionally curved.
+
+    E(x) = (x_0^2 - 1)^2 + sum_{j>=1} (x_j - c x_0^2)^2
+
+    Parameters
+    ----------
+    X : (n, D) points, D >= 1.
+    c : curvature of the valley (0: straight valley along x_0).
+
+    Returns
+    -------
+    E : (n,) energies;  G : (n, D) gradients.
+    """
+    X = _as_points(X)
+    if X.shape[1] < 1:
+        raise ValueError("X must have at least one column (D >= 1)")
+    x0 = X[:, 0]
+    r = X[:, 1:] - c * (x0 * x0)[:, None]        # (n, D-1) distance from the valley
+    E = (x0 * x0 - 1.0) ** 2 + (r * r).sum(axis=1)
+    G = np.empty_like(X)
+    G[:, 0] = 4.0 * x0 * (x0 * x0 - 1.0) - 4.0 * c * x0 * r.sum(axis=1)
+    G[:, 1:] = 2.0 * r
+    return E, G

@@ -1,0 +1,150 @@
+"""numba kernels against their NumPy twins and against finite differences."""
+import numba
+import numpy as np
+import pytest
+
+from relunet import kernels as kn
+from relunet.gradcheck import block_errors, directional_check, fd_gradient
+from relunet.net import Arch, init_stack
+
+
+def data_off_kinks(W, arch, S, rng, margin=1e-4):
+    """Inputs in [-1, 1] where every network of W has all pre-activations farther
+    than ``margin`` from 0 (so finite differences never straddle a kink)."""
+    x = rng.uniform(-1, 1, 4 * S)
+    v = arch.unpack(W)
+    ok = np.ones(x.size, bool)
+    h = np.broadcast_to(x[None, None, :], (W.shape[0], 1, x.size))
+    for layer in range(1, arch.K + 1):
+        wn, bn = arch.layer_blocks(layer)
+        z = v[wn] @ h + v[bn][:, :, None]
+        ok &= np.all(np.abs(z) > margin, axis=(0, 1))
+        h = np.maximum(z, 0)
+    x = x[ok][:S]
+    assert x.size == S
+    return x, np.sin(3 * x) + 0.1 * rng.standard_normal(S)
+
+
+def random_stack(arch, M, rng):
+    # random biases too, so that the bias gradients are exercised away from zero init
+    W = init_stack(arch, rng.integers(0, 2**31, M))
+    W += 0.3 * rng.standard_normal(W.shape)
+    return W
+
+
+@pytest.mark.parametrize("K,N", [(1, 1), (2, 3), (5, 5), (10, 10)])
+def test_kernels_match_numpy_twins(K, N, rng):
+    arch = Arch(K, N)
+    for M in (1, 3, 17):
+        W = random_stack(arch, M, rng)
+        x = rng.uniform(-1.2, 1.2, 57)
+        t = rng.standard_normal(57)
+        np.testing.assert_allclose(kn.forward(W, arch, x), kn.forward_ref(W, arch, x),
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(kn.loss(W, arch, x, t), kn.loss_ref(W, arch, x, t),
+                                   rtol=1e-12, atol=1e-14)
+        l, g = kn.loss_and_grad(W, arch, x, t)
+        lr, gr = kn.loss_and_grad_ref(W, arch, x, t)
+        np.testing.assert_allclose(l, lr, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(g, gr, rtol=1e-10, atol=1e-12)
+
+
+def test_multi_input_output_matches_twin(rng):
+    arch = Arch(2, 4, n_in=3, n_out=2)
+    W = random_stack(arch, 5, rng)
+    x = rng.standard_normal((31, 3))
+    t = rng.standard_normal((31, 2))
+    np.testing.assert_allclose(kn.forward(W, arch, x), kn.forward_ref(W, arch, x), rtol=1e-12)
+    l, g = kn.loss_and_grad(W, arch, x, t)
+    lr, gr = kn.loss_and_grad_ref(W, arch, x, t)
+    np.testing.assert_allclose(l, lr, rtol=1e-12)
+    np.testing.assert_allclose(g, gr, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_matches_float64_twin(rng):
+    arch = Arch(5, 5)
+    W = random_stack(arch, 4, rng)
+    x = rng.uniform(-1, 1, 100)
+    t = np.sin(3 * x)
+    l32, g32 = kn.loss_and_grad(W.astype(np.float32), arch, x, t)
+    assert l32.dtype == np.float32 and g32.dtype == np.float32
+    l64, g64 = kn.loss_and_grad_ref(W, arch, x, t)
+    np.testing.assert_allclose(l32, l64, rtol=1e-4)
+    np.testing.assert_allclose(g32, g64, rtol=1e-3, atol=1e-4 * np.abs(g64).max())
+
+
+@pytest.mark.parametrize("K,N", [(1, 1), (2, 3), (3, 2)])
+def test_full_finite_difference_gradient_per_block(K, N, rng):
+    arch = Arch(K, N)
+    W = random_stack(arch, 2, rng)
+    x, t = data_off_kinks(W, arch, 40, rng)
+    _, g = kn.loss_and_grad(W, arch, x, t)
+    for m in range(2):
+        fd = fd_gradient(W[m], arch, x, t, eps=1e-6)   # error ~eps^2 + 1e-16/eps ~ 1e-10
+        errs = block_errors(g[m], fd, arch)
+        assert max(errs.values()) < 1e-6, errs
+
+
+@pytest.mark.parametrize("K,N", [(5, 5), (10, 10)])
+def test_random_direction_finite_differences(K, N, rng):
+    arch = Arch(K, N)
+    W = random_stack(arch, 1, rng)
+    x, t = data_off_kinks(W, arch, 60, rng, margin=1e-3)
+    a, fd = directional_check(W[0], arch, x, t, n_dirs=10, eps=1e-7, rng=1)
+    np.testing.assert_allclose(a, fd, rtol=1e-5, atol=1e-8 * np.abs(a).max())
+
+
+def test_stack_is_bit_identical_to_single_calls(rng):
+    from relunet.data import wf_training_set
+    arch = Arch(5, 5)
+    W = init_stack(arch, np.arange(1000))
+    x, t = wf_training_set()
+    l, g = kn.loss_and_grad(W, arch, x, t)          # one kernel call for 1,000 networks
+    for m in range(0, 1000, 37):
+        l1, g1 = kn.loss_and_grad(W[m], arch, x, t)
+        assert l1[0] == l[m]
+        assert np.array_equal(g1[0], g[m])
+
+
+def test_thread_count_does_not_change_bits(rng):
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 numba threads")
+    arch = Arch(5, 5)
+    W = random_stack(arch, 64, rng)
+    x = rng.uniform(-1, 1, 341)
+    t = np.cos(5 * x)
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        l1, g1 = kn.loss_and_grad(W, arch, x, t)
+        y1 = kn.forward(W, arch, x)
+        numba.set_num_threads(2)
+        l2, g2 = kn.loss_and_grad(W, arch, x, t)
+        y2 = kn.forward(W, arch, x)
+    finally:
+        numba.set_num_threads(old)
+    assert np.array_equal(l1, l2) and np.array_equal(g1, g2) and np.array_equal(y1, y2)
+
+
+def test_bad_input_names_the_argument():
+    arch = Arch(2, 2)
+    W = init_stack(arch, [0])
+    x = np.linspace(-1, 1, 5)
+    with pytest.raises(ValueError, match="W must have shape"):
+        kn.loss(np.zeros((1, 3)), arch, x, x)
+    with pytest.raises(ValueError, match="W must be float32 or float64"):
+        kn.loss(W.astype(np.int64), arch, x, x)
+    with pytest.raises(ValueError, match="x must be a real numeric"):
+        kn.forward(W, arch, x.astype(complex))
+    with pytest.raises(ValueError, match="x must have shape"):
+        kn.forward(W, arch, np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="x is empty"):
+        kn.loss(W, arch, np.zeros(0), np.zeros(0))
+    with pytest.raises(ValueError, match="x contains non-finite"):
+        kn.loss(W, arch, np.array([0.0, np.nan]), np.zeros(2))
+    with pytest.raises(ValueError, match="t contains non-finite"):
+        kn.loss(W, arch, np.zeros(2), np.array([0.0, np.inf]))
+    with pytest.raises(ValueError, match="same number of points"):
+        kn.loss(W, arch, np.zeros(3), np.zeros(2))
+    with pytest.raises(ValueError, match="arch must be"):
+        kn.loss(W, (2, 2), x, x)
