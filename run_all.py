@@ -1,2 +1,14 @@
-"""Regenerate every figure of the paper and figures/REPORT.md (placeholder until the experiments land)."""
-print("relunet: the experiments (issue 5) are not implemented yet; run `python -m pytest -q`.")
+"""Regenerate every figure of Gamst & Walker (2017) and figures/REPORT.md.
+
+    python run_all.py                      # default scale, embedded engine
+    python run_all.py --scale smoke        # seconds
+    python run_all.py --scale paper --scheduler tcp://HOST:8786
+
+See ``python run_all.py --help`` and relunet/experiments/runner.py.
+"""
+import sys
+
+from relunet.experiments.runner import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -40,8 +40,9 @@ import numpy as np
 
 from .net import Arch
 
-__all__ = ["Block", "sawtooth_block", "spline_block", "combine_blocks",
-           "default_heights", "build_wf", "WF_ARCH", "WF_KNOTS", "f_closed_form"]
+__all__ = ["Block", "sawtooth_block", "zigzag_block", "spline_block", "combine_blocks",
+           "default_heights", "build_wf", "build_hf", "teacher", "TEACHERS", "WF_ARCH",
+           "WF_KNOTS", "HF_KNOTS", "HF_HEIGHTS", "f_closed_form"]
 
 WF_ARCH = Arch(5, 5)
 #: knots of the spline block of W_f
@@ -84,6 +85,36 @@ def sawtooth_block(K: int = 5, amplitude: float = 1.4) -> Block:
     # after the last layer the pair (v0, v1) combines as v0 - 2 v1 with peak `peak`
     a = amplitude / peak
     return Block(tuple(Ws), tuple(bs), np.array([a, -2.0 * a]))
+
+
+def zigzag_block(K: int = 5, amplitude: float = 1.4) -> Block:
+    """3-unit-wide block: a tent in layer 1, then the *tripling* map in layers 2..K.
+
+    The tripling map of a tent of peak p uses three units,
+
+        Z_p(t) = relu(t) - 2 relu(t - p/3) + 2 relu(t - 2p/3),
+
+    which folds [0, p] into three pieces of range [0, p/3]: every layer triples
+    the number of linear pieces (the doubling tent map of the sawtooth block
+    cannot do better than 2 with 2 units). After K layers there are
+    2 * 3^(K-1) pieces on [-1, 1] (81 teeth for K = 5), scaled to height
+    ``amplitude``; zero outside [-1, 1]. Layer 1 computes relu(x + 1), relu(x)
+    and a unit that stays off; the tent is then relu(x+1) - 2 relu(x).
+    """
+    if K < 1:
+        raise ValueError(f"K must be >= 1, got {K}")
+    # first layer: units (relu(x+1), relu(x), 0); the tent is u0 - 2 u1
+    Ws = [np.array([[1.0], [1.0], [0.0]])]
+    bs = [np.array([1.0, 0.0, 0.0])]
+    comb = np.array([1.0, -2.0, 0.0])        # how the previous layer forms t
+    peak = 1.0
+    for _ in range(1, K):
+        Ws.append(np.outer(np.ones(3), comb))          # every unit receives t
+        bs.append(np.array([0.0, -peak / 3.0, -2.0 * peak / 3.0]))
+        comb = np.array([1.0, -2.0, 2.0])
+        peak /= 3.0
+    a = amplitude / peak
+    return Block(tuple(Ws), tuple(bs), a * comb)
 
 
 def spline_block(K: int = 5, knots=WF_KNOTS, heights=None) -> Block:
@@ -149,6 +180,38 @@ def build_wf(heights=None, K: int = 5, amplitude: float = 1.4, knots=WF_KNOTS,
     blocks = [sawtooth_block(K, amplitude), spline_block(K, knots, heights)]
     _, w = combine_blocks(blocks, dtype=dtype)
     return w
+
+
+#: knots and heights of the spline block of the high-frequency teacher
+HF_KNOTS = (-1.0, 0.0, 1.0)
+HF_HEIGHTS = (0.0, 0.5, 0.0)
+
+
+def build_hf(K: int = 5, amplitude: float = 1.4, dtype=np.float64) -> np.ndarray:
+    """A 5x5 teacher of far higher frequency built the same way as W_f (G&W Sec. 3.5:
+    "it is easy to construct 5x5 networks with far higher frequency components").
+
+    Units 0-2: the tripling zigzag block (81 teeth of height ``amplitude`` on
+    [-1, 1] for K = 5, against W_f's 16); units 3-4: a 2-segment spline through
+    HF_HEIGHTS at HF_KNOTS. Architecture ``Arch(K, 5)``.
+    """
+    blocks = [zigzag_block(K, amplitude), spline_block(K, HF_KNOTS, HF_HEIGHTS)]
+    _, w = combine_blocks(blocks, dtype=dtype)
+    return w
+
+
+#: teachers by name: name -> builder(heights) returning (arch, w)
+TEACHERS = {
+    "wf": lambda heights=None: (WF_ARCH, build_wf(heights)),
+    "hf": lambda heights=None: (Arch(5, 5), build_hf()),
+}
+
+
+def teacher(name: str = "wf", heights=None):
+    """(arch, w) of a named teacher: 'wf' (W_f) or 'hf' (high-frequency variant)."""
+    if name not in TEACHERS:
+        raise ValueError(f"teacher must be one of {sorted(TEACHERS)}, got {name!r}")
+    return TEACHERS[name](heights)
 
 
 def f_closed_form(x, heights=None, amplitude: float = 1.4, K: int = 5) -> np.ndarray:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Arch", "init_stack", "check_stack"]
+__all__ = ["Arch", "init_stack", "perturbed_stack", "check_stack"]
 
 
 @dataclass(frozen=True)
@@ -172,3 +172,34 @@ def init_stack(arch: Arch, seeds, dtype=np.float64) -> np.ndarray:
                 lim = np.sqrt(6.0 / (fan_in + fan_out))
                 views[name][...] = rng.uniform(-lim, lim, size=shape)
     return W.astype(dtype)
+
+
+def perturbed_stack(center, seeds, radius_range=(0.0, 2.0), dtype=np.float64):
+    """Networks ``center + r u``: u a uniformly random unit direction, r ~ U(radius_range).
+
+    G&W Sec. 3.4 add "Gaussian noise (with L2 norm chosen approximately
+    uniformly in [0, 2])" to W_f: a standard normal vector normalised to unit
+    length is a uniformly random direction, and its norm is then set to r.
+    Network m's draws come only from ``default_rng(seeds[m])`` (first r, then u).
+
+    Returns
+    -------
+    W : (M, P) start points;  radii : (M,) the noise norms ||W[m] - center||.
+    """
+    center = np.asarray(center, dtype=np.float64)
+    if center.ndim != 1 or not np.all(np.isfinite(center)):
+        raise ValueError("center must be one finite parameter vector (P,)")
+    lo, hi = (float(v) for v in radius_range)
+    if not (0.0 <= lo <= hi) or not np.isfinite(hi):
+        raise ValueError(f"radius_range must be (lo, hi) with 0 <= lo <= hi, got {radius_range}")
+    seeds = np.atleast_1d(np.asarray(seeds))
+    if seeds.ndim != 1 or seeds.size == 0 or not np.issubdtype(seeds.dtype, np.integer):
+        raise ValueError(f"seeds must be a non-empty 1-D sequence of integers, got {seeds!r}")
+    W = np.empty((seeds.size, center.size))
+    radii = np.empty(seeds.size)
+    for m, s in enumerate(seeds):
+        rng = np.random.default_rng(int(s))
+        radii[m] = rng.uniform(lo, hi)
+        u = rng.standard_normal(center.size)
+        W[m] = center + radii[m] * u / np.linalg.norm(u)
+    return W.astype(dtype), radii

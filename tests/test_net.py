@@ -66,3 +66,15 @@ def test_bad_stack_and_seeds():
         init_stack(a, [1.5])
     with pytest.raises(ValueError, match="dtype"):
         init_stack(a, [1], dtype=np.int32)
+
+
+def test_perturbed_stack_has_the_drawn_norms():
+    from relunet.net import perturbed_stack
+    c = np.arange(10.0)
+    W, r = perturbed_stack(c, [1, 2, 3, 4], (0.5, 2.0))
+    np.testing.assert_allclose(np.linalg.norm(W - c, axis=1), r, rtol=1e-12)
+    assert np.all((r >= 0.5) & (r <= 2.0))
+    W1, r1 = perturbed_stack(c, [3], (0.5, 2.0))
+    np.testing.assert_array_equal(W1[0], W[2])
+    with pytest.raises(ValueError, match="radius_range"):
+        perturbed_stack(c, [1], (2.0, 1.0))

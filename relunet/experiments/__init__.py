@@ -1,0 +1,21 @@
+"""The experiments of Gamst & Walker (2017), one module each, in figure order.
+
+``REGISTRY`` lists them; :mod:`relunet.experiments.runner` (behind
+``run_all.py``) computes, plots and reports each in turn.
+"""
+from __future__ import annotations
+
+import importlib
+
+_MODULES = [
+    "fig1_wf",
+]
+
+
+def registry():
+    """The experiment modules, in figure order."""
+    return [importlib.import_module(f"{__name__}.{m}") for m in _MODULES]
+
+
+def names() -> list[str]:
+    return list(_MODULES)

@@ -1,0 +1,120 @@
+"""``run_all.py``: compute, plot and report every experiment, resumably.
+
+Each experiment computes only what its store does not hold yet (training runs
+resume chunk by chunk), then plots from the store and writes its section of
+``figures/REPORT.md``. Interrupting and re-running picks up where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import names, registry
+from .base import SCALES, Context
+
+DEFAULT_STORE = os.environ.get("RELUNET_RESULTS", "results")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_all.py",
+        description="Regenerate every figure of Gamst & Walker (2017) and figures/REPORT.md.")
+    p.add_argument("--scale", choices=SCALES, default="default",
+                   help="smoke: seconds; default: every figure, ~20 min on 2 cores; "
+                        "paper: the paper's full scale (use a cluster)")
+    p.add_argument("--only", action="append", default=None, metavar="NAME",
+                   help=f"run only this experiment (repeatable); one of {', '.join(names())}")
+    p.add_argument("--plot-only", action="store_true",
+                   help="re-plot and re-report from the store, compute nothing")
+    p.add_argument("--force", action="store_true", help="recompute what is stored")
+    p.add_argument("--store", default=DEFAULT_STORE,
+                   help="folder of stored results (default: %(default)s, or $RELUNET_RESULTS)")
+    p.add_argument("--figures", default="figures", help="output folder (default: %(default)s)")
+    eng = p.add_mutually_exclusive_group()
+    eng.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler address")
+    eng.add_argument("--scheduler-file", metavar="FILE", help="dask scheduler file")
+    eng.add_argument("--local-processes", type=int, metavar="N",
+                     help="N single-threaded local worker processes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def _select(only):
+    mods = registry()
+    if not only:
+        return mods
+    wanted = [n for o in only for n in o.split(",") if n]
+    unknown = sorted(set(wanted) - set(names()))
+    if unknown:
+        raise SystemExit(f"run_all.py: error: unknown experiment(s) {unknown}; "
+                         f"choose from {names()}")
+    return [m for m in mods if m.NAME in wanted]
+
+
+def write_report(ctx: Context, scale: str, sections: list[str], timings: dict) -> Path:
+    from ..store import versions
+    lines = [
+        "# relunet report: the energy landscape of a simple neural network",
+        "",
+        f"Written by `run_all.py --scale {scale}` on {time.strftime('%Y-%m-%d %H:%M')}. "
+        "Every number below was computed by this run (or read from its store); beside "
+        "each stands what Gamst & Walker (2017) state and a verdict: *reproduced*, "
+        "*differs* (and how), or *unknown in the paper*.",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
+        "",
+        "| experiment | compute + plot time (s) |", "|---|---|",
+    ] + [f"| {k} | {v:.1f} |" for k, v in timings.items()] + [""]
+    path = ctx.figures / "REPORT.md"
+    ctx.figures.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines + sections) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    engine = {k: v for k, v in dict(scheduler=args.scheduler,
+                                    scheduler_file=args.scheduler_file,
+                                    local_processes=args.local_processes).items() if v}
+    ctx = Context(store=Path(args.store), figures=Path(args.figures), engine=engine,
+                  force=args.force, progress=not args.no_progress)
+    mods = _select(args.only)
+
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _term)
+
+    sections, timings, files = [], {}, []
+    t_all = time.perf_counter()
+    try:
+        for i, mod in enumerate(mods, 1):
+            cfg = mod.config(args.scale)
+            print(f"[{i}/{len(mods)}] {mod.TITLE}", flush=True)
+            t0 = time.perf_counter()
+            if not args.plot_only:
+                mod.compute(cfg, ctx)
+            files += mod.plot(cfg, ctx)
+            sections.append(mod.report(cfg, ctx))
+            timings[mod.NAME] = time.perf_counter() - t0
+            print(f"      done in {timings[mod.NAME]:.1f} s", flush=True)
+    except KeyboardInterrupt:
+        cmd = " ".join(["python run_all.py"] + (argv if argv is not None else sys.argv[1:]))
+        print(f"\ninterrupted: everything finished so far is saved in {ctx.store}/.\n"
+              f"resume with: {cmd}", file=sys.stderr)
+        return 130
+    except FileNotFoundError as e:
+        if args.plot_only:
+            print(f"run_all.py: --plot-only needs computed results: {e}", file=sys.stderr)
+            return 2
+        raise
+    report = write_report(ctx, args.scale, sections, timings)
+    print(f"\nall done in {time.perf_counter() - t_all:.1f} s")
+    print(f"figures: {len([f for f in files if f.endswith('.png')])} PNG + PDF in "
+          f"{ctx.figures}/;  report: {report};  stored results: {ctx.store}/")
+    return 0
