@@ -9,6 +9,13 @@ import importlib
 
 _MODULES = [
     "fig1_wf",
+    "fig2_fits",
+    "fig4_neb",
+    "fig5_basin",
+    "hessian_spectra",
+    "minima_geometry",
+    "wide_10x10",
+    "high_freq",
 ]
 
 

@@ -1,0 +1,73 @@
+"""Pieces several experiments share: the main training runs and their summaries.
+
+The main experiment of G&W (Sec. 3.1-3.2) trains students of W_f with momentum
+GD and with Adadelta; Figs. 2-4, the Hessian spectra and the geometry of the
+minima all read those same runs. A run is stored under
+``<store>/runs/<name>-<fingerprint>`` and trained (or resumed) on first use.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine import TrainConfig, load_run, run_training
+from ..kernels import forward
+
+#: Keras 2.0 / construction.md defaults (TrainConfig fills them in too)
+OPTIMIZERS = ("momentum", "adadelta")
+
+
+def chunk_size_for(n_models: int) -> int:
+    """Chunks small enough for a useful progress bar, large enough to amortise."""
+    return int(min(256, max(4, n_models // 8)))
+
+
+def train(cfg: TrainConfig, ctx, label: str):
+    """Train (or resume, or just load) a run; returns its RunData."""
+    path = ctx.runs_dir() / f"{label}-{cfg.fingerprint[:12]}"
+    run_training(cfg, path, chunk_size=chunk_size_for(cfg.n_models),
+                 progress=ctx.progress, **ctx.engine)
+    return load_run(path)
+
+
+def run_path(cfg: TrainConfig, ctx, label: str):
+    return ctx.runs_dir() / f"{label}-{cfg.fingerprint[:12]}"
+
+
+def main_config(optimizer: str, n_models: int, steps: int, seed: int,
+                record_every: int, dtype: str = "float64", teacher: str = "wf",
+                K: int = 5, N: int = 5) -> TrainConfig:
+    return TrainConfig(teacher=teacher, K=K, N=N, optimizer=optimizer, n_models=n_models,
+                       steps=steps, seed=seed, record_every=min(record_every, steps),
+                       dtype=dtype)
+
+
+def usable(run) -> np.ndarray:
+    """Mask of networks that finished with finite loss (diverged ones are excluded
+    from every aggregate and counted in the report)."""
+    return (run.status == 0) & np.isfinite(run.loss)
+
+
+def fit_summary(W, arch, xs, batch: int = 4096):
+    """Mean and standard deviation of the fitted functions on ``xs`` over networks,
+    accumulated in batches (a paper-scale run has 160,000 networks)."""
+    n = W.shape[0]
+    s1 = np.zeros(xs.size)
+    s2 = np.zeros(xs.size)
+    for i in range(0, n, batch):
+        Y = forward(W[i:i + batch].astype(np.float64), arch, xs)
+        s1 += Y.sum(axis=0)
+        s2 += (Y * Y).sum(axis=0)
+    mean = s1 / max(n, 1)
+    var = np.maximum(s2 / max(n, 1) - mean ** 2, 0.0)
+    return mean, np.sqrt(var)
+
+
+def quantile_table(values, qs=(0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)) -> dict:
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return {q: float("nan") for q in qs}
+    return {q: float(v) for q, v in zip(qs, np.quantile(values, qs))}
+
+
+def fmt(v: float) -> str:
+    return "nan" if not np.isfinite(v) else (f"{v:.3g}" if abs(v) >= 1e-3 else f"{v:.2e}")

@@ -1,0 +1,141 @@
+"""Hessian spectra at W_f and at the trained minima (G&W Sec. 3.5, full paper).
+
+The exact Hessian of the MSE (relunet.hessian: R-operator products in numba,
+eigenvalues with scipy) at canonical W_f and at canonical trained students of
+both optimizers. Canonicalisation changes the spectrum (rescaling a unit is not
+an orthogonal change of coordinates), so every network is taken in the same
+de-symmetrised coordinates as the NEB experiment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..construct import WF_ARCH, build_wf
+from ..data import wf_training_set
+from ..hessian import TOL_ABS, TOL_REL, eigen, hessian, spectrum_summary
+from ..symmetry import canonicalize, dead_units
+from . import fig2_fits
+from .base import check_scale, config_dict
+from .common import OPTIMIZERS, fmt, usable
+
+NAME = "hessian_spectra"
+TITLE = "Hessian eigenvalue spectra at W_f and at the trained minima"
+
+
+@dataclass(frozen=True)
+class Config:
+    scale: str = "default"
+    n_networks: int = 1024        # per optimizer (the first usable students)
+    tol_rel: float = TOL_REL      # |lambda| <= max(tol_abs, tol_rel max|lambda|) is zero
+    tol_abs: float = TOL_ABS
+    batch: int = 256
+
+
+PRESETS = {"smoke": dict(n_networks=8), "default": dict(n_networks=1024),
+           "paper": dict(n_networks=4096)}
+
+
+def config(scale: str) -> Config:
+    return Config(scale=check_scale(scale), **PRESETS[scale])
+
+
+def _spectra(W, x, t, batch):
+    out = []
+    for i in range(0, len(W), batch):
+        out.append(eigen(hessian(W[i:i + batch], WF_ARCH, x, t)))
+    return np.concatenate(out) if out else np.zeros((0, WF_ARCH.P))
+
+
+def compute(cfg: Config, ctx) -> None:
+    st = ctx.results(NAME, cfg)
+    runs = fig2_fits.main_runs(fig2_fits.config(cfg.scale), ctx)
+    if st.has("spectra") and not ctx.force:
+        return
+    x, t = wf_training_set()
+    wf = canonicalize(build_wf()[None, :], WF_ARCH)
+    out = {"wf_evals": _spectra(wf, x, t, 1)[0],
+           "wf_live_units": np.array([int((~dead_units(wf, WF_ARCH)).sum())])}
+    for opt in OPTIMIZERS:
+        run = runs[opt]
+        ok = usable(run)
+        W = canonicalize(run.W[ok][:cfg.n_networks].astype(np.float64), WF_ARCH)
+        out[f"{opt}_evals"] = _spectra(W, x, t, cfg.batch)
+        out[f"{opt}_loss"] = run.loss[ok][:cfg.n_networks].astype(np.float64)
+        out[f"{opt}_live_units"] = (~dead_units(W, WF_ARCH)).reshape(len(W), -1).sum(axis=1)
+    st.save_array("spectra", **out)
+    st.save_json("config", config_dict(cfg))
+
+
+def plot(cfg: Config, ctx) -> list[str]:
+    from ..plots import F_COLOR, OPT_COLORS, OPT_LABELS, figure, savefig
+    d = ctx.results(NAME, cfg).load_array("spectra")
+    fig, (a0, a1) = figure(2, 1, width=3.9, height=3.0)
+    idx = np.arange(WF_ARCH.P)
+    a0.plot(idx, d["wf_evals"], color=F_COLOR, lw=2, label="W_f (canonical)")
+    for opt in OPTIMIZERS:
+        ev = d[f"{opt}_evals"]
+        if len(ev):
+            med = np.median(ev, axis=0)
+            a0.fill_between(idx, np.quantile(ev, 0.1, axis=0), np.quantile(ev, 0.9, axis=0),
+                            color=OPT_COLORS[opt], alpha=0.25, lw=0)
+            a0.plot(idx, med, color=OPT_COLORS[opt],
+                    label=f"{OPT_LABELS[opt]} minima (median, 10-90%)")
+    a0.set_yscale("symlog", linthresh=1e-6)
+    a0.set_xlabel("eigenvalue index (ascending)")
+    a0.set_ylabel("eigenvalue")
+    a0.set_title("sorted Hessian spectra")
+    a0.legend(fontsize=7)
+    for opt in OPTIMIZERS:
+        ev = d[f"{opt}_evals"]
+        if not len(ev):
+            continue
+        s = spectrum_summary(ev, cfg.tol_rel, cfg.tol_abs)
+        a1.scatter(s["max"], d[f"{opt}_loss"], s=6, alpha=0.5, color=OPT_COLORS[opt],
+                   label=OPT_LABELS[opt])
+    s = spectrum_summary(d["wf_evals"], cfg.tol_rel, cfg.tol_abs)
+    a1.axvline(s["max"], color=F_COLOR, ls="--", label=f"W_f: {s['max']:.3g}")
+    a1.set_xscale("log")
+    a1.set_xlabel("largest eigenvalue (sharpness)")
+    a1.set_ylabel("final MSE")
+    a1.set_title("sharp global minimum, flat local minima")
+    a1.legend(fontsize=7)
+    return savefig(fig, "ext_hessian_spectra", ctx.figures)
+
+
+def report(cfg: Config, ctx) -> str:
+    d = ctx.results(NAME, cfg).load_array("spectra")
+    sw = spectrum_summary(d["wf_evals"], cfg.tol_rel, cfg.tol_abs)
+    lines = [f"## {TITLE}", "", "![hessian](ext_hessian_spectra.png)", "",
+             f"Zero eigenvalue: |lambda| <= max({cfg.tol_abs:g}, {cfg.tol_rel:g} max|lambda|). "
+             "All networks canonical (minimal-norm rescaling, sorted units).", "",
+             "| networks | n | largest eigenvalue | negative | zero | positive | "
+             "smallest positive |", "|---|---|---|---|---|---|---|",
+             f"| W_f | 1 | {fmt(sw['max'])} | {sw['n_neg']} | {sw['n_zero']} | {sw['n_pos']} | "
+             f"{fmt(sw['min_pos'])} |"]
+    for opt in OPTIMIZERS:
+        ev = d[f"{opt}_evals"]
+        if not len(ev):
+            continue
+        s = spectrum_summary(ev, cfg.tol_rel, cfg.tol_abs)
+        med = lambda v: fmt(float(np.nanmedian(v)))  # noqa: E731
+        lines.append(f"| {opt} minima (median) | {len(ev)} | {med(s['max'])} | "
+                     f"{med(s['n_neg'])} | {med(s['n_zero'])} | {med(s['n_pos'])} | "
+                     f"{med(s['min_pos'])} |")
+    live = int(d["wf_live_units"][0])
+    sharper = all(np.nanmedian(spectrum_summary(d[f"{o}_evals"])["max"]) < sw["max"]
+                  for o in OPTIMIZERS if len(d[f"{o}_evals"]))
+    lines += ["", "| claim | ours | verdict |", "|---|---|---|",
+              f"| largest eigenvalue at canonical W_f about 1.7e3 (construction.md) | "
+              f"{fmt(sw['max'])} | " + ("reproduced" if 1.4e3 < sw["max"] < 2.0e3 else "differs")
+              + " |",
+              f"| at least one flat direction per live hidden unit of W_f ({live}) | "
+              f"{sw['n_zero']} zero eigenvalues | "
+              + ("reproduced" if sw["n_zero"] >= live else "differs") + " |",
+              "| global minimum in a narrow valley, local minima in broad flat plains "
+              "(Sec. 1) | largest eigenvalue at W_f vs median at the minima | "
+              + ("reproduced: W_f is sharper than the typical minimum" if sharper else
+                 "differs: the minima are not flatter") + " |",
+              "| the full paper's eigenvalue figures | not available to us | unknown |", ""]
+    return "\n".join(lines)
