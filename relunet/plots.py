@@ -62,10 +62,9 @@ def plot_function(x, y, ax=None, **kw):
     return ax
 
 
-def mean_band(x, Y, ax=None, color=MEAN_COLOR, label="mean fit"):
-    """Mean of the rows of Y with a +-1 standard deviation band."""
+def mean_band(x, mu, sd, ax=None, color=MEAN_COLOR, label="mean fit"):
+    """A mean curve with a +-1 standard deviation band."""
     ax = ax or plt.gca()
-    mu, sd = Y.mean(axis=0), Y.std(axis=0)
     ax.fill_between(x, mu - sd, mu + sd, color=color, alpha=0.25, lw=0, label="± 1 sd")
     ax.plot(x, mu, color=color, label=label)
     return ax
