@@ -58,6 +58,12 @@ image moves by dt v, capped at ``max_step`` (per image). Standard parameters:
 N_min 5, f_inc 1.1, f_dec 0.5, a_start 0.1, f_alpha 0.99. Every band has its
 own (v, dt, a, counter), so a band's result does not depend on which other
 bands share the batch (bit for bit, given a row-independent ``efun``).
+Stability: this explicit integrator diverges on a mode of curvature lambda when
+dt > 2/sqrt(lambda), and FIRE does not notice (P stays > 0 while the mode
+grows with alternating sign), so dt_max must respect the stiffest curvature,
+including the springs' 4k: dt_max < 2/sqrt(max(lambda_max, 4k)). ``max_step``
+bounds the damage; on ReLU networks (lambda_max ~ 1e3 at W_f) the kinks reset
+FIRE often enough that dt stays near 0.02 with the defaults.
 
 Convergence, honestly reported
 ------------------------------
@@ -136,8 +142,12 @@ def tangents(X, E) -> np.ndarray:
 
     X : (Bn, B, D) bands;  E : (Bn, B) energies.  Returns tau : (Bn, B-2, D).
     """
-    tp = X[:, 2:] - X[:, 1:-1]                      # tau+ (Bn, B-2, D)
-    tm = X[:, 1:-1] - X[:, :-2]                     # tau-
+    return _tangents(np.diff(X, axis=1), E)
+
+
+def _tangents(dX, E):
+    """Tangents from the segments dX[:, i] = R_{i+1} - R_i, (Bn, B-1, D)."""
+    tp, tm = dX[:, 1:], dX[:, :-1]                  # tau+, tau- (Bn, B-2, D)
     Ep, E0, Em = E[:, 2:], E[:, 1:-1], E[:, :-2]
     up = (Ep > E0) & (E0 > Em)                      # Eq. 8, first case
     down = (Ep < E0) & (E0 < Em)                    # Eq. 8, second case
@@ -148,9 +158,11 @@ def tangents(X, E) -> np.ndarray:
     flat = dmax == 0.0
     wp = np.where(up, 1.0, np.where(down, 0.0, np.where(flat, 1.0, wp)))
     wm = np.where(up, 0.0, np.where(down, 1.0, np.where(flat, 1.0, wm)))
-    tau = wp[..., None] * tp + wm[..., None] * tm
+    tau = wp[..., None] * tp
+    tau += wm[..., None] * tm
     norm = np.sqrt(_dot(tau, tau))
-    return tau / np.where(norm > 0.0, norm, 1.0)[..., None]   # coincident images: 0
+    tau /= np.where(norm > 0.0, norm, 1.0)[..., None]   # coincident images: tau = 0
+    return tau
 
 
 def neb_forces(X, E, G, k: float, climbing) -> np.ndarray:
@@ -160,20 +172,23 @@ def neb_forces(X, E, G, k: float, climbing) -> np.ndarray:
     climbing : (Bn,) int index of each band's climbing image, -1 for none.
     Returns F : (Bn, B-2, D).
     """
-    tau = tangents(X, E)                            # (Bn, B-2, D)
+    dX = np.diff(X, axis=1)                         # (Bn, B-1, D) segments
+    tau = _tangents(dX, E)                          # (Bn, B-2, D)
     Gm = G[:, 1:-1]
     g_par = _dot(Gm, tau)                           # (Bn, B-2)
-    F = g_par[..., None] * tau - Gm                 # perpendicular true force
-    seg = np.sqrt(_dot(np.diff(X, axis=1), np.diff(X, axis=1)))   # (Bn, B-1)
+    seg = np.sqrt(_dot(dX, dX))                     # (Bn, B-1) segment lengths
     c_par = k * (seg[:, 1:] - seg[:, :-1])          # spring, along tau only
     is_climb = np.arange(1, X.shape[1] - 1)[None, :] == np.asarray(climbing)[:, None]
     c_par = np.where(is_climb, g_par, c_par)        # climbing: -G + 2 (G.tau) tau
-    return F + c_par[..., None] * tau
+    # perpendicular true force (g_par tau - G) plus the parallel part c_par tau
+    F = (g_par + c_par)[..., None] * tau
+    F -= Gm
+    return F
 
 
-def _band_fmax(F) -> np.ndarray:
-    """(Bn, B-2, D) -> (Bn,) largest per-image force norm."""
-    return np.sqrt(_dot(F, F)).max(axis=1)
+def _rows(idx, n):
+    """Index for rows idx of n: a slice (view, no copy) when idx is all of them."""
+    return slice(None) if idx.size == n else idx
 
 
 def _arc_length(X) -> np.ndarray:
@@ -185,32 +200,35 @@ def _arc_length(X) -> np.ndarray:
 # =============================================================================
 # Optimisers: one step for a set of bands, each band with its own state
 # =============================================================================
-def _fire_step(F, v, dt, alpha, n_pos, dt_max):
-    """FIRE (Bitzek et al. 2006) for bands F, v (n, B-2, D), dt/alpha/n_pos (n,).
+def _fire_step(F, F2, v, dt, alpha, n_pos, dt_max):
+    """One FIRE step (Bitzek et al. 2006) for n bands, each with its own state.
 
-    Returns the velocity update and new state; the caller applies dt * v.
+    F, v : (n, B-2, D) forces and velocities;  F2 : (n, B-2) squared per-image
+    force norms;  dt, alpha : (n,) float;  n_pos : (n,) int steps since P <= 0.
+    Returns (dr (n, B-2, D) uncapped displacement, v, dt, alpha, n_pos).
     """
     P = _dot(F, v).sum(axis=1)                      # (n,) power of each band
-    Fn = np.sqrt(_dot(F, F).sum(axis=1))
+    Fn = np.sqrt(F2.sum(axis=1))
     vn = np.sqrt(_dot(v, v).sum(axis=1))
     pos = P > 0.0
     neg = ~pos & (vn > 0.0)                         # v = 0: fresh start, no verdict yet
-    mix = alpha * np.where(Fn > 0.0, vn / np.where(Fn > 0.0, Fn, 1.0), 0.0)
-    v = np.where(pos[:, None, None],
-                 (1.0 - alpha)[:, None, None] * v + mix[:, None, None] * F, v)
-    v = np.where(neg[:, None, None], 0.0, v)
+    # v <- (1 - a) v + a |v| F/|F| if P > 0;  v <- 0 if P <= 0;  then v += dt F
+    c_v = np.where(pos, 1.0 - alpha, np.where(neg, 0.0, 1.0))
+    c_F = np.where(pos & (Fn > 0.0), alpha * vn / np.where(Fn > 0.0, Fn, 1.0), 0.0)
     grow = pos & (n_pos > FIRE_N_MIN)
     dt = np.where(grow, np.minimum(dt * FIRE_F_INC, dt_max), np.where(neg, dt * FIRE_F_DEC, dt))
     alpha = np.where(grow, alpha * FIRE_F_ALPHA, np.where(neg, FIRE_ALPHA_START, alpha))
     n_pos = np.where(pos, n_pos + 1, np.where(neg, 0, n_pos))
-    v = v + dt[:, None, None] * F
+    v = c_v[:, None, None] * v
+    v += (c_F + dt)[:, None, None] * F
     return dt[:, None, None] * v, v, dt, alpha, n_pos
 
 
 def _cap(dr, max_step):
-    """Scale each image's displacement dr (n, B-2, D) to length <= max_step."""
+    """Scale each image's displacement dr (n, B-2, D) in place to length <= max_step."""
     norm = np.sqrt(_dot(dr, dr))
-    return dr * np.where(norm > max_step, max_step / np.where(norm > 0, norm, 1.0), 1.0)[..., None]
+    dr *= np.where(norm > max_step, max_step / np.where(norm > 0, norm, 1.0), 1.0)[..., None]
+    return dr
 
 
 # =============================================================================
@@ -232,24 +250,26 @@ def _check_endpoints(start, end):
     arrs = []
     for name, a in (("start", start), ("end", end)):
         a = np.asarray(a)
-        if a.dtype.kind not in "fiu" or a.ndim not in (1, 2) or a.shape[-1] == 0 or a.size == 0:
+        if a.dtype.kind not in "fiu" or a.ndim not in (1, 2) or a.size == 0:
             raise ValueError(f"{name} must be a real array of shape (D,) or (Bn, D), "
                              f"got {a.dtype} array of shape {a.shape}")
         if not np.all(np.isfinite(a)):
             raise ValueError(f"{name} contains non-finite values")
         arrs.append(np.atleast_2d(a.astype(np.float64)))
     s, e = arrs
-    if s.shape[1] != e.shape[1] or (s.shape[0] != e.shape[0] and 1 not in (s.shape[0], e.shape[0])):
+    same_bn = s.shape[0] == e.shape[0] or 1 in (s.shape[0], e.shape[0])
+    if s.shape[1] != e.shape[1] or not same_bn:
         raise ValueError(f"start and end must have shapes (D,) or (Bn, D) with the same D "
                          f"and Bn, got {np.shape(start)} and {np.shape(end)}")
     Bn = max(s.shape[0], e.shape[0])
     return np.broadcast_to(s, (Bn, s.shape[1])), np.broadcast_to(e, (Bn, s.shape[1]))
 
 
-def _check_positive(name, value, integer=False, zero_ok=False):
-    ok_type = (isinstance(value, (int, np.integer)) and not isinstance(value, bool)) if integer \
-        else isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok_type or not np.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+def _check_number(name, value, integer=False, zero_ok=False):
+    """ValueError unless value is a finite (integer) number > 0 (>= 0 if zero_ok)."""
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and np.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not zero_ok):
         kind = "an integer" if integer else "a finite number"
         raise ValueError(f"{name} must be {kind} {'>= 0' if zero_ok else '> 0'}, got {value!r}")
 
@@ -276,26 +296,33 @@ def neb(efun, start, end, n_images: int = 32, k_spring: float = 1.0, climb: bool
     optimizer : "fire" (default) or "sd" (steepest descent: R += dt F).
     dt, dt_max : FIRE's initial and largest time step (dt_max default 10 dt).
     max_step : largest displacement of one image in one step.
+        dt, dt_max and max_step carry the units of the problem: choose them so that
+        dt^2 |F| and max_step are small against the features of the surface
+        (Mueller-Brown: dt 1e-3, max_step 0.01; double well: dt 0.01).
 
     Returns
     -------
     NEBResult with band axis Bn (also for one band; see ``NEBResult.squeeze``).
+    ``converged`` is True only for bands whose final force is <= fmax; others
+    stopped at ``max_iter`` (or on non-finite values, with a RuntimeWarning).
+    On ReLU networks the force jumps across kinks and many bands stay above a
+    tight fmax: read ``converged`` and ``fmax_final``, do not assume convergence.
     """
     if not callable(efun):
         raise ValueError(f"efun must be callable X (n, D) -> (E, G), got {type(efun).__name__}")
     S, T = _check_endpoints(start, end)             # (Bn, D) each
-    _check_positive("n_images", n_images, integer=True)
+    _check_number("n_images", n_images, integer=True)
     if n_images < 3:
         raise ValueError(f"n_images must be >= 3 (two endpoints and a movable image), "
                          f"got {n_images}")
     for name, val in (("k_spring", k_spring), ("fmax", fmax), ("dt", dt), ("max_step", max_step)):
-        _check_positive(name, val)
-    _check_positive("max_iter", max_iter, integer=True, zero_ok=True)
-    _check_positive("climb_after", climb_after, integer=True, zero_ok=True)
+        _check_number(name, val)
+    _check_number("max_iter", max_iter, integer=True, zero_ok=True)
+    _check_number("climb_after", climb_after, integer=True, zero_ok=True)
     climb_fmax = 10.0 * fmax if climb_fmax is None else climb_fmax
-    _check_positive("climb_fmax", climb_fmax)
+    _check_number("climb_fmax", climb_fmax)
     dt_max = 10.0 * dt if dt_max is None else dt_max
-    _check_positive("dt_max", dt_max)
+    _check_number("dt_max", dt_max)
     if dt_max < dt:
         raise ValueError(f"dt_max must be >= dt, got dt_max={dt_max} < dt={dt}")
     if optimizer not in ("fire", "sd"):
@@ -316,20 +343,21 @@ def neb(efun, start, end, n_images: int = 32, k_spring: float = 1.0, climb: bool
         a = np.flatnonzero(~done)                   # unfinished bands
         if a.size == 0:
             break
-        sel = slice(None) if a.size == Bn else a    # a view when all bands are active
+        sel = _rows(a, Bn)
         Xa, Ea, Ga = X[sel], E[sel], G[sel]
         ci = np.where(climbing_on[a], np.argmax(Ea[:, 1:-1], axis=1) + 1, -1)
         F = neb_forces(Xa, Ea, Ga, k_spring, ci)    # (na, B-2, D)
-        fb = _band_fmax(F)
+        F2 = _dot(F, F)                             # (na, B-2)
         if climb:
-            switch = ~climbing_on[a] & ((it >= climb_after) | (fb <= climb_fmax))
-            if switch.any():
+            switch = ~climbing_on[a] & ((it >= climb_after) | (np.sqrt(F2.max(1)) <= climb_fmax))
+            if switch.any():                        # start climbing with a fresh FIRE state
                 climbing_on[a[switch]] = True
                 v[a[switch]], n_pos[a[switch]] = 0.0, 0
                 alpha[a[switch]] = FIRE_ALPHA_START
                 ci = np.where(climbing_on[a], np.argmax(Ea[:, 1:-1], axis=1) + 1, -1)
                 F = neb_forces(Xa, Ea, Ga, k_spring, ci)
-                fb = _band_fmax(F)
+                F2 = _dot(F, F)
+        fb = np.sqrt(F2.max(axis=1))                # (na,) largest image force
         f_now[a], c_idx[a] = fb, ci
         conv = (fb <= fmax) & (climbing_on[a] | (not climb))
         bad = ~np.isfinite(fb)
@@ -340,18 +368,20 @@ def neb(efun, start, end, n_images: int = 32, k_spring: float = 1.0, climb: bool
         if bad.any():
             warnings.warn(f"{bad.sum()} band(s) met non-finite energies or forces and were "
                           f"stopped (converged=False)", RuntimeWarning, stacklevel=2)
-        move = ~stop
-        if not move.any():
+        if stop.all():
             continue
-        m = a[move]
+        if stop.any():
+            m, Fm, F2m = a[~stop], F[~stop], F2[~stop]
+        else:                                       # keep views while every band moves
+            m, Fm, F2m = sel, F, F2
         if optimizer == "fire":
-            dr, v[m], dtb[m], alpha[m], n_pos[m] = _fire_step(F[move], v[m], dtb[m], alpha[m],
+            dr, v[m], dtb[m], alpha[m], n_pos[m] = _fire_step(Fm, F2m, v[m], dtb[m], alpha[m],
                                                                n_pos[m], dt_max)
         else:
-            dr = dt * F[move]
+            dr = dt * Fm
         X[m, 1:-1] += _cap(dr, max_step)
         Em, Gm = _evaluate(efun, X[m, 1:-1].reshape(-1, D))
-        E[m, 1:-1], G[m, 1:-1] = Em.reshape(m.size, B - 2), Gm.reshape(m.size, B - 2, D)
+        E[m, 1:-1], G[m, 1:-1] = Em.reshape(-1, B - 2), Gm.reshape(-1, B - 2, D)
 
     return NEBResult(images=X, energies=E, distance=_arc_length(X), converged=converged,
                      iterations=iters, fmax_final=f_now, climbing=c_idx)

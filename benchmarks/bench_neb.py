@@ -1,0 +1,115 @@
+"""Benchmark: batched NEB between canonical W_f and many 5x5 minima (G&W Fig. 4).
+
+Runs ``relunet.neb.neb`` on Bn bands of B images (default 100 x 32, D = 136)
+with every movable image of every unfinished band in ONE
+``kernels.loss_and_grad`` call per iteration, and prints the wall time, the
+share of time spent in the kernel, iterations and the share of bands
+converged at ``--fmax``.
+
+Endpoints: ``--endpoints FILE.npz`` with arrays 'start' (P,) or (Bn, P) and
+'end' (Bn, P); otherwise stand-in minima are made here by full-batch gradient
+descent with heavy-ball momentum (v <- mu v - lr g, w <- w + v; project
+defaults lr 1e-3, mu 0.9) from ``init_stack`` seeds on the 341-point W_f
+training set. Both ends are de-symmetrised with ``symmetry.canonicalize``
+(the paper's procedure, Sec. 3.3) when that module is available.
+
+    python benchmarks/bench_neb.py                      # default, a few minutes
+    python benchmarks/bench_neb.py --bands 10 --max-iter 200     # quick look
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from relunet import init_stack, kernels
+from relunet.construct import WF_ARCH, build_wf
+from relunet.data import wf_training_set
+from relunet.neb import neb
+
+
+def stand_in_minima(n, x, t, steps, lr=1e-3, mu=0.9, seed0=0):
+    """(n, P) networks after ``steps`` momentum GD steps from seeds seed0..seed0+n-1."""
+    W = init_stack(WF_ARCH, np.arange(seed0, seed0 + n))
+    V = np.zeros_like(W)
+    for _ in range(steps):
+        V = mu * V - lr * kernels.loss_and_grad(W, WF_ARCH, x, t)[1]
+        W = W + V
+    return W
+
+
+def canonical(W):
+    try:
+        from relunet.symmetry import canonicalize
+    except ImportError:
+        print("relunet.symmetry not available: endpoints NOT de-symmetrised")
+        return W
+    return canonicalize(W, WF_ARCH)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--endpoints", help=".npz with 'start' (P,)|(Bn,P) and 'end' (Bn,P)")
+    p.add_argument("--bands", type=int, default=100)
+    p.add_argument("--images", type=int, default=32, help="per band, endpoints included")
+    p.add_argument("--train-steps", type=int, default=3000)
+    p.add_argument("--fmax", type=float, default=1e-3)
+    p.add_argument("--max-iter", type=int, default=1000)
+    p.add_argument("--k-spring", type=float, default=1.0)
+    p.add_argument("--dt", type=float, default=0.1)
+    p.add_argument("--dt-max", type=float, default=None)
+    p.add_argument("--max-step", type=float, default=0.2)
+    p.add_argument("--climb", action="store_true")
+    p.add_argument("--out", help="save the bands to this .npz")
+    a = p.parse_args(argv)
+
+    x, t = wf_training_set()
+    t0 = time.perf_counter()
+    if a.endpoints:
+        f = np.load(a.endpoints)
+        start, end = f["start"], f["end"][:a.bands]
+        if start.ndim == 2:
+            start = start[:a.bands]
+        print(f"endpoints from {a.endpoints}: start {start.shape}, end {end.shape}")
+    else:
+        ends = stand_in_minima(a.bands, x, t, a.train_steps)
+        start, end = canonical(build_wf()[None])[0], canonical(ends)
+        print(f"stand-in minima: {a.bands} x {a.train_steps} momentum steps, "
+              f"{time.perf_counter() - t0:.1f} s")
+    L_end = kernels.loss(end, WF_ARCH, x, t)
+    g_end = np.linalg.norm(kernels.loss_and_grad(end, WF_ARCH, x, t)[1], axis=1)
+    print(f"end losses: median {np.median(L_end):.4g}, end |grad| median {np.median(g_end):.3g};"
+          f" |end - start| median {np.median(np.linalg.norm(end - start, axis=-1)):.3g}")
+
+    t_kernel, rows = [0.0], [0]
+
+    def efun(X):
+        tk = time.perf_counter()
+        out = kernels.loss_and_grad(X, WF_ARCH, x, t)
+        t_kernel[0] += time.perf_counter() - tk
+        rows[0] += len(X)
+        return out
+
+    t0 = time.perf_counter()
+    r = neb(efun, start, end, n_images=a.images, k_spring=a.k_spring, climb=a.climb,
+            fmax=a.fmax, max_iter=a.max_iter, dt=a.dt, dt_max=a.dt_max, max_step=a.max_step)
+    wall = time.perf_counter() - t0
+    it = r.iterations
+    print(f"NEB {len(it)} bands x {a.images} images, D = {WF_ARCH.P}: wall {wall:.1f} s, "
+          f"kernel {t_kernel[0]:.1f} s ({100 * t_kernel[0] / wall:.0f}%), "
+          f"{rows[0] / t_kernel[0]:.0f} network evaluations/s")
+    print(f"iterations: min {it.min()}, median {int(np.median(it))}, max {it.max()}; "
+          f"{wall / max(it.max(), 1) * 1e3:.0f} ms per iteration at most")
+    q = np.quantile(r.fmax_final, [0.0, 0.5, 1.0])
+    print(f"converged at fmax {a.fmax:g}: {r.converged.mean():.0%} of bands; "
+          f"final max force min/median/max {q[0]:.3g} / {q[1]:.3g} / {q[2]:.3g}")
+    print(f"barrier above W_f: median {np.median(r.barrier()):.4g}; "
+          f"path length median {np.median(r.distance[:, -1]):.3g}")
+    if a.out:
+        np.savez(a.out, images=r.images, energies=r.energies, distance=r.distance,
+                 converged=r.converged, iterations=r.iterations, fmax_final=r.fmax_final)
+
+
+if __name__ == "__main__":
+    main()
