@@ -15,7 +15,7 @@ import numpy as np
 from ..construct import WF_ARCH, build_wf
 from ..data import wf_training_set
 from ..hessian import TOL_ABS, TOL_REL, eigen, hessian, spectrum_summary
-from ..symmetry import canonicalize, dead_units
+from ..symmetry import apply_rescaling, canonicalize, dead_units
 from . import fig2_fits
 from .base import check_scale, config_dict
 from .common import OPTIMIZERS, fmt, usable
@@ -48,15 +48,31 @@ def _spectra(W, x, t, batch):
     return np.concatenate(out) if out else np.zeros((0, WF_ARCH.P))
 
 
+def wf_canonical_spectrum(x, t) -> np.ndarray:
+    """Eigenvalues of the Hessian at canonical W_f, by congruence from raw W_f.
+
+    Rescaling w -> D w gives H(D w) = D^-1 H(w) D^-1 exactly, and sorting units
+    is an orthogonal change of coordinates. Computing H at the rescaled vector
+    directly would move W_f's many exactly-zero pre-activations (training
+    points on knots) to +-1e-17, where rounding picks the side of the kink
+    (relunet/hessian.py docstring); the congruence keeps the relu'(0) = 0
+    branch that training uses.
+    """
+    w = build_wf()
+    _, info = canonicalize(w[None, :], WF_ARCH, return_info=True)
+    D = apply_rescaling(np.ones(WF_ARCH.P), WF_ARCH, info["log_scales"][0])
+    H = hessian(w, WF_ARCH, x, t)[0]
+    return eigen(H / np.outer(D, D))
+
+
 def compute(cfg: Config, ctx) -> None:
     st = ctx.results(NAME, cfg)
     runs = fig2_fits.main_runs(fig2_fits.config(cfg.scale), ctx)
     if st.has("spectra") and not ctx.force:
         return
     x, t = wf_training_set()
-    wf = canonicalize(build_wf()[None, :], WF_ARCH)
-    out = {"wf_evals": _spectra(wf, x, t, 1)[0],
-           "wf_live_units": np.array([int((~dead_units(wf, WF_ARCH)).sum())])}
+    out = {"wf_evals": wf_canonical_spectrum(x, t),
+           "wf_live_units": np.array([int((~dead_units(build_wf(), WF_ARCH)).sum())])}
     for opt in OPTIMIZERS:
         run = runs[opt]
         ok = usable(run)
