@@ -264,6 +264,17 @@ class RunStore:
                              f"expected {FORMAT!r}")
         return m
 
+    def check_config(self, config: dict) -> dict:
+        """The manifest, if the run holds ``config``; else ValueError naming the
+        differing fields."""
+        m = self.manifest()
+        if m["fingerprint"] != fingerprint(config):
+            diff = config_diff(m["config"], config)
+            raise ValueError(f"run directory {self.path} holds a different config: "
+                             + "; ".join(diff or ["(same fields, different values)"])
+                             + ". Use another directory or the stored config.")
+        return m
+
     @staticmethod
     def chunk_file(i: int) -> str:
         return f"chunk-{i:05d}.npz"
@@ -324,16 +335,10 @@ class RunWriter:
             raise
 
     def _open(self, config, n_items, chunk_size, kind):
-        fp = fingerprint(config)
         for tmp in self.path.glob(".*.tmp"):    # left by a killed writer; we hold the lock
             tmp.unlink(missing_ok=True)
         if self.run.exists():
-            m = self.run.manifest()
-            if m["fingerprint"] != fp:
-                diff = config_diff(m["config"], config)
-                raise ValueError(f"run directory {self.path} holds a different config: "
-                                 + "; ".join(diff or ["(same fields, different values)"])
-                                 + ". Use another directory or the stored config.")
+            m = self.run.check_config(config)
             if m["n_items"] != n_items:
                 raise ValueError(f"run {self.path} has n_items={m['n_items']}, got {n_items}")
             if chunk_size is not None and chunk_size != m["chunk_size"]:
@@ -350,8 +355,8 @@ class RunWriter:
         else:
             cs = 256 if chunk_size is None else int(chunk_size)
             self.manifest = {"format": FORMAT, "kind": kind, "config": config,
-                             "fingerprint": fp, "n_items": n_items, "chunk_size": cs,
-                             "n_chunks": -(-n_items // cs), "chunks": {},
+                             "fingerprint": fingerprint(config), "n_items": n_items,
+                             "chunk_size": cs, "n_chunks": -(-n_items // cs), "chunks": {},
                              "versions": versions(), "created": _now(), "updated": _now()}
             self._write_manifest()
 
