@@ -99,8 +99,8 @@ def plot(cfg: Config, ctx) -> list[str]:
     a1.plot(d["xs"], d["ys"], color=F_COLOR, label="f = sawtooth + spline")
     a1.plot(d["knots"], d["knot_values"], "o", ms=3, color="k",
             label=f"{d['knots'].size} knots")
-    a1.plot(d["x"], np.full(d["x"].size, d["ys"].min() - 0.15), "|", ms=4,
-            color="0.5", label=f"{d['x'].size} training points")
+    a1.plot(d["x"], np.full(d["x"].size, d["ys"].min() - 0.15), "|", ms=5, mew=0.4,
+            color="0.4", label=f"{d['x'].size} training points")
     a1.set_xlabel("x")
     a1.set_ylabel("f(x)")
     a1.set_title("the output f of W_f")

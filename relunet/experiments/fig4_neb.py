@@ -97,7 +97,7 @@ def plot(cfg: Config, ctx) -> list[str]:
 
     from ..plots import F_COLOR, colored_line, figure, savefig
     d = ctx.results(NAME, cfg).load_array("bands")
-    fig, axes = figure(2, 2, width=3.8, height=2.9)
+    fig, axes = figure(2, 2, width=4.0, height=3.1, constrained_layout=True)
     (a, b), (c, dd) = axes
     for dist, e in zip(d["distance"], d["energies"]):
         a.plot(dist, e, color=F_COLOR, alpha=0.35, lw=0.8)
@@ -120,7 +120,7 @@ def plot(cfg: Config, ctx) -> list[str]:
         ax.set_xlabel("distance along the path from W_f")
     for ax in (a, b):
         ax.set_ylabel("MSE")
-    fig.colorbar(lc, ax=[b, c], label="distance along the path", shrink=0.8)
+    fig.colorbar(lc, ax=[b, dd], label="distance along the path from W_f", shrink=0.9)
     return savefig(fig, "fig4_neb", ctx.figures)
 
 

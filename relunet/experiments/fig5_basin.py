@@ -87,12 +87,15 @@ def compute(cfg: Config, ctx) -> None:
 def plot(cfg: Config, ctx) -> list[str]:
     from ..plots import F_COLOR, MEAN_COLOR, OPT_COLORS, OPT_LABELS, figure, savefig
     d = ctx.results(NAME, cfg).load_array("basin")
-    fig, axes = figure(2, 1, width=3.8, height=3.0)
+    fig, axes = figure(2, 1, width=4.0, height=3.1, constrained_layout=True)
     for ax, opt in zip(axes, OPTIMIZERS):
         ok = d[f"{opt}_status"] == 0
-        ax.scatter(d[f"{opt}_radius"][ok], d[f"{opt}_loss"][ok], s=5, alpha=0.45,
+        ax.scatter(d[f"{opt}_radius"][ok], d[f"{opt}_loss"][ok], s=9, alpha=0.5,
                    color=OPT_COLORS[opt], lw=0, label="restarts")
-        ax.plot(d["grid"], d[f"{opt}_lowess"], color=MEAN_COLOR, lw=1.8, label="lowess")
+        inside = (d["grid"] >= d[f"{opt}_radius"][ok].min()) & (
+            d["grid"] <= d[f"{opt}_radius"][ok].max())      # no extrapolation
+        ax.plot(d["grid"][inside], d[f"{opt}_lowess"][inside], color=MEAN_COLOR, lw=1.8,
+                label=f"lowess (frac {cfg.lowess_frac:g})")
         ax.set_xlabel("L2 norm of the added noise (initial distance)")
         ax.set_ylabel("final MSE")
         ax.set_title(f"{OPT_LABELS[opt]}: {int(ok.sum())} restarts")
@@ -106,8 +109,8 @@ def plot(cfg: Config, ctx) -> list[str]:
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, loc="center right", fontsize=7)
-    fig.suptitle(f"return = final MSE < {cfg.return_threshold:g}", fontsize=8, y=1.0)
-    fig.tight_layout()
+    fig.suptitle(f"basin of W_f: restarts from canonical W_f + noise; return = final MSE "
+                 f"< {cfg.return_threshold:g}", fontsize=9)
     return savefig(fig, "fig5_basin", ctx.figures)
 
 
