@@ -1,0 +1,68 @@
+"""Every experiment end to end at smoke scale: files, report sections, resume, --plot-only."""
+import os
+import time
+
+import pytest
+
+from relunet.experiments import names
+from relunet.experiments.runner import main
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    store, figs = root / "store", root / "figures"
+    args = ["--scale", "smoke", "--store", str(store), "--figures", str(figs), "--no-progress"]
+    t0 = time.perf_counter()
+    assert main(args) == 0
+    return store, figs, args, time.perf_counter() - t0
+
+
+EXPECTED = ["fig1_wf", "fig2_mean_fit", "fig3_best_fits", "fig2c_loss_distribution",
+            "fig4_neb", "fig5_basin", "ext_hessian_spectra", "ext_minima_geometry",
+            "ext_wide_10x10", "ext_high_freq"]
+
+
+def test_every_figure_and_report_section(smoke_run):
+    store, figs, _, _ = smoke_run
+    for name in EXPECTED:
+        for ext in ("png", "pdf"):
+            p = figs / f"{name}.{ext}"
+            assert p.is_file() and p.stat().st_size > 1000, p
+    report = (figs / "REPORT.md").read_text()
+    from relunet.experiments import registry
+    for mod in registry():
+        assert f"## {mod.TITLE}" in report
+    assert "| claim" in report and "nan |" not in report.split("## ")[1]
+
+
+def test_rerun_does_not_recompute(smoke_run):
+    store, figs, args, first = smoke_run
+    stamps = {p: p.stat().st_mtime_ns for p in store.rglob("*.npz")}
+    assert len(stamps) > 10
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in store.rglob("*.npz")} == stamps
+
+
+def test_plot_only_replots_without_computing(smoke_run, tmp_path):
+    store, _, _, _ = smoke_run
+    stamps = {p: p.stat().st_mtime_ns for p in store.rglob("*.npz")}
+    figs2 = tmp_path / "figs"
+    assert main(["--scale", "smoke", "--store", str(store), "--figures", str(figs2),
+                 "--plot-only", "--only", "fig1_wf", "--only", "fig5_basin"]) == 0
+    assert (figs2 / "fig1_wf.png").is_file() and (figs2 / "fig5_basin.png").is_file()
+    assert not (figs2 / "fig4_neb.png").exists()
+    assert {p: p.stat().st_mtime_ns for p in store.rglob("*.npz")} == stamps
+
+
+def test_plot_only_without_results_is_a_clear_error(tmp_path, capsys):
+    rc = main(["--scale", "smoke", "--store", str(tmp_path / "empty"), "--figures",
+               str(tmp_path / "f"), "--plot-only", "--only", "fig1_wf"])
+    assert rc == 2
+    assert "--plot-only needs computed results" in capsys.readouterr().err
+
+
+def test_unknown_experiment_is_refused():
+    with pytest.raises(SystemExit, match="unknown experiment"):
+        main(["--only", "nope"])
+    assert "fig1_wf" in names()

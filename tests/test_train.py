@@ -1,0 +1,286 @@
+"""train_stack against step-by-step NumPy training, and its invariances.
+
+Compile cost (first run, numba cache empty): one generated module per
+(N, n_in, n_out, dtype) -- 1x1, 2x3 (2 in, 2 out) in float64 and float32, 5x5 --
+about 2-4 s each, plus the generic fallback kernel. Later runs load them from
+the cache.
+"""
+import numba
+import numpy as np
+import pytest
+from numba import njit
+
+from relunet.data import wf_training_set
+from relunet.fused import pack_points, vhsum, vload, vmask, vrelu, vstore
+from relunet.kernels import loss_and_grad_ref, loss_ref
+from relunet.net import Arch, init_stack
+from relunet.optim import Adadelta, Momentum, adadelta_step, momentum_step
+from relunet.train import train_stack
+
+OPTS = [Momentum(lr=1e-2, momentum=0.9), Adadelta()]
+
+
+def reference(W0, arch, x, t, opt, steps):
+    """Plain NumPy training: loss_and_grad_ref + the optim.py rules, step by step.
+    Returns W, history (M, steps), final loss, state (n_state, M, P)."""
+    W = np.array(W0, dtype=np.float64)
+    state = np.zeros((opt.n_state,) + W.shape)
+    hist = np.empty((W.shape[0], steps))
+    for k in range(steps):
+        hist[:, k], G = loss_and_grad_ref(W, arch, x, t)
+        if opt.name == "momentum":
+            momentum_step(W, G, state[0], opt.lr, opt.momentum)
+        else:
+            adadelta_step(W, G, state[0], state[1], opt.lr, opt.rho, opt.eps)
+    return W, hist, loss_ref(W, arch, x, t), state
+
+
+def toy_data(arch, S, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, size=(S, arch.n_in))
+    t = rng.normal(size=(S, arch.n_out))
+    return x, t
+
+
+def assert_same(r1, r2):
+    for name in ("W", "loss", "history", "status", "steps_done"):
+        np.testing.assert_array_equal(getattr(r1, name), getattr(r2, name), err_msg=name)
+
+
+# =============================================================================
+# Building blocks of the fused kernel
+# =============================================================================
+@njit
+def _apply_intrinsics(z, h, d, out):
+    vstore(out, 0, vrelu(vload(z, 0)))
+    vstore(out, 4, vmask(vload(d, 0), vload(h, 0)))
+    return vhsum(vload(d, 0))
+
+
+def test_vector_intrinsics():
+    z = np.array([-1.0, 0.0, 2.5, np.nan])
+    h = np.array([0.0, -0.0, 3.0, np.nan])
+    d = np.array([1.5, 2.0, 4.0, 8.0])
+    out = np.zeros(8)
+    total = _apply_intrinsics(z, h, d, out)
+    # relu keeps NaN (like numpy.maximum); the ReLU derivative is 0 at h = +-0 and NaN
+    np.testing.assert_array_equal(out[:4], [0.0, 0.0, 2.5, np.nan])
+    np.testing.assert_array_equal(out[4:], [0.0, 0.0, 4.0, 0.0])
+    assert total == (1.5 + 2.0) + (4.0 + 8.0)
+
+
+def test_pack_points_layout():
+    S, CM, block = 700, 352, 8
+    X = np.arange(2 * S, dtype=np.float64).reshape(2, S)      # 2 input rows
+    T = -np.arange(S, dtype=np.float64)[None, :]
+    data, nchunks, clen = pack_points(X, T, CM, block)
+    # 700 points > 352: 2 chunks of ceil(700 / 2) = 350 -> 352 points (a block multiple)
+    assert (nchunks, clen) == (2, 352) and data.ctypes.data % 64 == 0
+    rows = data.reshape(nchunks, 4, CM)[:, :, :clen]          # x0, x1, t, valid
+    flat = rows.transpose(1, 0, 2).reshape(4, nchunks * clen)
+    np.testing.assert_array_equal(flat[:2, :S], X)
+    np.testing.assert_array_equal(flat[2, :S], T[0])
+    np.testing.assert_array_equal(flat[:3, S:], np.repeat(flat[:3, S - 1:S], 4, axis=1))
+    np.testing.assert_array_equal(flat[3], np.r_[np.ones(S), np.zeros(4)])
+
+
+# =============================================================================
+# The fused kernel equals plain step-by-step training
+# =============================================================================
+CASES = [  # (arch, S): 1x1; 2x3 with 2 inputs / 2 outputs and 800 points (3 chunks)
+    (Arch(1, 1), 37),
+    (Arch(2, 3, n_in=2, n_out=2), 800),
+]
+
+
+@pytest.mark.parametrize("opt", OPTS, ids=lambda o: o.name)
+@pytest.mark.parametrize("arch, S", CASES, ids=["1x1", "2x3-2in-2out"])
+def test_fused_matches_reference_small(arch, S, opt):
+    x, t = toy_data(arch, S)
+    W0 = init_stack(arch, [3, 4, 5])
+    W0_copy = W0.copy()
+    steps = 25
+    r = train_stack(W0, arch, x, t, opt, steps, record_every=1, return_state=True)
+    W, hist, final, state = reference(W0, arch, x, t, opt, steps)
+    np.testing.assert_array_equal(W0, W0_copy)             # input not modified
+    # reassociated sums differ from NumPy's in the last bits only
+    np.testing.assert_allclose(r.W, W, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(r.history, hist, rtol=1e-12)
+    np.testing.assert_allclose(r.loss, final, rtol=1e-11)
+    np.testing.assert_allclose(r.state, state, rtol=1e-10, atol=1e-16)
+    np.testing.assert_array_equal(r.status, 0)
+    np.testing.assert_array_equal(r.steps_done, steps)
+    assert np.abs(W - W0).max() > 1e-3                      # training really moved
+
+
+@pytest.mark.slow
+def test_fused_matches_reference_wide_layers():
+    """N >= 7 takes the generator's other code paths (outputs and deltas in
+    groups of 5); compiling the N = 8 kernel takes about 10 s."""
+    arch = Arch(3, 8)
+    x, t = toy_data(arch, 90, seed=2)
+    W0 = init_stack(arch, [5, 6])
+    for opt in OPTS:
+        r = train_stack(W0, arch, x, t, opt, 15, record_every=1)
+        W, hist, final, _ = reference(W0, arch, x, t, opt, 15)
+        np.testing.assert_allclose(r.W, W, rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(r.history, hist, rtol=1e-12)
+
+
+@pytest.mark.parametrize("opt", OPTS, ids=lambda o: o.name)
+def test_fused_matches_reference_5x5_on_wf_set(opt):
+    arch = Arch(5, 5)
+    x, t = wf_training_set()
+    W0 = init_stack(arch, [0, 1])
+    r = train_stack(W0, arch, x, t, opt, 30, record_every=1)
+    W, hist, final, _ = reference(W0, arch, x, t, opt, 30)
+    np.testing.assert_allclose(r.W, W, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(r.history, hist, rtol=1e-11)
+    np.testing.assert_allclose(r.loss, final, rtol=1e-10)
+    assert np.all(r.history[:, -1] < r.history[:, 0])       # it learns
+
+
+@pytest.mark.parametrize("opt", OPTS, ids=lambda o: o.name)
+def test_float32_computes_in_float32(opt):
+    arch = Arch(2, 3, n_in=2, n_out=2)
+    x, t = toy_data(arch, 100)
+    W0 = init_stack(arch, [7, 8])
+    r = train_stack(W0, arch, x, t, opt, 10, record_every=1, dtype=np.float32)
+    assert r.W.dtype == r.loss.dtype == r.history.dtype == np.float32
+    W, hist, final, _ = reference(W0, arch, x, t, opt, 10)
+    np.testing.assert_allclose(r.W, W, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(r.history, hist, rtol=2e-5)
+    r64 = train_stack(W0, arch, x, t, opt, 10, record_every=1)
+    assert np.abs(r.W - r64.W).max() > 1e-9                 # not float64 in disguise
+
+
+@pytest.mark.parametrize("opt", OPTS, ids=lambda o: o.name)
+def test_generic_kernel_matches_reference(opt):
+    arch = Arch(2, 3, n_in=2, n_out=2)
+    x, t = toy_data(arch, 50, seed=1)
+    W0 = init_stack(arch, [1, 2])
+    r = train_stack(W0, arch, x, t, opt, 20, record_every=1, kernel="generic")
+    W, hist, final, _ = reference(W0, arch, x, t, opt, 20)
+    np.testing.assert_allclose(r.W, W, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(r.history, hist, rtol=1e-12)
+    np.testing.assert_allclose(r.loss, final, rtol=1e-11)
+
+
+# =============================================================================
+# Bit-for-bit invariances
+# =============================================================================
+@pytest.fixture(scope="module")
+def wf():
+    return Arch(5, 5), *wf_training_set()
+
+
+def test_threads_and_stacking_do_not_change_bits(wf):
+    arch, x, t = wf
+    W0 = init_stack(arch, np.arange(7))
+    opt = Adadelta()
+    ref = train_stack(W0, arch, x, t, opt, 40, record_every=7, threads=1)
+    assert_same(ref, train_stack(W0, arch, x, t, opt, 40, record_every=7, threads=2))
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        assert_same(ref, train_stack(W0, arch, x, t, opt, 40, record_every=7))
+    finally:
+        numba.set_num_threads(before)
+    alone = train_stack(W0[3], arch, x, t, opt, 40, record_every=7)
+    for name in ("W", "loss", "history", "steps_done"):
+        np.testing.assert_array_equal(getattr(alone, name)[0], getattr(ref, name)[3])
+    parts = [train_stack(W0[a:b], arch, x, t, opt, 40, record_every=7) for a, b in ((0, 2), (2, 7))]
+    np.testing.assert_array_equal(np.concatenate([p.W for p in parts]), ref.W)
+
+
+@pytest.mark.parametrize("opt", OPTS, ids=lambda o: o.name)
+def test_two_segments_equal_one_run(wf, opt):
+    arch, x, t = wf
+    W0 = init_stack(arch, [10, 11, 12])
+    full = train_stack(W0, arch, x, t, opt, 12, record_every=1, return_state=True)
+    a = train_stack(W0, arch, x, t, opt, 7, record_every=1, return_state=True)
+    b = train_stack(a.W, arch, x, t, opt, 5, record_every=1, state=a.state, return_state=True)
+    np.testing.assert_array_equal(b.W, full.W)
+    np.testing.assert_array_equal(b.state, full.state)
+    np.testing.assert_array_equal(b.loss, full.loss)
+    np.testing.assert_array_equal(a.history, full.history[:, :7])
+    np.testing.assert_array_equal(b.history, full.history[:, 7:])
+    # the final loss is the loss the next step records, to the bit
+    np.testing.assert_array_equal(a.loss, full.history[:, 7])
+
+
+def test_history_every_k_steps(wf):
+    arch, x, t = wf
+    W0 = init_stack(arch, [4, 5])
+    every = train_stack(W0, arch, x, t, OPTS[0], 10, record_every=1)
+    sparse = train_stack(W0, arch, x, t, OPTS[0], 10, record_every=3)
+    assert sparse.history.shape == (2, 4)                   # steps 0, 3, 6, 9
+    np.testing.assert_array_equal(sparse.history, every.history[:, [0, 3, 6, 9]])
+    np.testing.assert_array_equal(sparse.W, every.W)
+
+
+# =============================================================================
+# Divergence
+# =============================================================================
+def test_overflowing_network_is_flagged_and_neighbours_untouched(wf):
+    arch, x, t = wf
+    W0 = init_stack(arch, np.arange(4))
+    bad = W0.copy()
+    bad[1] *= 1e26                  # output ~ 1e26^6: the loss overflows at step 0
+    opt = Momentum(lr=1e-2)
+    r = train_stack(bad, arch, x, t, opt, 15, record_every=2)
+    clean = train_stack(W0[[0, 2, 3]], arch, x, t, opt, 15, record_every=2)
+    np.testing.assert_array_equal(r.status, [0, 1, 0, 0])
+    assert r.steps_done[1] == 0 and np.isinf(r.loss[1])
+    np.testing.assert_array_equal(r.W[1], bad[1])           # last finite weights
+    assert np.all(np.isnan(r.history[1]))
+    for name in ("W", "loss", "history", "status", "steps_done"):
+        np.testing.assert_array_equal(getattr(r, name)[[0, 2, 3]], getattr(clean, name))
+
+
+def test_divergence_mid_run_keeps_last_finite_weights(wf):
+    arch, x, t = wf
+    W0 = init_stack(arch, [0, 1])
+    W0[1] *= 1e10                   # loss 1.7e118 at step 0, NaN after one update
+    opt = Momentum(lr=1e-2)
+    r = train_stack(W0, arch, x, t, opt, 6, record_every=1)
+    np.testing.assert_array_equal(r.status, [0, 1])
+    assert r.steps_done[1] == 1
+    assert np.isfinite(r.history[1, 0]) and np.all(np.isnan(r.history[1, 1:]))
+    one = train_stack(W0[1], arch, x, t, opt, 1)            # the weights it stopped at
+    np.testing.assert_array_equal(r.W[1], one.W[0])
+    assert one.status[0] == 0 and np.isfinite(r.W[1]).all()
+
+
+def test_non_finite_update_restores_the_step_weights(wf):
+    arch, x, t = wf
+    W0 = 3 * init_stack(arch, [2])          # max |g| about 1e3
+    r = train_stack(W0, arch, x, t, Momentum(lr=1e308), 3, record_every=1)
+    # step 0: finite loss, but lr * g overflows: the update is undone
+    assert r.status[0] == 1 and r.steps_done[0] == 0
+    np.testing.assert_array_equal(r.W, W0)
+    np.testing.assert_allclose(r.history[0, 0], loss_ref(W0, arch, x, t)[0], rtol=1e-12)
+    assert r.loss[0] == r.history[0, 0] and np.all(np.isnan(r.history[0, 1:]))
+
+
+# =============================================================================
+# Bad input
+# =============================================================================
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(steps=0), "steps"), (dict(steps=2.5), "steps"), (dict(steps=True), "steps"),
+    (dict(record_every=0), "record_every"), (dict(threads=0), "threads"),
+    (dict(W0=np.zeros((2, 7))), "W0"), (dict(W0=np.zeros((0, 16))), "W0"),
+    (dict(W0=np.full((1, 16), np.nan)), "W0"), (dict(W0=np.zeros((1, 16), int)), "W0"),
+    (dict(dtype=np.int32), "dtype"), (dict(x=np.zeros(5)), "same number of points"),
+    (dict(t=np.zeros((10, 2))), "t must have shape"), (dict(opt="adadelta"), "opt"),
+    (dict(arch=(1, 3)), "arch"), (dict(kernel="gpu"), "kernel"),
+    (dict(state=np.zeros((2, 1, 16))), "state"),
+    (dict(state=np.full((1, 1, 16), np.inf)), "state"),
+])
+def test_bad_input_raises_value_error(kwargs, match):
+    arch = Arch(1, 3)                                       # P = 16
+    args = dict(W0=init_stack(arch, [0]), arch=arch, x=np.linspace(-1, 1, 10),
+                t=np.zeros(10), opt=Momentum(), steps=3)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        train_stack(**args)
