@@ -35,9 +35,25 @@ def style() -> None:
 
 
 def figure(ncols=1, nrows=1, width=3.4, height=2.7, **kw):
+    """A grid of panels, ``width`` x ``height`` inches each, laid out by matplotlib's
+    constrained layout (labels and titles never overlap a neighbouring panel)."""
     style()
+    kw.setdefault("layout", "constrained")
+    if kw.get("constrained_layout"):
+        kw.pop("constrained_layout")
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), **kw)
     return fig, axes
+
+
+def log_axis(ax, which="y") -> None:
+    """Log scale labelled at 1, 2 and 5 times each decade, in plain numbers
+    (matplotlib's default labels only the decades, or crowds narrow panels)."""
+    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def savefig(fig, name: str, outdir) -> list[str]:

@@ -40,8 +40,11 @@ def test_rerun_does_not_recompute(smoke_run):
     store, figs, args, first = smoke_run
     stamps = {p: p.stat().st_mtime_ns for p in store.rglob("*.npz")}
     assert len(stamps) > 10
+    timings = (store / "timings-smoke.json").read_text()
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in store.rglob("*.npz")} == stamps
+    # the report keeps the wall times of the run that computed, not of the re-run
+    assert (store / "timings-smoke.json").read_text() == timings
 
 
 def test_plot_only_replots_without_computing(smoke_run, tmp_path):
@@ -53,6 +56,12 @@ def test_plot_only_replots_without_computing(smoke_run, tmp_path):
     assert (figs2 / "fig1_wf.png").is_file() and (figs2 / "fig5_basin.png").is_file()
     assert not (figs2 / "fig4_neb.png").exists()
     assert {p: p.stat().st_mtime_ns for p in store.rglob("*.npz")} == stamps
+    # --only refreshes its sections; the report still holds every stored experiment
+    from relunet.experiments import registry
+    report = (figs2 / "REPORT.md").read_text()
+    for mod in registry():
+        assert f"## {mod.TITLE}" in report
+        assert f"| {mod.NAME} |" in report
 
 
 def test_plot_only_without_results_is_a_clear_error(tmp_path, capsys):

@@ -10,32 +10,17 @@ from relunet import kernels as kn
 from relunet import symmetry
 from relunet.construct import WF_ARCH, build_wf
 from relunet.data import wf_training_set
-from relunet.net import Arch, init_stack
+from relunet.net import Arch
+
+import netcases
+from netcases import random_stack
 
 
 # =============================================================================
 # helpers
 # =============================================================================
-def random_stack(arch, M, rng):
-    W = init_stack(arch, rng.integers(0, 2**31, M))
-    return W + 0.3 * rng.standard_normal(W.shape)   # nonzero biases too
-
-
-def data_off_kinks(W, arch, S, rng, margin=1e-3):
-    """S inputs in [-1, 1] where no pre-activation of any network of W is within
-    ``margin`` of 0 (so +-eps steps never cross a kink), and noisy targets."""
-    x = rng.uniform(-1, 1, 8 * S)
-    v = arch.unpack(W)
-    ok = np.ones(x.size, bool)
-    h = np.broadcast_to(x[None, None, :], (W.shape[0], 1, x.size))
-    for layer in range(1, arch.K + 1):
-        wn, bn = arch.layer_blocks(layer)
-        z = v[wn] @ h + v[bn][:, :, None]
-        ok &= np.all(np.abs(z) > margin, axis=(0, 1))
-        h = np.maximum(z, 0)
-    x = x[ok][:S]
-    assert x.size == S
-    return x, np.sin(3 * x) + 0.1 * rng.standard_normal(S)
+def data_off_kinks(W, arch, S, rng):
+    return netcases.data_off_kinks(W, arch, S, rng, margin=1e-3, oversample=8)
 
 
 def fd_hessian(w, arch, x, t, eps):

@@ -6,30 +6,7 @@ import pytest
 from relunet import kernels as kn
 from relunet.gradcheck import block_errors, directional_check, fd_gradient
 from relunet.net import Arch, init_stack
-
-
-def data_off_kinks(W, arch, S, rng, margin=1e-4):
-    """Inputs in [-1, 1] where every network of W has all pre-activations farther
-    than ``margin`` from 0 (so finite differences never straddle a kink)."""
-    x = rng.uniform(-1, 1, 4 * S)
-    v = arch.unpack(W)
-    ok = np.ones(x.size, bool)
-    h = np.broadcast_to(x[None, None, :], (W.shape[0], 1, x.size))
-    for layer in range(1, arch.K + 1):
-        wn, bn = arch.layer_blocks(layer)
-        z = v[wn] @ h + v[bn][:, :, None]
-        ok &= np.all(np.abs(z) > margin, axis=(0, 1))
-        h = np.maximum(z, 0)
-    x = x[ok][:S]
-    assert x.size == S
-    return x, np.sin(3 * x) + 0.1 * rng.standard_normal(S)
-
-
-def random_stack(arch, M, rng):
-    # random biases too, so that the bias gradients are exercised away from zero init
-    W = init_stack(arch, rng.integers(0, 2**31, M))
-    W += 0.3 * rng.standard_normal(W.shape)
-    return W
+from netcases import data_off_kinks, random_stack
 
 
 @pytest.mark.parametrize("K,N", [(1, 1), (2, 3), (5, 5), (10, 10)])

@@ -83,8 +83,9 @@ def plot(cfg: Config, ctx) -> list[str]:
                 label=f"best fit (MSE {fmt(d[f'{opt}_loss'][ok].min())})")
         ax.set_title(f"{OPT_LABELS[opt]}: {int(ok.sum())} students")
         ax.set_xlabel("x")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left", ncol=2)
     axes[0].set_ylabel("output")
+    axes[0].set_ylim(-0.1, 2.5)                   # room for the legend above the teeth
     return savefig(fig, "ext_high_freq", ctx.figures)
 
 

@@ -3,10 +3,16 @@
 Each experiment computes only what its store does not hold yet (training runs
 resume chunk by chunk), then plots from the store and writes its section of
 ``figures/REPORT.md``. Interrupting and re-running picks up where it stopped.
+
+The report always holds every experiment whose results are stored for the
+scale, in figure order, so ``--only NAME`` refreshes one section and keeps the
+others. Its timing table shows, per experiment, the wall time of the run that
+computed it (kept in ``<store>/timings-<scale>.json``), not of a later re-plot.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -55,6 +61,40 @@ def _select(only):
     return [m for m in mods if m.NAME in wanted]
 
 
+def _timings_path(ctx: Context, scale: str) -> Path:
+    return ctx.store / f"timings-{scale}.json"
+
+
+def load_timings(ctx: Context, scale: str) -> dict:
+    try:
+        return json.loads(_timings_path(ctx, scale).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def save_timing(ctx: Context, scale: str, name: str, seconds: float) -> None:
+    from ..store import atomic_write_json
+    t = load_timings(ctx, scale)
+    t[name] = round(float(seconds), 1)
+    ctx.store.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(_timings_path(ctx, scale), t)
+
+
+def report_sections(ctx: Context, scale: str, fresh: dict) -> list[str]:
+    """Sections of every experiment with stored results, in figure order; ``fresh``
+    holds the sections just written by this invocation."""
+    sections = []
+    for mod in registry():
+        if mod.NAME in fresh:
+            sections.append(fresh[mod.NAME])
+            continue
+        try:
+            sections.append(mod.report(mod.config(scale), ctx))
+        except (FileNotFoundError, KeyError):
+            pass                            # not computed at this scale yet
+    return sections
+
+
 def write_report(ctx: Context, scale: str, sections: list[str], timings: dict) -> Path:
     from ..store import versions
     lines = [
@@ -67,8 +107,8 @@ def write_report(ctx: Context, scale: str, sections: list[str], timings: dict) -
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
         "",
-        "| experiment | compute + plot time (s) |", "|---|---|",
-    ] + [f"| {k} | {v:.1f} |" for k, v in timings.items()] + [""]
+        "| experiment | wall time of the run that computed it (s) |", "|---|---|",
+    ] + [f"| {m.NAME} | {timings[m.NAME]:.1f} |" for m in registry() if m.NAME in timings] + [""]
     path = ctx.figures / "REPORT.md"
     ctx.figures.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".md.tmp")
@@ -90,19 +130,23 @@ def main(argv=None) -> int:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, _term)
 
-    sections, timings, files = [], {}, []
+    fresh, files = {}, []
     t_all = time.perf_counter()
     try:
         for i, mod in enumerate(mods, 1):
             cfg = mod.config(args.scale)
             print(f"[{i}/{len(mods)}] {mod.TITLE}", flush=True)
             t0 = time.perf_counter()
+            computes = not args.plot_only and (
+                args.force or not ctx.results(mod.NAME, cfg).path("config", ".json").is_file())
             if not args.plot_only:
                 mod.compute(cfg, ctx)
             files += mod.plot(cfg, ctx)
-            sections.append(mod.report(cfg, ctx))
-            timings[mod.NAME] = time.perf_counter() - t0
-            print(f"      done in {timings[mod.NAME]:.1f} s", flush=True)
+            fresh[mod.NAME] = mod.report(cfg, ctx)
+            dt = time.perf_counter() - t0
+            if computes:
+                save_timing(ctx, args.scale, mod.NAME, dt)
+            print(f"      done in {dt:.1f} s", flush=True)
     except KeyboardInterrupt:
         cmd = " ".join(["python run_all.py"] + (argv if argv is not None else sys.argv[1:]))
         print(f"\ninterrupted: everything finished so far is saved in {ctx.store}/.\n"
@@ -113,7 +157,8 @@ def main(argv=None) -> int:
             print(f"run_all.py: --plot-only needs computed results: {e}", file=sys.stderr)
             return 2
         raise
-    report = write_report(ctx, args.scale, sections, timings)
+    report = write_report(ctx, args.scale, report_sections(ctx, args.scale, fresh),
+                          load_timings(ctx, args.scale))
     print(f"\nall done in {time.perf_counter() - t_all:.1f} s")
     print(f"figures: {len([f for f in files if f.endswith('.png')])} PNG + PDF in "
           f"{ctx.figures}/;  report: {report};  stored results: {ctx.store}/")

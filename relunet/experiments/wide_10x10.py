@@ -77,7 +77,7 @@ def compute(cfg: Config, ctx) -> None:
 
 
 def plot(cfg: Config, ctx) -> list[str]:
-    from ..plots import F_COLOR, FIT_COLOR, OPT_COLORS, figure, savefig
+    from ..plots import F_COLOR, FIT_COLOR, OPT_COLORS, figure, log_axis, savefig
     d = ctx.results(NAME, cfg).load_array("wide")
     ok = d["status"] == 0
     fig, (a0, a1) = figure(2, 1, width=3.8, height=2.9)
@@ -91,13 +91,14 @@ def plot(cfg: Config, ctx) -> list[str]:
     a0.set_xlabel("x")
     a0.set_ylabel("output")
     a0.set_title("Adadelta fits of f")
-    a0.legend(fontsize=7, loc="upper left")
+    a0.set_ylim(-0.4, 2.7)                        # room for the legend above f
+    a0.legend(fontsize=7, loc="upper left", ncol=2)
     s10 = np.arange(1, d["history_median"].size + 1) * int(d["record_every"][0])
     s5 = np.arange(1, d["history5_median"].size + 1) * int(d["record_every5"][0])
     a1.plot(s10, d["history_median"], color=FIT_COLOR, label="10x10 median")
     a1.plot(s5, d["history5_median"], color=OPT_COLORS["adadelta"], label="5x5 median")
     a1.set_xscale("log")
-    a1.set_yscale("log")
+    log_axis(a1, "y")
     a1.set_xlabel("step")
     a1.set_ylabel("MSE")
     a1.set_title("learning curves (Adadelta)")
