@@ -43,7 +43,7 @@ from numba.core import cgutils
 from numba.core.datamodel import default_manager
 from numba.extending import intrinsic, models, register_model
 
-from ._numba import FASTMATH
+
 
 __all__ = ["Vec", "lanes", "vload", "vstore", "vsplat", "vfma", "vadd", "vsub", "vmul",
            "vrelu", "vmask", "vhsum", "pack_points", "apply_update", "OPT_CODES"]
@@ -255,8 +255,13 @@ OPT_CODES = {"momentum": 0, "adadelta": 1}
 
 
 # error_model="numpy": x / 0 gives inf/NaN instead of raising, so the loop has
-# no exception branch and vectorises (vsqrtpd, vdivpd)
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+# no exception branch and vectorises (vsqrtpd, vdivpd). No fast-math here: with
+# reassociation/contraction allowed, the machine code numba compiled in-process
+# and the code it loaded from its cache rounded differently (the Adadelta
+# update; tests/test_cache_determinism.py). Strict IEEE order gives the same
+# bits either way, and the finiteness test is a boolean AND-reduction, which
+# vectorises without reassociation.
+@njit(cache=True, error_model="numpy")
 def apply_update(w, g, s1, s2, opt, lr, h1, h2, h3):
     """One update of one network in place; returns True if the new weights are
     all finite. All scalars are of the dtype of w (lr > 0 finite).
@@ -268,14 +273,14 @@ def apply_update(w, g, s1, s2, opt, lr, h1, h2, h3):
         w <- w - lr dx ;  d <- rho d + (1 - rho) dx^2
     """
     zero = lr - lr              # a zero of the working dtype
-    bad = zero
+    ok = True
     if opt == 0:
         for p in range(w.shape[0]):
             v = h1 * s1[p] - lr * g[p]
             s1[p] = v
             wp = w[p] + v
             w[p] = wp
-            bad += wp * zero        # 0 for finite weights, NaN otherwise (no overflow)
+            ok &= wp * zero == zero     # finite weights give 0, inf/NaN give NaN
     else:
         for p in range(w.shape[0]):
             gp = g[p]
@@ -285,5 +290,5 @@ def apply_update(w, g, s1, s2, opt, lr, h1, h2, h3):
             s1[p] = a
             s2[p] = h1 * s2[p] + h3 * (dx * dx)
             w[p] = wp
-            bad += wp * zero
-    return bad == zero
+            ok &= wp * zero == zero
+    return ok
