@@ -39,8 +39,6 @@ def figure(ncols=1, nrows=1, width=3.4, height=2.7, **kw):
     constrained layout (labels and titles never overlap a neighbouring panel)."""
     style()
     kw.setdefault("layout", "constrained")
-    if kw.get("constrained_layout"):
-        kw.pop("constrained_layout")
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), **kw)
     return fig, axes
 

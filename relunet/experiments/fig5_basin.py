@@ -69,19 +69,18 @@ def compute(cfg: Config, ctx) -> None:
         r = run.init_radius[ok].astype(np.float64)
         loss = run.loss[ok].astype(np.float64)
         back = (loss < cfg.return_threshold).astype(np.float64)
-        if r.size < 3:                  # every restart diverged: nothing to fit
+        out.update({f"{opt}_radius": run.init_radius,
+                    f"{opt}_loss": run.loss.astype(np.float64), f"{opt}_status": run.status})
+        if r.size < 3:                  # (almost) every restart diverged: nothing to fit
             nan = np.full(grid.size, np.nan)
-            out.update({f"{opt}_radius": run.init_radius, f"{opt}_loss": run.loss.astype(
-                np.float64), f"{opt}_status": run.status, f"{opt}_lowess": nan,
-                f"{opt}_prob": nan, f"{opt}_coef": np.full(2, np.nan),
-                f"{opt}_stderr": np.full(2, np.nan), f"{opt}_x_half": np.array([np.nan]),
-                f"{opt}_fit_status": np.array("no data"),
-                f"{opt}_fit_summary": np.array(f"{r.size} usable restarts: no fit")})
+            out.update({f"{opt}_lowess": nan, f"{opt}_prob": nan,
+                        f"{opt}_coef": np.full(2, np.nan), f"{opt}_stderr": np.full(2, np.nan),
+                        f"{opt}_x_half": np.array([np.nan]),
+                        f"{opt}_fit_status": np.array("no data"),
+                        f"{opt}_fit_summary": np.array(f"{r.size} usable restarts: no fit")})
             continue
         fit = logistic_fit(r, back)
         out.update({
-            f"{opt}_radius": run.init_radius, f"{opt}_loss": run.loss.astype(np.float64),
-            f"{opt}_status": run.status,
             f"{opt}_lowess": lowess(r, loss, frac=cfg.lowess_frac, xvals=grid),
             f"{opt}_prob": fit.predict(grid),
             f"{opt}_coef": fit.coef, f"{opt}_stderr": fit.stderr,
