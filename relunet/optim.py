@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-__all__ = ["Momentum", "Adadelta", "make_optimizer", "momentum_step", "adadelta_step"]
+__all__ = ["Momentum", "Adadelta", "make_optimizer", "check_dtype", "momentum_step",
+           "adadelta_step"]
 
 
 def _check_lr(lr):
@@ -104,6 +105,30 @@ def make_optimizer(name: str, **hyper) -> Momentum | Adadelta:
         raise ValueError(f"unknown hyper-parameter(s) {unknown} for {cls.name}; "
                          f"allowed: {allowed}")
     return cls(**hyper)
+
+
+def check_dtype(opt, dtype) -> None:
+    """ValueError unless every hyper-parameter of ``opt`` is still valid once
+    rounded to ``dtype``, the precision the kernels compute in.
+
+    The dataclasses check their values in float64; in float32 ``lr=1e39``
+    overflows to inf, ``eps=1e-50`` underflows to 0 and ``rho=0.999999999``
+    rounds to 1, and every network would "diverge" at step 0.
+    """
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    with np.errstate(over="ignore", under="ignore"):
+        rounded = {k: float(dt.type(v)) for k, v in asdict(opt).items()}
+    try:
+        type(opt)(**rounded)
+    except ValueError as e:
+        changed = ", ".join(f"{k}={v!r} rounds to {rounded[k]!r}" for k, v in asdict(opt).items()
+                            if float(v) != rounded[k] and (rounded[k] in (0.0, 1.0)
+                                                           or not math.isfinite(rounded[k])))
+        raise ValueError(f"in {dt.name}, {changed or 'a hyper-parameter is out of range'}: "
+                         f"{e}; choose a value representable in {dt.name} or use float64"
+                         ) from None
 
 
 def momentum_step(w, g, v, lr, mu) -> None:

@@ -70,7 +70,7 @@ from ._numba import FASTMATH
 from .fused import OPT_CODES, apply_update, pack_points
 from .kernels import _backward_one, _forward_one, _loss_one, check_data
 from .net import Arch, check_stack
-from .optim import Adadelta, Momentum
+from .optim import Adadelta, Momentum, check_dtype
 
 __all__ = ["TrainResult", "train_stack"]
 
@@ -199,9 +199,14 @@ def train_stack(W0, arch: Arch, x, t, opt, steps, record_every=1000, dtype=None,
     W = check_stack(W0, arch, "W0")
     if dtype is None:
         dtype = W.dtype
-    if np.dtype(dtype) not in (np.float32, np.float64):
+    try:
+        ok = np.dtype(dtype) in (np.float32, np.float64)
+    except TypeError:            # np.dtype('foo'): not a dtype at all
+        ok = False
+    if not ok:
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     dtype = np.dtype(dtype)
+    check_dtype(opt, dtype)      # hyper-parameters valid in the dtype computed in
     M, P = W.shape
     if M == 0:
         raise ValueError("W0 must hold at least one network, got shape (0, P)")
