@@ -11,13 +11,33 @@ add one by writing those two small functions and a line in the table.
   embedded engine the process exits at once (``os._exit``) rather than wait
   for the chunk still running in its worker thread.
 * ``relunet status RUN``: progress and a final-loss summary of a run (also
-  while it is being written).
+  while it is being written), and any damaged or quarantined chunks.
+* ``relunet verify RUN [--repair]``: check every chunk of a run (file hash,
+  fingerprint, item range, seeds); ``--repair`` moves damaged chunks to
+  ``RUN/quarantine/`` so that ``train`` computes them again.
+
+Every expected failure is one line ``relunet: error: <cause>: <fix>`` (with
+the resume command where there is something to resume), never a traceback.
+Exit codes (:data:`EXIT_CODES`):
+
+* 0: done;
+* 1: the environment failed: cluster unreachable or lost, a worker killed, a
+  chunk raised, disk full, a read-only run directory, a corrupt numba cache;
+* 2: bad arguments or a run that does not match them (argparse's code too);
+* 3: ``status``/``verify``: the run has damaged chunks (``train`` retrains
+  them);
+* 130 / 143: stopped by SIGINT (Ctrl-C) / SIGTERM within about a second; all
+  finished chunks are saved and the resume command is printed;
+* 141: standard output was closed early (e.g. ``relunet status RUN | head``).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import errno
 import json
+import math
 import os
 import shlex
 import signal
@@ -26,11 +46,23 @@ import threading
 import warnings
 from pathlib import Path
 
-from .engine import EngineError, TrainConfig, load_run, run_training
+from .engine import (EngineError, NumbaCacheError, TrainConfig, chunk_validator, load_run,
+                     run_interruptibly, run_training)
 from .optim import make_optimizer
-from .store import RunStore
+from .store import ManifestError, RunStore
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "COMMANDS", "EXIT_CODES"]
+
+EXIT_CODES = {"ok": 0, "failed": 1, "usage": 2, "damaged": 3, "SIGINT": 130,
+              "broken pipe": 141, "SIGTERM": 143}
+
+
+class CommandError(Exception):
+    """A one-line failure with its exit code."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
 
 DEFAULT_STORE = os.environ.get("RELUNET_RUNS", "runs")
 HYPER = ("lr", "momentum", "rho", "eps")
@@ -57,10 +89,10 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eps", type=float, help="Adadelta epsilon (default 1e-8)")
     g.add_argument("--K", type=int, help=f"hidden layers (default {d['K'].default})")
     g.add_argument("--N", type=int, help=f"units per layer (default {d['N'].default})")
-    g.add_argument("--models", type=int, help=f"students (default {d['n_models'].default})")
-    g.add_argument("--steps", type=int, help=f"steps each (default {d['steps'].default})")
+    g.add_argument("--models", type=_count, help=f"students (default {d['n_models'].default})")
+    g.add_argument("--steps", type=_count, help=f"steps each (default {d['steps'].default})")
     g.add_argument("--seed", type=int, help="base seed (default 0)")
-    g.add_argument("--record-every", type=int, help="loss history interval (default 1000)")
+    g.add_argument("--record-every", type=_count, help="loss history interval (default 1000)")
     g.add_argument("--dtype", choices=["float64", "float32"], help="default float64")
     g.add_argument("--init", choices=["glorot", "perturb"],
                    help="Glorot-uniform starts, or the teacher plus noise (default glorot)")
@@ -72,16 +104,49 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                         f"(default {DEFAULT_STORE}, or $RELUNET_RUNS)")
     w.add_argument("--run", metavar="DIR", help="this run directory (resumes it if it exists)")
     e = p.add_argument_group("how")
-    e.add_argument("--chunk-size", type=int, help="networks per task (new runs: 256)")
+    e.add_argument("--chunk-size", type=_count, help="networks per task (new runs: 256)")
     x = e.add_mutually_exclusive_group()
     x.add_argument("--scheduler", metavar="ADDR", help="dask scheduler address")
     x.add_argument("--scheduler-file", metavar="FILE", help="dask scheduler file")
     x.add_argument("--local-processes", type=int, metavar="N",
                    help="N single-threaded local worker processes (default: in-process)")
     e.add_argument("--threads", type=int, help="numba threads per worker (default all)")
-    e.add_argument("--retries", type=int, default=2, help="retries of a lost chunk")
-    e.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS")
+    e.add_argument("--retries", type=_retries, default=2,
+                   help="retries of a chunk whose worker died (0..100, default 2)")
+    e.add_argument("--connect-timeout", type=_seconds, default=10.0, metavar="SECONDS",
+                   help="wait this long for the scheduler (default 10)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _count(text: str) -> int:
+    """A whole number, also written like 1e6 (exactly integral)."""
+    try:
+        v = float(text) if any(c in text.lower() for c in ".e") else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if isinstance(v, float) and (not math.isfinite(v) or v != int(v)):
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return int(v)          # the range is checked with the config (one message)
+
+
+def _retries(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"expected a whole number in 0..100, got {text!r}")
+    return v
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, 3600], got {text!r}")
+    return v
 
 
 def _floats(text: str) -> tuple:
@@ -128,6 +193,32 @@ def _engine_flags(args) -> list[str]:
     return out
 
 
+def _resume_command(run_dir, args) -> str:
+    return shlex.join(["relunet", "train", "--run", str(run_dir)] + _engine_flags(args))
+
+
+def _saved(run_dir: Path) -> str:
+    """'k/n chunks (i/N networks)' from the manifest alone (fast, no verification)."""
+    try:
+        m = RunStore(run_dir).manifest()
+    except Exception:  # noqa: BLE001 -- nothing (readable) saved
+        return "nothing"
+    done = sum(c["stop"] - c["start"] for c in m["chunks"].values())
+    return f"{len(m['chunks'])}/{m['n_chunks']} chunks ({done}/{m['n_items']} networks)"
+
+
+def _os_error(e: OSError, run_dir: Path, resume: str) -> CommandError:
+    where = e.filename or run_dir
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return CommandError(f"the run directory {run_dir} is read-only (cannot write "
+                            f"{where}): make it writable (chmod -R u+w {run_dir}) or copy it "
+                            f"elsewhere, then resume with: {resume}")
+    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return CommandError(f"the disk is full (writing {where}); finished chunks are "
+                            f"saved: free some space, then resume with: {resume}")
+    return CommandError(f"{e.strerror or type(e).__name__}: {where}; resume with: {resume}")
+
+
 def _train(args) -> int:
     cfg = _config_from_args(args)
     run_dir = Path(args.run) if args.run else (
@@ -135,38 +226,38 @@ def _train(args) -> int:
     if RunStore(run_dir).exists():
         RunStore(run_dir).check_config(cfg.to_dict())
     print(f"relunet: run {run_dir}: {cfg.describe()}", file=sys.stderr)
-    try:
-        run_training(cfg, run_dir, chunk_size=args.chunk_size, scheduler=args.scheduler,
-                     scheduler_file=args.scheduler_file, local_processes=args.local_processes,
-                     numba_threads=args.threads, retries=args.retries,
-                     connect_timeout=args.connect_timeout, progress=not args.quiet)
-    except KeyboardInterrupt:
+    resume = _resume_command(run_dir, args)
+
+    def on_interrupt() -> int:
         signum = _Signals.received or signal.SIGINT
-        resume = shlex.join(["relunet", "train", "--run", str(run_dir)] + _engine_flags(args))
-        saved = "nothing"
-        if RunStore(run_dir).exists():
-            r = load_run(run_dir)
-            saved = (f"{len(r.chunks_done)}/{r.n_chunks} chunks ({r.n_done}/{r.n_total} "
-                     f"networks)")
-        print(f"\nrelunet: stopped by {signal.Signals(signum).name}: {saved} saved in "
-              f"{run_dir}. Chunks in flight were abandoned (a running numba call cannot be "
-              f"interrupted mid-chunk; their work is lost).\nresume with: {resume}",
+        print(f"\nrelunet: stopped by {signal.Signals(signum).name}: {_saved(run_dir)} saved "
+              f"in {run_dir}. Chunks in flight were abandoned (a running numba call cannot "
+              f"be interrupted mid-chunk; their work is lost).\nresume with: {resume}",
               file=sys.stderr)
-        embedded = all(v is None for v in (args.scheduler, args.scheduler_file,
-                                           args.local_processes))
-        if embedded:
-            # the in-process worker thread may still be inside a numba call, and the
-            # interpreter would wait for it at exit: everything is saved, leave now
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(128 + int(signum))
         return 128 + int(signum)
+
+    def work():
+        run_training(cfg, run_dir, chunk_size=args.chunk_size, scheduler=args.scheduler,
+                     scheduler_file=args.scheduler_file,
+                     local_processes=args.local_processes, numba_threads=args.threads,
+                     retries=args.retries, connect_timeout=args.connect_timeout,
+                     progress=not args.quiet)
+
+    _Signals.on_interrupt = on_interrupt      # main() waits in the main thread
+    try:
+        work()
+    except (EngineError, NumbaCacheError) as e:
+        done = _saved(run_dir)
+        raise CommandError(f"{e}; {done} saved; resume with: {resume}"
+                           if RunStore(run_dir).exists() else str(e)) from None
+    except OSError as e:
+        raise _os_error(e, run_dir, resume) from None
     _print_status(run_dir)
     return 0
 
 
 # =============================================================================
-# relunet status
+# relunet status / verify
 # =============================================================================
 def _add_status(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="run directory")
@@ -174,31 +265,86 @@ def _add_status(p: argparse.ArgumentParser) -> None:
 
 
 def _status(args) -> int:
-    _print_status(Path(args.run), as_json=args.json)
-    return 0
+    r = _print_status(Path(args.run), as_json=args.json)
+    return EXIT_CODES["damaged"] if r.damaged else 0
 
 
-def _print_status(run_dir: Path, as_json: bool = False) -> None:
-    r = load_run(run_dir)
+def _finite_or_none(obj):
+    """JSON has no NaN: map non-finite floats to null, recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def _print_status(run_dir: Path, as_json: bool = False):
+    r = load_run(run_dir, on_damaged="skip")
     s = r.loss_summary()
+    quarantined = RunStore(run_dir).manifest().get("quarantined", [])
     if as_json:
-        print(json.dumps({"run": str(run_dir), "fingerprint": r.fingerprint,
-                          "config": r.config.to_dict(), "chunks_done": len(r.chunks_done),
-                          "n_chunks": r.n_chunks, **s}, indent=1))
-        return
+        print(json.dumps(_finite_or_none({
+            "run": str(run_dir), "fingerprint": r.fingerprint, "config": r.config.to_dict(),
+            "chunks_done": len(r.chunks_done), "n_chunks": r.n_chunks,
+            "damaged": {str(i): why for i, why in r.damaged.items()},
+            "quarantined": quarantined, **s}), indent=1, allow_nan=False))
+        return r
     print(f"run          {run_dir}")
     print(f"config       {r.config.describe()}")
     print(f"fingerprint  {r.fingerprint}")
     print(f"progress     {len(r.chunks_done)}/{r.n_chunks} chunks, {r.n_done}/{r.n_total} "
           f"networks ({100.0 * r.n_done / r.n_total:.1f}%)")
+    if r.damaged:
+        print(f"damaged      {len(r.damaged)} chunk(s) left out, trained again by "
+              f"`relunet train --run {run_dir}`: "
+              + "; ".join(f"chunk {i} {why}" for i, why in sorted(r.damaged.items())))
+    for q in quarantined:
+        print(f"quarantined  chunk {q['chunk']} on {q['when']} ({q['reason']}), "
+              f"moved to {q['file'] or 'nowhere (file missing)'}, trained again")
     if r.n_done == 0:
         print("final loss   no finished networks yet")
-        return
+        return r
     q = s["quantiles"]
     names = {0.0: "min", 0.5: "median", 1.0: "max"}
     qs = "  ".join(f"{names.get(k, f'q{100 * k:g}')} {v:.6g}" for k, v in q.items())
-    print(f"final loss   over {s['n_used']} networks ({s['n_diverged']} diverged, "
+    grew = f", {s['n_grew']} of them ended above their start" if s["n_grew"] else ""
+    print(f"final loss   over {s['n_used']} networks ({s['n_diverged']} diverged{grew}, "
           f"excluded): {qs}  mean {s['mean']:.6g}")
+    return r
+
+
+def _add_verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="run directory")
+    p.add_argument("--repair", action="store_true",
+                   help="move damaged chunks to RUN/quarantine/ so that `relunet train` "
+                        "computes them again")
+
+
+def _verify(args) -> int:
+    run = RunStore(args.run)
+    m = run.manifest()
+    validate = chunk_validator(TrainConfig.from_dict(m["config"])) \
+        if m.get("kind") == "train" else None
+    bad = run.verify(validate)
+    n = len(m["chunks"])
+    if not bad:
+        print(f"{args.run}: all {n} finished chunks intact ({n}/{m['n_chunks']} done)")
+        return 0
+    for i, why in sorted(bad.items()):
+        print(f"{args.run}: chunk {i} {why}")
+    if args.repair:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run.open_writer(m["config"], m["n_items"], kind=m.get("kind", "run"),
+                            validate=validate).close()
+        print(f"{args.run}: {len(bad)} damaged chunk(s) moved to {run.path / 'quarantine'}; "
+              f"`relunet train --run {args.run}` trains them again")
+        return 0
+    print(f"{args.run}: {len(bad)} of {n} chunks damaged: `relunet train --run {args.run}` "
+          f"(or `relunet verify {args.run} --repair`) quarantines and recomputes them")
+    return EXIT_CODES["damaged"]
 
 
 # =============================================================================
@@ -208,6 +354,8 @@ COMMANDS = {
     "train": ("train students of a teacher into a resumable run directory",
               _add_train, _train),
     "status": ("progress and loss summary of a run", _add_status, _status),
+    "verify": ("check every chunk of a run; --repair quarantines damaged ones",
+               _add_verify, _verify),
 }
 
 
@@ -215,6 +363,7 @@ class _Signals:
     """SIGTERM raises KeyboardInterrupt (like SIGINT); remembers which came."""
 
     received = None
+    on_interrupt = None     # a command's own message; returns the exit code
 
     @classmethod
     def handler(cls, signum, frame):
@@ -226,9 +375,17 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"relunet: warning: {message}", file=sys.stderr)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (exit code 2, as argparse's own)."""
+
+    def error(self, message):
+        self.exit(2, f"relunet: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="relunet", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _Parser(prog="relunet", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
     for name, (help_, add, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         add(p)
@@ -236,21 +393,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(message: str, code: int) -> int:
+    print(f"relunet: error: {' '.join(message.split()) or 'unknown error'}", file=sys.stderr)
+    return code
+
+
+def _interrupted() -> int:
+    if _Signals.on_interrupt is not None:
+        return _Signals.on_interrupt()
+    return 128 + int(_Signals.received or signal.SIGINT)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    _Signals.received = None
+    _Signals.received = _Signals.on_interrupt = None
     old = {}
     if threading.current_thread() is threading.main_thread():
         old = {s: signal.signal(s, _Signals.handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
-            return args.func(args)
-    except KeyboardInterrupt:     # outside a run: nothing to save
+            return run_interruptibly(lambda: args.func(args), _interrupted)
+    except KeyboardInterrupt:     # only when not run from the main thread
         return 128 + int(_Signals.received or signal.SIGINT)
-    except (ValueError, EngineError, FileNotFoundError, RuntimeError) as e:
-        print(f"relunet: error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ValueError) else 1
+    except BrokenPipeError:       # `relunet status RUN | head`: the reader left
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_CODES["broken pipe"]
+    except CommandError as e:
+        return _error(str(e), e.code)
+    except (ValueError, ManifestError) as e:      # DamagedRunError is a ValueError
+        return _error(str(e), EXIT_CODES["usage"])
+    except (EngineError, NumbaCacheError, FileNotFoundError, RuntimeError) as e:
+        return _error(str(e), EXIT_CODES["failed"])
+    except OSError as e:
+        return _error(f"{e.strerror or e}: {e.filename or ''}", EXIT_CODES["failed"])
     finally:
         for s, h in old.items():
             signal.signal(s, h)
