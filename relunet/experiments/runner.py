@@ -7,15 +7,25 @@ resume chunk by chunk), then plots from the store and writes its section of
 The report always holds every experiment whose results are stored for the
 scale, in figure order, so ``--only NAME`` refreshes one section and keeps the
 others. Its timing table shows, per experiment, the wall time of the run that
-computed it (kept in ``<store>/timings-<scale>.json``), not of a later re-plot.
+computed it (kept in ``<store>/timings-<scale>.json``), not of a later re-plot;
+when a computation was interrupted and resumed, the sum of its attempts (an
+interrupt records the time spent so far under ``"_partial"``).
+
+Ctrl-C (or SIGTERM) stops within about a second even inside a numba kernel:
+the experiments run in a worker thread while the main thread waits for the
+signal; everything stored is complete (atomic files), so the process prints
+one line with the resume command and leaves (exit 130). Expected failures are
+one line ``run_all.py: error: ...`` with the fix (exit 1; 2 for bad usage).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -65,19 +75,48 @@ def _timings_path(ctx: Context, scale: str) -> Path:
     return ctx.store / f"timings-{scale}.json"
 
 
-def load_timings(ctx: Context, scale: str) -> dict:
+def _load_timing_file(ctx: Context, scale: str) -> dict:
     try:
-        return json.loads(_timings_path(ctx, scale).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        t = json.loads(_timings_path(ctx, scale).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
+    return t if isinstance(t, dict) else {}
+
+
+def load_timings(ctx: Context, scale: str) -> dict:
+    """{experiment: seconds} of the runs that computed them."""
+    return {k: v for k, v in _load_timing_file(ctx, scale).items()
+            if not k.startswith("_") and isinstance(v, (int, float))}
+
+
+def _write_timings(ctx: Context, scale: str, t: dict) -> None:
+    from ..store import atomic_write_json
+    ctx.store.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(_timings_path(ctx, scale), t)
 
 
 def save_timing(ctx: Context, scale: str, name: str, seconds: float) -> None:
-    from ..store import atomic_write_json
-    t = load_timings(ctx, scale)
-    t[name] = round(float(seconds), 1)
-    ctx.store.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(_timings_path(ctx, scale), t)
+    """Record ``name``'s wall time, adding what interrupted attempts spent."""
+    t = _load_timing_file(ctx, scale)
+    partial = t.get("_partial", {}) if isinstance(t.get("_partial"), dict) else {}
+    t[name] = round(float(seconds) + float(partial.pop(name, 0.0)), 1)
+    t["_partial"] = partial
+    _write_timings(ctx, scale, t)
+
+
+def save_partial_timing(ctx: Context, scale: str, name: str, seconds: float) -> None:
+    """An interrupted attempt at ``name`` spent ``seconds``: counted when it finishes."""
+    t = _load_timing_file(ctx, scale)
+    partial = t.get("_partial", {}) if isinstance(t.get("_partial"), dict) else {}
+    partial[name] = round(float(partial.get(name, 0.0)) + float(seconds), 1)
+    t["_partial"] = partial
+    _write_timings(ctx, scale, t)
+
+
+def _pending_timing(ctx: Context, scale: str, name: str) -> bool:
+    """Results of ``name`` were computed by an attempt whose time is not recorded yet."""
+    t = _load_timing_file(ctx, scale)
+    return name not in t and name in (t.get("_partial") or {})
 
 
 def report_sections(ctx: Context, scale: str, fresh: dict) -> list[str]:
@@ -117,7 +156,32 @@ def write_report(ctx: Context, scale: str, sections: list[str], timings: dict) -
     return path
 
 
+def _failure(e: BaseException, resume: str) -> tuple[str, int] | None:
+    """(one-line message with the fix, exit code) for an expected failure, else None."""
+    import errno
+
+    from ..engine import EngineError, NumbaCacheError, numba_cache_files
+    from ..store import DamagedRunError, ManifestError
+    files = numba_cache_files(e)
+    if files:
+        folder = os.path.dirname(files[0])
+        return (f"numba's cache is corrupt ({type(e).__name__} reading {files[0]}): clear "
+                f"the numba cache at {folder} (rm -r it), then resume with: {resume}", 1)
+    if isinstance(e, (EngineError, NumbaCacheError)):
+        return f"{e}; resume with: {resume}", 1
+    if isinstance(e, (DamagedRunError, ManifestError)):
+        return f"{e}; then resume with: {resume}", 1
+    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write {e.filename or 'the store'} (read-only): make the store "
+                f"writable or pass another --store, then resume with: {resume}", 1)
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", 0)):
+        return (f"the disk is full (writing {e.filename or 'the store'}): free space, then "
+                f"resume with: {resume}", 1)
+    return None
+
+
 def main(argv=None) -> int:
+    from ..engine import run_interruptibly
     args = build_parser().parse_args(argv)
     engine = {k: v for k, v in dict(scheduler=args.scheduler,
                                     scheduler_file=args.scheduler_file,
@@ -125,38 +189,67 @@ def main(argv=None) -> int:
     ctx = Context(store=Path(args.store), figures=Path(args.figures), engine=engine,
                   force=args.force, progress=not args.no_progress)
     mods = _select(args.only)
+    resume = " ".join(["python run_all.py"] + (argv if argv is not None else sys.argv[1:]))
 
     def _term(signum, frame):
         raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, _term)
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        old = {signal.SIGTERM: signal.signal(signal.SIGTERM, _term),
+               signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
 
     fresh, files = {}, []
+    current = {}                 # the experiment running now: name, t0, whether it computes
     t_all = time.perf_counter()
-    try:
+
+    def work():
         for i, mod in enumerate(mods, 1):
             cfg = mod.config(args.scale)
             print(f"[{i}/{len(mods)}] {mod.TITLE}", flush=True)
             t0 = time.perf_counter()
             computes = not args.plot_only and (
                 args.force or not ctx.results(mod.NAME, cfg).path("config", ".json").is_file())
+            current.update(name=mod.NAME, t0=t0, computes=computes)
             if not args.plot_only:
                 mod.compute(cfg, ctx)
-            files += mod.plot(cfg, ctx)
+            current["computed"] = True
+            files.extend(mod.plot(cfg, ctx))
             fresh[mod.NAME] = mod.report(cfg, ctx)
             dt = time.perf_counter() - t0
-            if computes:
+            if computes or (not args.plot_only and _pending_timing(ctx, args.scale, mod.NAME)):
                 save_timing(ctx, args.scale, mod.NAME, dt)
+            current.clear()
             print(f"      done in {dt:.1f} s", flush=True)
-    except KeyboardInterrupt:
-        cmd = " ".join(["python run_all.py"] + (argv if argv is not None else sys.argv[1:]))
+
+    def on_interrupt() -> int:
+        if current.get("computes") or (current and _pending_timing(ctx, args.scale,
+                                                                  current["name"])):
+            with contextlib.suppress(Exception):
+                save_partial_timing(ctx, args.scale, current["name"],
+                                    time.perf_counter() - current["t0"])
         print(f"\ninterrupted: everything finished so far is saved in {ctx.store}/.\n"
-              f"resume with: {cmd}", file=sys.stderr)
+              f"resume with: {resume}", file=sys.stderr)
+        return 130
+
+    try:
+        run_interruptibly(work, on_interrupt)
+    except KeyboardInterrupt:                 # not in the main thread: no hard exit
+        on_interrupt()
         return 130
     except FileNotFoundError as e:
         if args.plot_only:
             print(f"run_all.py: --plot-only needs computed results: {e}", file=sys.stderr)
             return 2
         raise
+    except Exception as e:  # noqa: BLE001 -- expected failures become one line
+        fail = _failure(e, resume)
+        if fail is None:
+            raise
+        print(f"run_all.py: error: {' '.join(fail[0].split())}", file=sys.stderr)
+        return fail[1]
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     report = write_report(ctx, args.scale, report_sections(ctx, args.scale, fresh),
                           load_timings(ctx, args.scale))
     print(f"\nall done in {time.perf_counter() - t_all:.1f} s")
