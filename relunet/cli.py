@@ -46,8 +46,8 @@ import threading
 import warnings
 from pathlib import Path
 
-from .engine import (EngineError, NumbaCacheError, TrainConfig, chunk_validator, load_run,
-                     run_interruptibly, run_training)
+from .engine import (EngineError, NumbaCacheError, TrainConfig, _quiet_logs, chunk_validator,
+                     load_run, run_interruptibly, run_training)
 from .optim import make_optimizer
 from .store import ManifestError, RunStore
 
@@ -245,7 +245,8 @@ def _train(args) -> int:
 
     _Signals.on_interrupt = on_interrupt      # main() waits in the main thread
     try:
-        work()
+        with _quiet_logs():
+            work()
     except (EngineError, NumbaCacheError) as e:
         done = _saved(run_dir)
         raise CommandError(f"{e}; {done} saved; resume with: {resume}"

@@ -417,7 +417,12 @@ def _check_writable(run_dir: Path) -> None:
 # =============================================================================
 @contextlib.contextmanager
 def _quiet_logs():
-    loggers = [logging.getLogger(n) for n in ("distributed", "tornado", "asyncio")]
+    """Silence dask's loggers (its children have levels of their own): the
+    failures they would print as tracebacks become our one-line errors."""
+    prefixes = ("distributed", "tornado", "asyncio")
+    names = set(prefixes) | {n for n in list(logging.root.manager.loggerDict)
+                             if n.startswith(tuple(p + "." for p in prefixes))}
+    loggers = [logging.getLogger(n) for n in sorted(names)]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)

@@ -145,6 +145,30 @@ def test_two_clients_of_one_cluster_with_different_chunk_sizes_and_a_ctrl_c(tmp_
     assert_reference(tmp_path / "b", cfg)
 
 
+@pytest.mark.slow
+def test_scheduler_lost_mid_run_is_one_line_with_resume(tmp_path):
+    run = tmp_path / "run"
+    sched = subprocess.Popen([sys.executable, "-c", _SHARED_CLUSTER], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    addr = sched.stdout.readline().strip()
+    proc = subprocess.Popen([sys.executable, "-m", "relunet.cli", "train", "--run", str(run),
+                             "--scheduler", addr, "--chunk-size", "2", "--K", "2", "--N", "3",
+                             "--optimizer", "momentum", "--models", "16", "--steps",
+                             "1000000", "--quiet"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not (
+            (run / "manifest.json").is_file()
+            and json.loads((run / "manifest.json").read_text())["chunks"]):
+        time.sleep(0.05)
+    sched.kill()
+    sched.wait()
+    err = proc.communicate(timeout=60)[1]
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("relunet: run ")]
+    assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"relunet: error: lost the dask scheduler at {addr}")
+    assert f"resume with: relunet train --run {run} --scheduler {addr}" in lines[0]
+
+
 # =============================================================================
 # 2-3. Tampered or damaged chunks: detected, reported, quarantined, recomputed
 # =============================================================================
