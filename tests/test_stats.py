@@ -14,10 +14,12 @@ from relunet.stats import LogisticFit, logistic_fit, lowess
 # ----------------------------------------------------------------------------
 # lowess: independent brute-force reference
 # ----------------------------------------------------------------------------
-def _tricube_weights(x, x0, frac):
-    """Cleveland's weights at x0 by sorting all distances (no windows)."""
+def _tricube_weights(x, x0, frac, r=None):
+    """Cleveland's weights at x0 by sorting all distances (no windows); r nearest
+    points, by default floor(frac n) (at least 2) as in Cleveland's code and R."""
     d = np.abs(x - x0)
-    r = math.ceil(frac * x.size - 1e-9)
+    if r is None:
+        r = max(2, int(math.floor(frac * x.size + 1e-7)))
     h = np.sort(d)[r - 1]
     if h == 0:
         return (d == 0).astype(float)
@@ -32,10 +34,30 @@ def _wls_at(x, y, x0, w):
     return coef[0]
 
 
-def _brute_lowess(x, y, x0s, frac, rob=None):
+def _brute_lowess(x, y, x0s, frac, rob=None, r=None):
     rob = np.ones_like(x) if rob is None else rob
-    return np.array([_wls_at(x, y, x0, _tricube_weights(x, x0, frac) * rob)
+    return np.array([_wls_at(x, y, x0, _tricube_weights(x, x0, frac, r) * rob)
                      for x0 in x0s])
+
+
+def test_lowess_neighbour_count_rounds_down_as_cleveland_and_r():
+    from relunet.stats import neighbours
+    # R's clowess: ns = max(2, min(n, (int)(f * n + 1e-7)))
+    assert neighbours(0.3, 512) == 153          # 153.6 -> 153 (ceil would give 154)
+    assert neighbours(2 / 3, 100) == 66
+    assert neighbours(0.57, 100) == 57          # 0.57 * 100 = 56.99999999999999 in fp
+    assert neighbours(0.3, 10) == 3 and neighbours(1.0, 7) == 7
+    assert neighbours(0.01, 50) == 2 and neighbours(0.5, 1) == 1
+
+
+def test_lowess_fig5_size_matches_bruteforce_with_floor_neighbours(rng):
+    # Fig. 5's size: n = 512, frac = 0.3 -> 153 neighbours, not 154
+    x = rng.uniform(0.0, 2.0, 512)
+    y = (x > 1).astype(float) + rng.normal(0, 0.1, x.size)
+    xv = np.linspace(0.0, 2.0, 9)
+    got = lowess(x, y, frac=0.3, xvals=xv)
+    np.testing.assert_allclose(got, _brute_lowess(x, y, xv, 0.3, r=153), rtol=0, atol=1e-10)
+    assert np.max(np.abs(got - _brute_lowess(x, y, xv, 0.3, r=154))) > 1e-5
 
 
 @pytest.mark.parametrize("frac", [0.1, 0.25, 0.5, 2 / 3, 1.0])
@@ -79,8 +101,8 @@ def test_lowess_robustness_resists_outlier(rng):
     y[50] += 10.0  # gross outlier at x = 0.5
     plain = lowess(x, y, frac=0.3, it=0)[1]
     robust = lowess(x, y, frac=0.3, it=3)[1]
-    # r = ceil(0.3 * 101) = 31 neighbours, h = 15 grid steps; the weights are
-    # symmetric about x = 0.5, so the local line's value there is the weighted
+    # r = floor(0.3 * 101) = 30 neighbours: offsets -14..14 and one at 15, so
+    # h = 15 grid steps (weight 0 at 15); the weights are symmetric about x = 0.5, so the local line's value there is the weighted
     # mean, lifted by 10 * 1 / sum_k (1 - (|k|/15)^3)^3 = 10 / 17.35 ~ 0.576
     lift = 10.0 / np.sum((1 - (np.abs(np.arange(-14, 15)) / 15) ** 3) ** 3)
     assert abs(plain[50] - 1.0 - lift) < 0.02 and lift > 0.5
@@ -117,7 +139,7 @@ def test_lowess_robust_iterations_collapse_on_basin_like_data(rng):
 
 
 def test_lowess_ties_with_zero_bandwidth():
-    # r = ceil(1/3 * 9) = 3 nearest of x0 = 0 are the three tied zeros -> h = 0,
+    # r = floor(1/3 * 9) = 3 nearest of x0 = 0 are the three tied zeros -> h = 0,
     # so the fit there is their mean (1 + 2 + 6) / 3 = 3, likewise at 1 and 2.
     x = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2], float)
     y = np.array([1, 2, 6, 0, 0, 3, 5, 5, 8], float)
