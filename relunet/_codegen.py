@@ -5,7 +5,13 @@ so a generic kernel cannot unroll the N x N products of a layer or keep a
 layer's outputs in registers. This module writes the kernel out as Python
 source with every unit loop unrolled (``a1 = vfma(wt, h3_1, a1)`` ...), saves
 it in a cache folder and imports it, so numba compiles it with ``cache=True``
-like any hand-written module. The number of layers K stays a run-time
+like any hand-written module. The folder sits with numba's cache: under
+``numba.config.CACHE_DIR`` (``NUMBA_CACHE_DIR``, or the fallback of a read-only
+install) when that is set, else ``relunet/__pycache__/generated``. A module's
+name carries a digest of its source, so an edit makes a new one; the stale
+ones of the same sizes, and numba's cache files of them, are pruned when a new
+one is written (if older than an hour: another version sharing the cache may
+still use them). The number of layers K stays a run-time
 argument: the K - 1 hidden layers share one loop body for the forward pass,
 one for the weight gradient and one for the backpropagated delta. Everything
 is written out inside ONE function (``train_range``): numba's own inlining,
@@ -57,6 +63,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 
 import numpy as np
 
@@ -341,11 +348,18 @@ _LOCK = threading.Lock()
 _MODULES: dict = {}
 
 
+PRUNE_AGE = 3600.0           # seconds: stale generated modules younger than this stay
+
+
 def _gen_dir() -> str:
+    """Folder for the generated sources, with numba's cache (module docstring)."""
+    import numba
     pkg = os.path.dirname(os.path.abspath(__file__))
     user = getattr(os, "getuid", lambda: 0)()
-    for d in (os.path.join(pkg, "__pycache__", "generated"),
-              os.path.join(tempfile.gettempdir(), f"relunet-generated-{user}")):
+    cache = numba.config.CACHE_DIR
+    first = (os.path.join(cache, "relunet-generated") if cache
+             else os.path.join(pkg, "__pycache__", "generated"))
+    for d in (first, os.path.join(tempfile.gettempdir(), f"relunet-generated-{user}")):
         try:
             os.makedirs(d, exist_ok=True)
             probe = tempfile.NamedTemporaryFile(dir=d, delete=True)
@@ -354,6 +368,38 @@ def _gen_dir() -> str:
         except OSError:
             continue
     raise OSError("no writable folder for the generated kernels")
+
+
+def _prune(directory: str, prefix: str, keep: str, now: float | None = None) -> list[str]:
+    """Delete generated modules ``prefix*.py`` other than ``keep`` (older than
+    PRUNE_AGE) and numba's cache files of them; returns the deleted paths."""
+    import glob
+
+    import numba
+    now = time.time() if now is None else now
+    gone = []
+    for path in glob.glob(os.path.join(glob.escape(directory), glob.escape(prefix) + "*.py")):
+        stem = os.path.basename(path)[:-3]
+        if stem == keep:
+            continue
+        try:
+            if now - os.path.getmtime(path) < PRUNE_AGE:
+                continue
+        except OSError:
+            continue
+        caches = [os.path.join(directory, "__pycache__")]
+        if numba.config.CACHE_DIR:
+            caches += glob.glob(os.path.join(glob.escape(numba.config.CACHE_DIR), "*"))
+        victims = [path] + [f for c in caches
+                            for f in glob.glob(os.path.join(glob.escape(c),
+                                                            glob.escape(stem) + ".*"))]
+        for f in victims:
+            try:
+                os.unlink(f)
+                gone.append(f)
+            except OSError:
+                pass
+    return gone
 
 
 def kernel_module(N: int, n_in: int, n_out: int, dtype):
@@ -389,6 +435,7 @@ def kernel_module(N: int, n_in: int, n_out: int, dtype):
                 os.replace(tmp, path)
             if os.path.exists(tmp):
                 os.unlink(tmp)
+            _prune(os.path.dirname(path), name[:-len(digest)], name)
         spec = importlib.util.spec_from_file_location(name, path)
         mod = importlib.util.module_from_spec(spec)
         sys.modules[name] = mod

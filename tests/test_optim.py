@@ -132,3 +132,19 @@ def test_make_optimizer_rejects_unknown_names_and_keys():
         make_optimizer("adadelta", beta=0.9)
     with pytest.raises(ValueError, match="rho"):
         make_optimizer("momentum", rho=0.9)
+
+
+@pytest.mark.parametrize("opt, match", [
+    (Momentum(lr=1e39), r"lr=1e\+39 rounds to inf"),
+    (Momentum(momentum=0.999999999), "momentum=0.999999999 rounds to 1.0"),
+    (Adadelta(eps=1e-50), "eps=1e-50 rounds to 0.0"),
+    (Adadelta(rho=1 - 1e-10), "rho=0.9999999999 rounds to 1.0"),
+])
+def test_hyper_parameters_must_survive_rounding_to_float32(opt, match):
+    from relunet.optim import check_dtype
+    check_dtype(opt, np.float64)                      # fine where they were checked
+    with pytest.raises(ValueError, match=f"in float32, {match}.*use float64"):
+        check_dtype(opt, np.float32)
+    check_dtype(Adadelta(), "float32")                # the defaults survive
+    with pytest.raises(ValueError, match="dtype must be float32 or float64"):
+        check_dtype(Adadelta(), "float16")

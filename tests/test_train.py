@@ -5,6 +5,8 @@ Compile cost (first run, numba cache empty): one generated module per
 about 2-4 s each, plus the generic fallback kernel. Later runs load them from
 the cache.
 """
+import os
+
 import numba
 import numpy as np
 import pytest
@@ -284,3 +286,43 @@ def test_bad_input_raises_value_error(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         train_stack(**args)
+
+
+# -- where the generated kernel sources go ------------------------------------------
+def test_generated_sources_go_under_numba_cache_dir(tmp_path, monkeypatch):
+    import numba
+
+    from relunet import _codegen
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "nc"))
+    monkeypatch.setattr(_codegen, "_MODULES", {})          # force a fresh write
+    mod = _codegen.kernel_module(3, 1, 1, np.float64)
+    assert os.path.dirname(mod.__file__) == str(tmp_path / "nc" / "relunet-generated")
+    assert os.path.basename(mod.__file__).startswith("relunet_fused_n3_i1_o1_float64_")
+
+
+def test_stale_generated_modules_and_their_cache_files_are_pruned(tmp_path, monkeypatch):
+    import numba
+
+    from relunet import _codegen
+    gen, nc = tmp_path / "gen", tmp_path / "nc"
+    (gen / "__pycache__").mkdir(parents=True)
+    (nc / "gen_abc").mkdir(parents=True)
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(nc))
+    pre = "relunet_fused_n5_i1_o1_float64_"
+    for digest in ("old000000000", "new000000000", "young0000000"):
+        (gen / f"{pre}{digest}.py").write_text("# generated")
+        (gen / "__pycache__" / f"{pre}{digest}.train_range-11.py311.nbi").write_bytes(b"i")
+        (nc / "gen_abc" / f"{pre}{digest}.train_range-11.py311.1.nbc").write_bytes(b"c")
+    other = gen / "relunet_fused_n10_i1_o1_float64_old000000000.py"   # other sizes: kept
+    other.write_text("# generated")
+    now = 1e9
+    for p in [other, gen / f"{pre}old000000000.py", gen / f"{pre}new000000000.py"]:
+        os.utime(p, (now - 2 * _codegen.PRUNE_AGE, now - 2 * _codegen.PRUNE_AGE))
+    os.utime(gen / f"{pre}young0000000.py", (now - 10, now - 10))
+    gone = _codegen._prune(str(gen), pre, pre + "new000000000", now=now)
+    assert sorted(os.path.basename(g) for g in gone) == [
+        f"{pre}old000000000.py", f"{pre}old000000000.train_range-11.py311.1.nbc",
+        f"{pre}old000000000.train_range-11.py311.nbi"]
+    left = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert f"{pre}new000000000.py" in left and f"{pre}young0000000.py" in left
+    assert other.name in left and not any("old000000000.train" in n for n in left)
