@@ -278,24 +278,26 @@ def _cache_message(files, exc) -> str:
             f"clear the numba cache at {folder} (rm -r it) and run again")
 
 
-def _self_repairing(fn):
-    """``fn()``; if numba's cache is corrupt, delete the bad files and retry once."""
-    try:
-        return fn(), []
-    except Exception as e:  # noqa: BLE001 -- filtered just below
-        files = numba_cache_files(e)
-        if not files:
-            raise
-        for f in files:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f)
-    try:
-        return fn(), files
-    except Exception as e:  # noqa: BLE001
-        bad = numba_cache_files(e)
-        if bad:
-            raise NumbaCacheError(_cache_message(bad, e)) from None
-        raise
+def _self_repairing(fn, attempts: int = 8):
+    """``(fn(), deleted)``: while numba's cache is corrupt, delete the bad files
+    and call again (one file per failure is found, several may be bad);
+    NumbaCacheError (one line) if a deleted file fails again or attempts run out."""
+    deleted = []
+    for _ in range(attempts):
+        try:
+            return fn(), deleted
+        except Exception as e:  # noqa: BLE001 -- filtered just below
+            files = numba_cache_files(e)
+            if not files:
+                raise
+            if set(files) <= set(deleted):
+                raise NumbaCacheError(_cache_message(files, e)) from None
+            for f in files:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f)
+            deleted += [f for f in files if f not in deleted]
+            last = e
+    raise NumbaCacheError(_cache_message(deleted, last)) from None
 
 
 def _train_chunk(config: dict, start: int, stop: int, numba_threads: int | None = None):
@@ -307,12 +309,15 @@ def _train_chunk(config: dict, start: int, stop: int, numba_threads: int | None 
     cfg = TrainConfig.from_dict(config)
     if numba_threads is not None:
         numba.set_num_threads(numba_threads)   # thread-local: this worker thread only
-    x, t = teacher_data(cfg)
-    W0, extra = initial_stack(cfg, start, stop)                   # (m, P)
     t0 = time.perf_counter()
-    r, repaired = _self_repairing(lambda: train_stack(
-        W0, cfg.arch, x, t, cfg.make_optimizer(), cfg.steps,
-        record_every=cfg.record_every, dtype=cfg.dtype))
+
+    def body():       # every numba call of the chunk (the teacher's data use kernels too)
+        x, t = teacher_data(cfg)
+        W0, extra = initial_stack(cfg, start, stop)               # (m, P)
+        return train_stack(W0, cfg.arch, x, t, cfg.make_optimizer(), cfg.steps,
+                           record_every=cfg.record_every, dtype=cfg.dtype), extra
+
+    (r, extra), repaired = _self_repairing(body)
     arrays = {"W": r.W, "seeds": network_seeds(cfg.seed, start, stop), "loss": r.loss,
               "history": r.history, "status": r.status, "steps_done": r.steps_done, **extra}
     info = {"seconds": round(time.perf_counter() - t0, 3),

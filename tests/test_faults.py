@@ -432,6 +432,25 @@ def test_corrupt_numba_cache_file_is_deleted_and_recompiled(tmp_path, monkeypatc
     assert _import_fresh(src, "cached_mod_d").f(2.0) == 3.5        # the cache works again
 
 
+@pytest.mark.slow
+def test_corrupt_kernel_cache_repairs_itself_in_a_real_run(tmp_path):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "nc")}
+    cmd = [sys.executable, "-m", "relunet.cli", "train", "--chunk-size", "4"] + ARGS
+    p = subprocess.run(cmd + ["--run", str(tmp_path / "a")], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    cache = sorted((tmp_path / "nc").rglob("*.nb[ic]"))
+    assert any("relunet_fused" in f.name for f in cache)
+    for f in cache[::2]:                               # garble every other cache file
+        f.write_bytes(f.read_bytes()[:40])
+    p = subprocess.run(cmd + ["--run", str(tmp_path / "b")], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    chunks = RunStore(tmp_path / "b").manifest()["chunks"]
+    assert chunks["0"]["repaired_numba_cache"]
+    np.testing.assert_array_equal(load_run(tmp_path / "b").W, load_run(tmp_path / "a").W)
+
+
 def test_unrepairable_numba_cache_is_one_line_naming_the_folder(tmp_path):
     class Index:
         _index_path = str(tmp_path / "k.nbi")
