@@ -228,7 +228,8 @@ def test_chunk_of_another_run_is_foreign(run, tmp_path):
     (run / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(DamagedRunError, match="chunk 0 belongs to another run"):
         load_run(run)
-    run_training(CFG, run, progress=False)
+    with pytest.warns(UserWarning, match="chunk 0 belongs to another run"):
+        run_training(CFG, run, progress=False)
     assert_reference(run)
 
 

@@ -200,3 +200,41 @@ def test_manifest_is_valid_json_on_disk(tmp_path):
     RunStore(tmp_path).open_writer(CFG, n_items=3, chunk_size=2).close()
     m = json.loads((tmp_path / "manifest.json").read_text())
     assert m["format"] == "relunet-run/1" and m["n_chunks"] == 2 and m["chunks"] == {}
+
+
+# -- verification of what is read back -----------------------------------------------
+def test_chunk_files_carry_their_identity_and_the_manifest_their_hash(tmp_path):
+    with RunStore(tmp_path).open_writer(CFG, n_items=10, chunk_size=4) as w:
+        w.write_chunk(1, _chunk(4, 8))
+    z = np.load(tmp_path / "chunk-00001.npz")
+    assert str(z["__fingerprint__"]) == fingerprint(CFG) and int(z["__chunk__"]) == 1
+    assert (int(z["__start__"]), int(z["__stop__"])) == (4, 8)
+    assert json.loads(str(z["__config__"])) == CFG
+    entry = RunStore(tmp_path).manifest()["chunks"]["1"]
+    assert entry["sha256"] == hashlib.sha256((tmp_path / "chunk-00001.npz").read_bytes()
+                                             ).hexdigest()
+
+
+def test_writer_quarantines_a_damaged_chunk_and_records_why(tmp_path):
+    with RunStore(tmp_path).open_writer(CFG, n_items=10, chunk_size=4) as w:
+        for i in range(3):
+            w.write_chunk(i, _chunk(*w.chunk_range(i)))
+    (tmp_path / "chunk-00002.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(st.DamagedRunError, match=r"chunk 2 was modified or replaced"):
+        RunStore(tmp_path).load()
+    snap = RunStore(tmp_path).load(on_damaged="skip")
+    assert snap.chunks_done == [0, 1] and list(snap.damaged) == [2] and snap.n_done == 8
+    with pytest.warns(UserWarning, match="1 damaged chunk"):
+        w = RunStore(tmp_path).open_writer(CFG, n_items=10)
+    with w:
+        assert w.todo() == [2] and w.quarantined == {2: snap.damaged[2]}
+        w.write_chunk(2, _chunk(8, 10))
+    m = RunStore(tmp_path).manifest()
+    (q,) = m["quarantined"]
+    assert q["chunk"] == 2 and (tmp_path / q["file"]).read_bytes() == b"PK\x03\x04 truncated"
+    np.testing.assert_array_equal(RunStore(tmp_path).load().arrays["W"], _chunk(0, 10)["W"])
+
+
+def test_too_many_chunks_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="use chunks of at least 11"):
+        RunStore(tmp_path).open_writer(CFG, n_items=st.MAX_CHUNKS * 10 + 1, chunk_size=1)
