@@ -632,17 +632,18 @@ def run_training(config: TrainConfig, store_dir, *, chunk_size: int | None = Non
     _check_sizes(config, layout, run.path, done_items)
     _check_writable(run.path)
     where = scheduler or (f"scheduler file {scheduler_file}" if scheduler_file else "local")
-    try:
-        with connect(scheduler, scheduler_file, local_processes, connect_timeout) as client, \
-                run.open_writer(cfg_dict, config.n_models, chunk_size, kind="train",
-                                validate=validate) as writer:
+    # the cluster first: if it cannot be reached, no directory was made
+    with connect(scheduler, scheduler_file, local_processes, connect_timeout) as client, \
+            run.open_writer(cfg_dict, config.n_models, chunk_size, kind="train",
+                            validate=validate) as writer:
+        try:
             _train_todo(writer, client, config, cfg_dict, numba_threads, retries, progress,
                         max_in_flight, where, as_completed, tqdm)
-    except BaseException:
-        if created and run.path.is_dir() and not any(
-                p.name.startswith("chunk-") for p in run.path.iterdir()):
-            shutil.rmtree(run.path, ignore_errors=True)  # nothing trained: leave no trace
-        raise
+        except BaseException:
+            if created and not writer.done() and not any(run.path.glob("chunk-*")):
+                # we made it and nothing was trained: leave no trace (still locked)
+                shutil.rmtree(run.path, ignore_errors=True)
+            raise
     return run.path
 
 
