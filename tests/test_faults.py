@@ -214,6 +214,20 @@ def test_damaged_chunk_is_reported_then_quarantined_and_recomputed(run, damage, 
     assert "quarantined  chunk" in capsys.readouterr().out
 
 
+def test_verify_repair_quarantines_without_training(run, capsys):
+    shutil.copy(run / "chunk-00000.npz", run / "chunk-00002.npz")
+    assert main(["verify", str(run)]) == 3
+    out = capsys.readouterr().out
+    assert f"{run}: chunk 2 is a copy of chunk 0" in out and "--repair" in out
+    assert main(["verify", str(run), "--repair"]) == 0
+    assert "1 damaged chunk(s) moved to" in capsys.readouterr().out
+    assert not (run / "chunk-00002.npz").exists()
+    assert len(list((run / "quarantine").iterdir())) == 1
+    assert main(["verify", str(run)]) == 0
+    assert "all 3 finished chunks intact (3/4 done)" in capsys.readouterr().out
+    assert load_run(run).chunks_done == [0, 1, 3]
+
+
 def test_chunk_of_another_run_is_foreign(run, tmp_path):
     other = tmp_path / "other"
     cfg = TrainConfig(**{**CFG.to_dict(), "seed": 1})
