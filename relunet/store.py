@@ -300,7 +300,8 @@ def _manifest_problem(m) -> str | None:
                                                                     // m["chunk_size"]):
         return "has an inconsistent layout (n_items, chunk_size, n_chunks)"
     for k, c in m["chunks"].items():
-        if not (isinstance(k, str) and k.isdigit() and isinstance(c, dict)):
+        if not (isinstance(k, str) and k.isdigit() and k == str(int(k))
+                and isinstance(c, dict)):
             return f"has a malformed chunk entry {k!r}"
     return None
 
