@@ -483,6 +483,61 @@ def test_unrepairable_numba_cache_is_one_line_naming_the_folder(tmp_path):
     assert f"clear the numba cache at {tmp_path}" in msg and "\n" not in msg
 
 
+def _fake_cache_failure(index_path):
+    """Raise EOFError from a frame that looks like numba's cache loader."""
+    class Index:
+        _index_path = str(index_path)
+        _cache_path = os.path.dirname(str(index_path))
+
+    def _load_index(self):
+        raise EOFError("Ran out of input")
+    code = _load_index.__code__.replace(co_filename="/x/numba/core/caching.py")
+    type(_load_index)(code, {})(Index())
+
+
+@pytest.mark.parametrize("failures", [1, 99])
+def test_run_all_repairs_a_corrupt_numba_cache_or_says_what_to_clear(tmp_path, monkeypatch,
+                                                                     capsys, failures):
+    import dataclasses
+    import types
+
+    from relunet.experiments import runner
+
+    @dataclasses.dataclass(frozen=True)
+    class FakeConfig:
+        scale: str
+
+    bad = tmp_path / "nc" / "k.nbi"
+    bad.parent.mkdir()
+    calls = []
+
+    def compute(cfg, ctx):
+        calls.append(1)
+        if len(calls) <= failures:
+            bad.write_bytes(b"garbage")
+            _fake_cache_failure(bad)
+
+    mod = types.SimpleNamespace(NAME="fake", TITLE="a fake experiment",
+                                config=FakeConfig,
+                                compute=compute, plot=lambda cfg, ctx: [],
+                                report=lambda cfg, ctx: "## fake\n")
+    monkeypatch.setattr(runner, "registry", lambda: [mod])
+    monkeypatch.setattr(runner, "_select", lambda only: [mod])
+    monkeypatch.setattr(runner, "report_sections", lambda ctx, scale, fresh: [])
+    rc = runner.main(["--scale", "smoke", "--store", str(tmp_path / "s"), "--figures",
+                      str(tmp_path / "f"), "--no-progress"])
+    out, err = capsys.readouterr()
+    if failures == 1:
+        assert rc == 0 and len(calls) == 2 and not bad.exists()
+        assert f"repaired numba's cache: deleted {bad}" in out
+    else:
+        assert rc == 1 and len(calls) == 2
+        (line,) = err.strip().splitlines()
+        assert line.startswith("run_all.py: error: numba's cache is corrupt")
+        assert f"clear the numba cache at {bad.parent}" in line
+        assert "resume with: python run_all.py --scale smoke" in line
+
+
 # =============================================================================
 # 4. Ctrl-C: about a second, one line, the resume command
 # =============================================================================

@@ -181,7 +181,7 @@ def _failure(e: BaseException, resume: str) -> tuple[str, int] | None:
 
 
 def main(argv=None) -> int:
-    from ..engine import run_interruptibly
+    from ..engine import _self_repairing, run_interruptibly
     args = build_parser().parse_args(argv)
     engine = {k: v for k, v in dict(scheduler=args.scheduler,
                                     scheduler_file=args.scheduler_file,
@@ -211,7 +211,12 @@ def main(argv=None) -> int:
                 args.force or not ctx.results(mod.NAME, cfg).path("config", ".json").is_file())
             current.update(name=mod.NAME, t0=t0, computes=computes)
             if not args.plot_only:
-                mod.compute(cfg, ctx)
+                # a corrupt numba cache file is deleted and the (resumable) compute
+                # run again; the message names the folder if that does not help
+                _, repaired = _self_repairing(lambda: mod.compute(cfg, ctx))
+                if repaired:
+                    print(f"      repaired numba's cache: deleted {', '.join(repaired)}",
+                          flush=True)
             current["computed"] = True
             files.extend(mod.plot(cfg, ctx))
             fresh[mod.NAME] = mod.report(cfg, ctx)
