@@ -77,6 +77,14 @@ MAX_CHUNK_BYTES = 2 << 30      # worker memory of one chunk (weights, state, his
 DEFAULT_CHUNK = 256
 
 
+# Bounds of a config, whatever the machine (sizes are checked against it in
+# run_training): beyond them a run could never finish, or counters overflow.
+_LIMITS = {"steps": 10**12, "n_models": 10**10, "K": 1000, "N": 1000, "seed": 2**63 - 1}
+_LIMIT_WHY = {"steps": "1e12 (a network would train for weeks)",
+              "n_models": "1e10 (the paper trained 3.2e5)", "K": "1000", "N": "1000",
+              "seed": "2**63 - 1 (seeds are 64-bit)"}
+
+
 class EngineError(RuntimeError):
     """The cluster failed, or a chunk could not be trained (one-line message)."""
 
@@ -124,6 +132,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer >= {int(name != 'seed')}, "
                                  f"got {v!r}")
             set_(name, int(v))
+        for name, most in _LIMITS.items():
+            if getattr(self, name) > most:
+                raise ValueError(f"{name} must be at most {_LIMIT_WHY[name]}, got "
+                                 f"{getattr(self, name)}")
         for name, allowed in (("variant", ("distinct", "authors350")),
                               ("dtype", ("float64", "float32")),
                               ("init", ("glorot", "perturb"))):

@@ -608,8 +608,10 @@ def test_timing_of_an_interrupted_experiment_is_not_lost(tmp_path):
 # 6. Unbounded requests are refused up front, before any directory exists
 # =============================================================================
 @pytest.mark.parametrize("argv, message", [
-    (["--steps", "1e15", "--record-every", "1"], "would need"),
-    (["--steps", "1000000000000000"], "raise --record-every"),
+    (["--steps", "1e15"], "steps must be at most 1e12"),
+    (["--steps", "1e11", "--record-every", "1"], "would need"),
+    (["--steps", "1000000000000"], "raise --record-every"),
+    (["--models", "1e11"], "n_models must be at most 1e10"),
     (["--models", "1e9"], "use --chunk-size 10000 or more"),
     (["--models", "1e9", "--chunk-size", "10000"], "TiB on disk"),
     (["--models", "1e6", "--chunk-size", "100000", "--steps", "1e5", "--record-every", "1"],
