@@ -1,0 +1,453 @@
+"""Quench: descend from any networks to certified stationary points of the loss.
+
+Training stops after a fixed step budget, not at a critical point: the
+students of Figs. 2-3 still have gradient norms of ~1e-2 and dozens of
+negative Hessian eigenvalues. A smooth optimiser cannot finish the job,
+because the loss is only piecewise smooth (:mod:`relunet.kinks`): near a
+minimum that sits on kinks, the gradient jumps and never becomes small, and
+quasi-Newton line searches stall (Lewis & Overton 2013, Math. Program. 141).
+In energy-landscape practice a *quench* is a descent to the nearest minimum
+(pele's ``lbfgs_cpp``, GMIN and OPTIM: Wales, "Energy Landscapes", CUP 2003);
+here it also hands back a certificate that a reader can check.
+
+The method: a trust-region Newton method on the active kink manifold
+-------------------------------------------------------------------
+Each network is treated separately (the loop is batched: all networks that
+are still moving share one call of the loss, gradient and exact-Hessian
+kernels per iteration). At the current point w:
+
+1. *Near-kink set.* C = {a : |z_a| <= delta}: pre-activations close to their
+   kink. The others define the current smooth piece.
+2. *Working set.* Of C, keep the *convex* creases (c_a = dL/dh_a > 0: the
+   loss grows faster on the "on" side, a V across the kink) as equality
+   constraints z_a(w) = 0: the manifold M_A along which the loss is smooth
+   (partial smoothness, Lewis 2002, SIAM J. Optim. 13:702; the VU idea of
+   Mifflin & Sagastizabal 2005, Math. Program. 104:583).
+3. *Step.* Minimise the piece's quadratic model g_off.d + d.H d / 2 subject to
+   the linearised constraints z_A + Nz_A d = 0 and |d| <= Delta: a null-space
+   trust-region subproblem (Nocedal & Wright, "Numerical Optimization",
+   Secs. 4.3 and 18.1) solved exactly from the eigenvectors of the reduced
+   Hessian, so the step follows negative curvature out of saddles (the "hard
+   case" takes the lowest eigenvector). H is the exact Hessian of the piece
+   (:mod:`relunet.hessian`).
+4. *Multipliers.* The Lagrange multipliers are lam_a c_a, with lam_a the
+   weight of the "on" side in the Clarke subdifferential
+   (:func:`relunet.kinks.clarke_measure`). A kink whose lam_a leaves [0, 1]
+   wants to be crossed (lam < 0: off, lam > 1: on) and leaves the working set
+   (a primal active-set method, Nocedal & Wright Sec. 16.5).
+5. *Acceptance.* The step is taken only if the true loss decreases; the trust
+   radius grows or shrinks with the ratio of actual to predicted decrease.
+   The loss never increases.
+
+The certificate
+---------------
+A quench ends when a network is *certified* or its iteration budget is spent.
+With eps_on (default 1e-10) the distance to a kink that counts as "on it" and
+gap (default 1e-6) a margin:
+
+* **smooth**: no pre-activation within ``gap`` of 0, and |grad L| <= gtol
+  (default 1e-9). Then L is a polynomial in a ball around w of radius at
+  least gap / max_a |dz_a/dw| (reported as ``smooth_radius``), and w is a
+  stationary point of it.
+* **zero-loss**: L(w) = 0 exactly, a global minimum of a sum of squares
+  (W_f itself: 1,426 of its pre-activations sit exactly on kinks).
+* **kink**: every pre-activation is either on its kink (|z_a| <= eps_on) or
+  farther than ``gap``; each training point has kinks in at most one layer;
+  and the Clarke measure, dist(0, conv of the one-sided gradients) =
+  min_{lam in [0,1]} |g_off + J lam|, is at most gtol. This is Clarke
+  eps-stationarity in the sense of gradient sampling (Burke, Lewis & Overton
+  2005, SIAM J. Optim. 15:751): 0 lies within gtol of the hull of the
+  gradients of every piece that touches a ball of radius eps_on / min|dz_a/dw|.
+  If the kink normals are linearly independent (``rank`` = number of kinks),
+  every piece of the zonotope really occurs and the measure is exact.
+
+Everything is recorded per network in :class:`QuenchResult`: loss before
+and after, distance moved, iterations, certificate kind and its numbers, so
+that any reader can recheck a point with :func:`certify`.
+
+Classification (:func:`classify`) then reads the second-order conditions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import scipy.linalg
+from scipy.optimize import lsq_linear
+
+from .hessian import _one_blas_thread, hessian
+from .kernels import loss
+from .kinks import clarke_measure, jumps, masked_loss_and_grad, preactivations
+from .net import Arch, check_stack
+
+__all__ = ["quench", "certify", "classify", "QuenchResult", "symmetry_modes"]
+
+GTOL = 1e-9        #: certified when the (Clarke) gradient measure is at most this
+EPS_ON = 1e-10     #: |z| at most this: the pre-activation sits on its kink
+GAP = 1e-6         #: no pre-activation may lie between EPS_ON and GAP
+DELTA = 1e-3       #: near-kink set of the Newton step
+MU_MAX = 1e12      #: a network whose damping reaches this without a decrease has stalled
+
+
+@dataclass
+class QuenchResult:
+    """Quenched networks and their certificates; every array has a leading M axis."""
+
+    W: np.ndarray            # (M, P) quenched networks
+    loss0: np.ndarray        # (M,) loss before
+    loss: np.ndarray         # (M,) loss after (never larger than loss0)
+    moved: np.ndarray        # (M,) |W - W0|
+    iterations: np.ndarray   # (M,) Newton iterations
+    certified: np.ndarray    # (M,) bool: smooth or kink certificate holds
+    kind: np.ndarray         # (M,) str: 'smooth', 'kink' or 'uncertified'
+    measure: np.ndarray      # (M,) |grad| (smooth) or Clarke measure (kink)
+    n_kinks: np.ndarray      # (M,) pre-activations on their kink (|z| <= eps_on)
+    min_gap: np.ndarray      # (M,) smallest |z| among those not on a kink
+    rank: np.ndarray         # (M,) rank of the kink normals
+    coupled: np.ndarray      # (M,) bool: a point with kinks in two layers
+    reason: np.ndarray       # (M,) str: why uncertified ('' if certified)
+
+    def __len__(self):
+        return len(self.W)
+
+    def take(self, idx) -> "QuenchResult":
+        return QuenchResult(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+
+# =============================================================================
+# Certificate
+# =============================================================================
+def _on_and_gap(z, eps_on):
+    a = np.abs(z)
+    on = a <= eps_on
+    off = a[~on]
+    return on, (float(off.min()) if off.size else np.inf)
+
+
+def certify(W, arch: Arch, x, t, gtol: float = GTOL, eps_on: float = EPS_ON,
+            gap: float = GAP) -> dict:
+    """Check the stationarity certificate of every network (see the module docstring).
+
+    Returns a dict of (M,) arrays: certified, kind, measure, n_kinks, min_gap,
+    rank, coupled, reason, and ``lam`` (a list of (n_kinks,) arrays: the weight
+    of the 'on' side of each kink in the nearest point of the subdifferential)
+    and ``entries`` (a list of (n_kinks, 3) arrays (l, j, s), l = 1..K).
+    """
+    W = np.asarray(check_stack(W, arch), dtype=np.float64)
+    M = len(W)
+    Z = preactivations(W, arch, x)
+    L = loss(W, arch, x, t)
+    out = {k: [] for k in ("certified", "kind", "measure", "n_kinks", "min_gap", "rank",
+                           "coupled", "reason", "lam", "entries", "c")}
+    for m in range(M):
+        on, mgap = _on_and_gap(Z[m], eps_on)
+        ent = np.argwhere(on)
+        ent[:, 0] += 1
+        cm = clarke_measure(W[m], arch, x, t, ent, Z[m] > 0)
+        n = len(ent)
+        reason = []
+        if L[m] == 0.0:                 # a global minimum of a sum of squares: nothing to check
+            for k, v in (("certified", True), ("kind", "zero-loss"), ("measure", 0.0),
+                         ("n_kinks", n), ("min_gap", mgap), ("rank", cm.rank),
+                         ("coupled", cm.coupled), ("reason", ""), ("lam", cm.lam),
+                         ("entries", ent), ("c", cm.c)):
+                out[k].append(v)
+            continue
+        if mgap <= gap:
+            reason.append(f"a pre-activation at {mgap:.1e} from its kink (gap {gap:g})")
+        if cm.coupled:
+            reason.append("kinks in two layers at one point")
+        if cm.measure > gtol:
+            reason.append(f"gradient measure {cm.measure:.1e} > {gtol:g}")
+        ok = not reason
+        out["certified"].append(ok)
+        out["kind"].append(("kink" if n else "smooth") if ok else "uncertified")
+        out["measure"].append(cm.measure)
+        out["n_kinks"].append(n)
+        out["min_gap"].append(mgap)
+        out["rank"].append(cm.rank)
+        out["coupled"].append(cm.coupled)
+        out["reason"].append("; ".join(reason))
+        out["lam"].append(cm.lam)
+        out["entries"].append(ent)
+        out["c"].append(cm.c)
+    for k in ("certified", "kind", "measure", "n_kinks", "min_gap", "rank", "coupled",
+              "reason"):
+        out[k] = np.array(out[k])
+    return out
+
+
+# =============================================================================
+# One step: the convex piecewise-quadratic model, solved through its dual
+# =============================================================================
+def _model_step(g_off, J, cz, e, V, mu):
+    """Minimise the model m(d) = g_off.d + d.(H + mu I) d / 2 + sum_a c_a max(0, z_a + Nz_a.d).
+
+    With c_a max(0, u) = max_{lam in [0,1]} lam c_a u, the minimum over d for
+    fixed lam is d(lam) = -(H + mu)^-1 (g_off + J lam), and lam maximises the
+    concave dual, a bounded least-squares problem (BVLS):
+
+        min_lam |F (g_off + J lam) - v|^2 / 2,   F = diag(e + mu)^-1/2 V^T,
+        (F J)^T v = (c z)
+
+    (e, V: eigenpairs of H; J = [c_a Nz_a] (P, E); cz = c_a z_a). Returns (d, lam).
+    """
+    f = 1.0 / np.sqrt(e + mu)
+    Fg = f * (V.T @ g_off)
+    if J.shape[1] == 0:
+        return -(V @ (f * Fg)), np.zeros(0)
+    FJ = f[:, None] * (V.T @ J)
+    v = np.linalg.lstsq(FJ.T, cz, rcond=None)[0]
+    lam = lsq_linear(FJ, v - Fg, bounds=(0.0, 1.0), method="bvls", tol=1e-13).x
+    lam = np.clip(lam, 0.0, 1.0)
+    d = -(V @ (f * (Fg + FJ @ lam)))
+    return d, lam
+
+
+def _model(d, g_off, H, c, z, Nz, mu=0.0):
+    """The model m(d) itself (mu = 0: the piece's own quadratic), for the ratio test."""
+    return g_off @ d + 0.5 * d @ H @ d + 0.5 * mu * d @ d + c @ np.maximum(0.0, z + Nz @ d)
+
+
+def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
+    """Try steps from one network, raising mu until the loss decreases.
+
+    Returns (w_new, L_new, mu_new, accepted)."""
+    near = np.argwhere(np.abs(z) <= delta)
+    near[:, 0] += 1
+    e, V = scipy.linalg.eigh(H, check_finite=False)
+    mu_min = max(0.0, -e[0]) + 1e-12 * max(abs(e[-1]), 1.0)
+    mu = min(max(mu, mu_min), MU_MAX)
+    if len(near):
+        J, c, Nz = jumps(w, arch, x, t, near, z > 0)
+        zn = z[near[:, 0] - 1, near[:, 1], near[:, 2]]
+        convex = c > 0                  # concave creases keep their side (crossing only helps)
+        g_off = g - ((zn > 0) & convex).astype(float) @ J
+        J, c, Nz, zn = J[convex], c[convex], Nz[convex], zn[convex]
+    else:
+        g_off, J, c, Nz, zn = g, np.zeros((0, w.size)), np.zeros(0), np.zeros((0, w.size)), \
+            np.zeros(0)
+    m0 = c @ np.maximum(0.0, zn)
+    for _ in range(max_tries):
+        d, _ = _model_step(g_off, J.T, c * zn, e, V, mu)
+        pred = m0 - _model(d, g_off, H, c, zn, Nz)
+        Lt = float(loss((w + d)[None], arch, x, t)[0])
+        if Lt < L and pred > 0:
+            rho = (L - Lt) / pred
+            mu_new = mu / 3.0 if rho > 0.75 else (mu if rho > 0.25 else 2.0 * mu)
+            return w + d, Lt, max(mu_new, 1e-12), True
+        mu = max(4.0 * mu, 1e-8)
+        if mu > MU_MAX:
+            break
+    return w, L, min(mu, MU_MAX), False
+
+
+# =============================================================================
+# The batched driver
+# =============================================================================
+def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
+           eps_on: float = EPS_ON, gap: float = GAP, delta: float = DELTA,
+           mu0: float = 1e-3, certify_every: int = 5,
+           progress=None) -> QuenchResult:
+    """Quench a stack of networks to certified stationary points (module docstring).
+
+    Parameters
+    ----------
+    W : (M, P) or (P,) networks (float32 is promoted to float64).
+    arch, x, t : architecture and training data.
+    max_iter : Newton iterations at most per network.
+    gtol, eps_on, gap : the certificate's tolerances.
+    delta : pre-activations within delta of 0 are treated as kinks by the step.
+    radius, max_radius : initial and largest trust radius.
+    certify_every : check the certificate every this many iterations.
+    progress : optional callable(n_done, n_total).
+
+    Returns
+    -------
+    QuenchResult (loss never increases; read ``certified`` and ``reason``).
+    """
+    if not isinstance(arch, Arch):
+        raise ValueError(f"arch must be a relunet.Arch, got {type(arch).__name__}")
+    W0 = np.array(check_stack(W, arch), dtype=np.float64)
+    if not np.all(np.isfinite(W0)):
+        raise ValueError("W contains non-finite values: quench only finite networks "
+                         "(drop diverged ones first)")
+    for name, v in (("max_iter", max_iter), ("certify_every", certify_every)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    for name, v in (("gtol", gtol), ("eps_on", eps_on), ("gap", gap), ("delta", delta),
+                    ("mu0", mu0)):
+        if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    if gap <= eps_on:
+        raise ValueError(f"gap must be larger than eps_on, got gap={gap}, eps_on={eps_on}")
+    M = len(W0)
+    Wc = W0.copy()
+    L0 = loss(W0, arch, x, t).astype(np.float64)
+    Lc = L0.copy()
+    mu = np.full(M, float(mu0))
+    iters = np.zeros(M, int)
+    done = np.zeros(M, bool)
+    stalled = np.zeros(M, bool)
+    for it in range(max_iter):
+        act = np.flatnonzero(~done)
+        if act.size == 0:
+            break
+        if it % certify_every == certify_every - 1 or it == max_iter - 1:
+            cert = certify(Wc[act], arch, x, t, gtol, eps_on, gap)
+            done[act[cert["certified"]]] = True
+            act = np.flatnonzero(~done)
+            if act.size == 0:
+                break
+        # gradient on the pieces that preactivations() sees: the kernels may round a
+        # pre-activation that is exactly 0 here to +-1e-17 and pick the other side
+        Z = preactivations(Wc[act], arch, x)
+        _, G = masked_loss_and_grad(Wc[act], arch, x, t, Z > 0)
+        H = hessian(Wc[act], arch, x, t)
+        with _one_blas_thread():
+            for i, m in enumerate(act):
+                Wc[m], Lc[m], mu[m], ok = _quench_one(Wc[m], Lc[m], G[i], H[i], Z[i], arch,
+                                                      x, t, mu[m], delta)
+                if not ok and mu[m] >= MU_MAX:
+                    stalled[m] = done[m] = True
+        iters[act] += 1
+        if progress is not None:
+            progress(int(done.sum()), M)
+    cert = certify(Wc, arch, x, t, gtol, eps_on, gap)
+    reason = cert["reason"].astype(object)
+    for m in np.flatnonzero(~cert["certified"]):
+        why = "stalled: no decrease from the model's step" if stalled[m] else \
+            f"not certified after {iters[m]} iterations"
+        reason[m] = f"{why}; {reason[m]}"
+    return QuenchResult(W=Wc, loss0=L0, loss=Lc, moved=np.linalg.norm(Wc - W0, axis=1),
+                        iterations=iters, certified=cert["certified"], kind=cert["kind"],
+                        measure=cert["measure"], n_kinks=cert["n_kinks"],
+                        min_gap=cert["min_gap"], rank=cert["rank"], coupled=cert["coupled"],
+                        reason=reason.astype(str))
+
+
+# =============================================================================
+# Classification: second-order conditions on the smooth piece or the kink manifold
+# =============================================================================
+def symmetry_modes(w, arch: Arch) -> np.ndarray:
+    """The rescaling directions of the K N hidden units at w: (K N, P), not normalised.
+
+    Scaling unit j of layer l by e^a (incoming weights and bias times e^a,
+    outgoing weights times e^-a) leaves the network's function unchanged, so
+    the loss is constant along these curves and the Hessian has a zero mode in
+    each tangent direction (an exact flat direction of the landscape's
+    parametrisation, not of its function).
+    """
+    w = np.asarray(w, dtype=np.float64)
+    v = arch.unpack(w)
+    R = np.zeros((arch.K * arch.N, arch.P))
+    blocks = {n: (off, shape) for n, shape, off in arch.table}
+    for layer in range(1, arch.K + 1):
+        wn, bn = arch.layer_blocks(layer)
+        on, _ = arch.layer_blocks(layer + 1)
+        (woff, wshape), (boff, _), (ooff, oshape) = blocks[wn], blocks[bn], blocks[on]
+        for j in range(arch.N):
+            r = R[(layer - 1) * arch.N + j]
+            cols = woff + j * wshape[1] + np.arange(wshape[1])
+            r[cols] = v[wn][j]
+            r[boff + j] = v[bn][j]
+            ocols = ooff + np.arange(oshape[0]) * oshape[1] + j
+            r[ocols] = -v[on][:, j]
+    return R
+
+
+def _null_basis(A, P, rtol=1e-10):
+    """Orthonormal basis (P, k) of the vectors orthogonal to the rows of A."""
+    if len(A) == 0:
+        return np.eye(P)
+    _, sv, Vt = np.linalg.svd(A, full_matrices=True)
+    rank = int(np.sum(sv > rtol * max(sv.max(), 1e-300)))
+    return Vt[rank:].T
+
+
+def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-8,
+             fd_step: float = 1e-5) -> dict:
+    """Type of each (certified) stationary point, from second-order information.
+
+    * smooth points: eigenvalues of the exact Hessian (:func:`relunet.hessian.hessian`)
+      on the complement of the rescaling modes (:func:`symmetry_modes`);
+    * kink points: each kink is a *crease* of the loss. With c_a = dL/dh_a and
+      lam_a the weight of the 'on' side in the Clarke certificate, a crease is
+      V-shaped (the loss rises on both sides) when c_a > 0 and 0 < lam_a < 1,
+      and a ridge (it falls on both sides: a nonsmooth saddle) when c_a < 0 and
+      0 < lam_a < 1. Along the kink manifold the loss is smooth; its Hessian
+      there (the Hessian of the Lagrangian, the piece with masks lam_a on the
+      kinks, Lewis 2002) is taken by central differences of the masked
+      gradient (:func:`relunet.kinks.masked_loss_and_grad`) on the tangent
+      space minus the rescaling modes.
+
+    A curvature counts as zero when |lambda| <= tol_rel * max|lambda|.
+
+    Returns a dict of (M,) arrays: ``type`` ('global-minimum' for zero loss, 'minimum', 'saddle', 'kink-minimum',
+    'kink-saddle', 'degenerate-kink' or 'uncertified'), ``index`` (negative
+    curvatures, plus ridge creases), ``n_flat`` (zero curvatures beyond the
+    symmetry modes: dead units and other flat directions), ``n_sym`` (rescaling
+    modes removed), ``n_creases``, ``min_curv`` (lowest reduced eigenvalue).
+    """
+    W = np.asarray(check_stack(W, arch), dtype=np.float64)
+    if cert is None:
+        cert = certify(W, arch, x, t)
+    M = len(W)
+    out = {"type": np.empty(M, object), "index": np.full(M, -1), "n_flat": np.full(M, -1),
+           "n_sym": np.zeros(M, int), "n_creases": np.zeros(M, int),
+           "min_curv": np.full(M, np.nan)}
+    smooth = np.flatnonzero(cert["certified"] & (cert["n_kinks"] == 0))
+    Hs = hessian(W[smooth], arch, x, t) if smooth.size else np.zeros((0, arch.P, arch.P))
+    Hs_of = dict(zip(smooth.tolist(), Hs))
+    Z = preactivations(W, arch, x)
+    for m in range(M):
+        if not cert["certified"][m]:
+            out["type"][m] = "uncertified"
+            continue
+        if cert["kind"][m] == "zero-loss":
+            out["type"][m] = "global-minimum"
+            out["index"][m] = 0
+            continue
+        R = symmetry_modes(W[m], arch)
+        R = R[np.linalg.norm(R, axis=1) > 0]
+        ent = cert["entries"][m]
+        if m in Hs_of:
+            Q = _null_basis(R, arch.P)
+            Hr = Q.T @ Hs_of[m] @ Q
+            n_ridge, n_deg = 0, 0
+        else:
+            lam, c = cert["lam"][m], cert["c"][m]
+            interior = (lam > 1e-6) & (lam < 1 - 1e-6)
+            n_ridge = int(np.sum(interior & (c < 0)))
+            n_deg = int(np.sum(~interior))
+            masks = (Z[m] > 0).astype(float)
+            masks[ent[:, 0] - 1, ent[:, 1], ent[:, 2]] = lam
+            from .kinks import preactivation_grads
+            Nz = preactivation_grads(W[m], arch, x, ent, Z[m] > 0)
+            Q = _null_basis(np.vstack([Nz, R]), arch.P)
+            k = Q.shape[1]
+            Wp = np.concatenate([W[m] + fd_step * Q.T, W[m] - fd_step * Q.T])
+            _, G = masked_loss_and_grad(Wp, arch, x, t, np.broadcast_to(masks, (2 * k,)
+                                                                        + masks.shape))
+            HQ = (G[:k] - G[k:]).T / (2 * fd_step)          # (P, k) = H_lam Q
+            Hr = Q.T @ HQ
+            Hr = 0.5 * (Hr + Hr.T)
+            out["n_creases"][m] = len(ent)
+        ev = np.linalg.eigvalsh(Hr) if Hr.size else np.zeros(0)
+        big = np.abs(ev).max() if ev.size else 0.0
+        zero = np.abs(ev) <= tol_rel * max(big, 1e-300)
+        n_neg = int(np.sum((ev < 0) & ~zero))
+        out["n_sym"][m] = arch.P - Q.shape[1] - (len(ent) if m not in Hs_of else 0)
+        out["n_flat"][m] = int(zero.sum())
+        out["index"][m] = n_neg + n_ridge
+        out["min_curv"][m] = float(ev[0]) if ev.size else np.nan
+        if m in Hs_of:
+            out["type"][m] = "minimum" if n_neg == 0 else "saddle"
+        elif n_neg + n_ridge > 0:
+            out["type"][m] = "kink-saddle"
+        elif n_deg:
+            out["type"][m] = "degenerate-kink"
+        else:
+            out["type"][m] = "kink-minimum"
+    out["type"] = out["type"].astype(str)
+    return out

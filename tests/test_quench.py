@@ -1,0 +1,230 @@
+"""Kinks, the Clarke certificate, the quench and the classification of stationary points.
+
+References independent of relunet.kinks / relunet.quench: the numba kernels
+(relunet.kernels), central differences, brute-force grids over the
+subdifferential, gradient sampling with scipy's NNLS, and closed forms.
+"""
+import numpy as np
+import pytest
+from scipy.optimize import nnls
+
+from relunet import Arch, init_stack, kernels
+from relunet.construct import WF_ARCH, build_wf
+from relunet.data import wf_training_set
+from relunet.kinks import (clarke_measure, jumps, masked_loss_and_grad, preactivation_grads,
+                           preactivations)
+from relunet.quench import certify, classify, quench, symmetry_modes
+from netcases import data_off_kinks, random_stack
+
+
+def onto_kink(w, arch, x, entry, iters=6):
+    """Newton-project w onto the kink z_entry = 0 along the kink normal."""
+    l, j, s = entry
+    for _ in range(iters):
+        z = preactivations(w[None], arch, x)[0][l - 1, j, s]
+        n = preactivation_grads(w, arch, x, [entry])[0]
+        w = w - z * n / (n @ n)
+    return w
+
+
+def test_masked_gradient_is_the_kernel_gradient(rng):
+    arch = Arch(3, 4)
+    W = random_stack(arch, 5, rng)
+    x, t = data_off_kinks(W, arch, 40, rng)
+    L, G = masked_loss_and_grad(W, arch, x, t)
+    Lk, Gk = kernels.loss_and_grad(W, arch, x, t)
+    np.testing.assert_allclose(L, Lk, rtol=1e-12)
+    np.testing.assert_allclose(G, Gk, rtol=1e-10, atol=1e-13)
+
+
+def test_preactivation_gradients_match_central_differences(rng):
+    arch = Arch(3, 4)
+    W = random_stack(arch, 1, rng)
+    x, _ = data_off_kinks(W, arch, 30, rng)
+    ent = np.array([[1, 0, 3], [2, 1, 5], [3, 2, 7], [3, 3, 1]])
+    Nz = preactivation_grads(W[0], arch, x, ent)
+    eps, fd = 1e-6, np.zeros_like(Nz)
+    for p in range(arch.P):
+        e = np.zeros(arch.P)
+        e[p] = eps
+        zp, zm = (preactivations(W[0] + sgn * e, arch, x)[0] for sgn in (1, -1))
+        fd[:, p] = (zp[tuple((ent - [1, 0, 0]).T)] - zm[tuple((ent - [1, 0, 0]).T)]) / (2 * eps)
+    np.testing.assert_allclose(Nz, fd, atol=1e-8)
+
+
+def test_jump_is_the_gradient_difference_across_the_kink(rng):
+    arch = Arch(3, 4)
+    W = random_stack(arch, 1, rng)
+    x, t = data_off_kinks(W, arch, 30, rng)
+    Z = np.abs(preactivations(W, arch, x)[0])
+    l, j, s = np.unravel_index(np.argmin(Z), Z.shape)
+    entry = (l + 1, j, s)
+    w = onto_kink(W[0], arch, x, entry)
+    J, c, Nz = jumps(w, arch, x, t, [entry])
+    n = Nz[0] / np.linalg.norm(Nz[0])
+    d = 1e-7
+    g_on = kernels.loss_and_grad(w + d * n, arch, x, t)[1][0]
+    g_off = kernels.loss_and_grad(w - d * n, arch, x, t)[1][0]
+    # gradients on either side differ by the jump plus O(d |H|)
+    np.testing.assert_allclose(g_on - g_off, J[0], atol=1e-6 * max(1, np.abs(J).max()))
+    assert np.abs(J).max() > 1e-4                 # a real jump, not a vacuous comparison
+
+
+def test_clarke_measure_against_a_brute_force_grid(rng):
+    arch = Arch(2, 3)
+    W = random_stack(arch, 1, rng)
+    x, t = data_off_kinks(W, arch, 25, rng)
+    Z = np.abs(preactivations(W, arch, x)[0])
+    order = np.argsort(Z.ravel())
+    entries = []
+    for i in order:                                # two kinks of one layer at two points
+        l, j, s = np.unravel_index(i, Z.shape)
+        if all(e[2] != s for e in entries) and (not entries or entries[0][0] == l + 1):
+            entries.append((l + 1, j, s))
+        if len(entries) == 2:
+            break
+    w = W[0]
+    for e in entries:
+        w = onto_kink(w, arch, x, e)
+    cm = clarke_measure(w, arch, x, t, entries)
+    assert not cm.coupled and cm.rank == 2
+    grid = np.linspace(0, 1, 201)
+    best = min(np.linalg.norm(cm.g_off + a * cm.J[0] + b * cm.J[1]) for a in grid for b in grid)
+    assert cm.measure <= best + 1e-12
+    assert cm.measure >= best - 0.01 * np.linalg.norm(cm.J, axis=1).sum()
+    # the nearest point of the hull is itself a combination of the one-sided gradients
+    np.testing.assert_allclose(cm.g_min, cm.g_off + cm.lam @ cm.J, atol=1e-14)
+
+
+def _gradient_sampling_measure(w, arch, x, t, radius, n_samples, rng):
+    """Min-norm element of the hull of kernel gradients at random points within ``radius``
+    (Burke, Lewis & Overton 2005): min |G^T u| over the simplex, by NNLS with a heavy
+    row enforcing sum(u) = 1."""
+    U = rng.standard_normal((n_samples, w.size))
+    U *= radius * rng.uniform(0, 1, (n_samples, 1)) / np.linalg.norm(U, axis=1, keepdims=True)
+    G = kernels.loss_and_grad(w + U, arch, x, t)[1]
+    big = 1e3
+    A = np.vstack([G.T, big * np.ones(n_samples)])
+    b = np.concatenate([np.zeros(w.size), [big]])
+    u, _ = nnls(A, b, maxiter=50 * n_samples)
+    return np.linalg.norm(G.T @ u)
+
+
+@pytest.fixture(scope="module")
+def tiny_quench():
+    rng = np.random.default_rng(7)
+    arch = Arch(1, 3)
+    x = np.linspace(-1, 1, 20)
+    t = np.sin(3 * x) + 0.1 * rng.standard_normal(20)
+    W0 = init_stack(arch, range(12))
+    return arch, x, t, W0, quench(W0, arch, x, t, max_iter=150)
+
+
+def test_quench_never_increases_the_loss_and_certifies(tiny_quench):
+    arch, x, t, W0, q = tiny_quench
+    L = kernels.loss(q.W, arch, x, t)
+    np.testing.assert_allclose(L, q.loss, rtol=1e-12)
+    assert np.all(q.loss <= q.loss0)
+    assert np.all(q.loss < q.loss0 - 1e-3)            # every network really descended
+    assert q.certified.mean() >= 0.75
+    np.testing.assert_allclose(q.moved, np.linalg.norm(q.W - W0, axis=1))
+    assert set(q.kind) <= {"smooth", "kink", "uncertified"}
+    assert all(r == "" for r in q.reason[q.certified])
+    assert all(r != "" for r in q.reason[~q.certified])
+
+
+def test_smooth_certificate_checked_with_the_kernels(tiny_quench):
+    arch, x, t, _, q = tiny_quench
+    sm = np.flatnonzero(q.kind == "smooth")
+    assert sm.size >= 3
+    g = kernels.loss_and_grad(q.W[sm], arch, x, t)[1]
+    assert np.all(np.linalg.norm(g, axis=1) <= 1e-8)
+    z = np.abs(preactivations(q.W[sm], arch, x)).reshape(sm.size, -1)
+    assert np.all(z.min(axis=1) > 1e-6)
+
+
+def test_kink_certificate_checked_by_gradient_sampling(tiny_quench, rng):
+    arch, x, t, _, q = tiny_quench
+    kk = np.flatnonzero(q.kind == "kink")
+    assert kk.size >= 1
+    for m in kk:
+        w = q.W[m]
+        g_one = np.linalg.norm(kernels.loss_and_grad(w, arch, x, t)[1])
+        gs = _gradient_sampling_measure(w, arch, x, t, 1e-8, 60, rng)
+        # one autodiff gradient at a kink is not small; the hull of nearby gradients is
+        assert gs <= 1e-6 and gs < 0.01 * max(g_one, 1e-4)
+
+
+def test_classification_of_smooth_points_against_finite_differences(tiny_quench):
+    arch, x, t, _, q = tiny_quench
+    cert = certify(q.W, arch, x, t)
+    cl = classify(q.W, arch, x, t, cert)
+    sm = np.flatnonzero(q.kind == "smooth")
+    for m in sm:
+        w = q.W[m]
+        # a step that cannot reach a kink: |dz| <= eps * |dz/dw| stays below min |z|
+        zmin = np.abs(preactivations(w[None], arch, x)).min()
+        nmax = np.linalg.norm(preactivation_grads(
+            w, arch, x, np.argwhere(np.ones((arch.K, arch.N, x.size))) + [1, 0, 0]), axis=1).max()
+        eps = min(1e-5, 0.1 * zmin / nmax)
+        Hfd = np.empty((arch.P, arch.P))
+        for p in range(arch.P):
+            e = np.zeros(arch.P)
+            e[p] = eps
+            Hfd[:, p] = (kernels.loss_and_grad(w + e, arch, x, t)[1][0]
+                         - kernels.loss_and_grad(w - e, arch, x, t)[1][0]) / (2 * eps)
+        R = symmetry_modes(w, arch)
+        _, sv, Vt = np.linalg.svd(R)
+        Q = Vt[int(np.sum(sv > 1e-10 * sv.max())):].T
+        ev = np.linalg.eigvalsh(Q.T @ (0.5 * (Hfd + Hfd.T)) @ Q)
+        tol = 1e-6 * np.abs(ev).max()
+        assert cl["index"][m] == int(np.sum(ev < -tol))
+        assert cl["type"][m] == ("minimum" if cl["index"][m] == 0 else "saddle")
+    assert set(cl["type"][q.kind == "kink"]) <= {"kink-minimum", "kink-saddle",
+                                                "degenerate-kink"}
+
+
+def test_dead_network_is_a_flat_minimum_with_curvature_two():
+    """All hidden units off (negative biases), output bias = mean(t): the loss
+    is mean((b - t)^2) near w, so the only curvature is d2L/db2 = 2 and every other
+    direction is flat or a rescaling."""
+    arch = Arch(2, 3)
+    x = np.linspace(-1, 1, 15)
+    t = np.cos(2 * x)
+    w = np.zeros(arch.P)
+    blocks = arch.unpack(w)
+    blocks["W1"][:] = 0.5
+    blocks["b1"][:] = -2.0
+    blocks["W2"][:] = 0.3
+    blocks["b2"][:] = -1.0
+    blocks["Wout"][:] = 0.7
+    blocks["bout"][:] = t.mean()
+    cert = certify(w[None], arch, x, t)
+    assert cert["kind"][0] == "smooth" and cert["measure"][0] <= 1e-15
+    cl = classify(w[None], arch, x, t, cert, tol_rel=1e-10)
+    assert cl["type"][0] == "minimum" and cl["index"][0] == 0
+    assert cl["n_flat"][0] + cl["n_sym"][0] == arch.P - 1
+    H = __import__("relunet.hessian", fromlist=["hessian"]).hessian(w, arch, x, t)[0]
+    assert np.isclose(np.linalg.eigvalsh(H)[-1], 2.0, rtol=1e-12)
+
+
+def test_wf_is_certified_as_the_global_minimum():
+    x, t = wf_training_set()
+    w = build_wf()
+    cert = certify(w[None], WF_ARCH, x, t)
+    assert cert["kind"][0] == "zero-loss" and cert["n_kinks"][0] == 1426
+    assert classify(w[None], WF_ARCH, x, t, cert)["type"][0] == "global-minimum"
+    q = quench(w[None], WF_ARCH, x, t, max_iter=3)
+    assert q.certified[0] and q.moved[0] == 0.0 and q.loss[0] == 0.0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(max_iter=0), "max_iter"), (dict(gtol=-1.0), "gtol"),
+    (dict(gap=1e-12), "gap must be larger"), (dict(delta=float("nan")), "delta")])
+def test_bad_input(kwargs, match):
+    arch = Arch(1, 2)
+    x = np.linspace(-1, 1, 5)
+    with pytest.raises(ValueError, match=match):
+        quench(init_stack(arch, [0]), arch, x, x, **kwargs)
+    with pytest.raises(ValueError, match="non-finite"):
+        quench(np.full((1, arch.P), np.nan), arch, x, x)
