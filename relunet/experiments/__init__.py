@@ -10,6 +10,7 @@ import importlib
 _MODULES = [
     "fig1_wf",
     "fig2_fits",
+    "quench_minima",
     "fig4_neb",
     "fig5_basin",
     "hessian_spectra",

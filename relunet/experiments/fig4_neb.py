@@ -1,9 +1,8 @@
 """Fig. 4: nudged elastic band paths from the global minimum to local minima (G&W Sec. 3.3).
 
 Endpoints are de-symmetrised (relunet.symmetry.canonicalize: minimal-norm
-rescaling, then units sorted): canonical W_f at one end, a canonical trained
-5x5 minimum (momentum GD students of Figs. 2-3, which settle into minima,
-unlike Adadelta) at the other. All bands relax at once (relunet.neb: improved
+rescaling, then units sorted): canonical W_f at one end, a canonical quenched
+momentum-GD student (relunet.experiments.quench_minima) at the other. All bands relax at once (relunet.neb: improved
 tangent, climbing image, FIRE), every image of every band in one kernel call.
 
 (a) energy against distance along the path for every band; (b) one profile
@@ -16,15 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..construct import WF_ARCH, build_wf
+from ..construct import WF_ARCH
 from ..data import wf_training_set
 from ..geometry import path_angles, path_functions
 from ..kernels import loss_and_grad
 from ..neb import neb
-from ..symmetry import canonicalize
-from . import fig2_fits
 from .base import check_scale, config_dict
-from .common import fmt, usable
+from .common import fmt
 
 NAME = "fig4_neb"
 TITLE = "Fig. 4: NEB paths from the global minimum W_f to trained local minima"
@@ -56,11 +53,15 @@ def config(scale: str) -> Config:
 
 
 def endpoints(cfg: Config, ctx):
-    """Canonical W_f (P,) and the first n_paths usable minima of the source run, canonical."""
-    run = fig2_fits.main_runs(fig2_fits.config(cfg.scale), ctx)[cfg.source]
-    minima = run.W[usable(run)][:cfg.n_paths].astype(np.float64)
-    wf = canonicalize(build_wf()[None, :], WF_ARCH)[0]
-    return wf, canonicalize(minima, WF_ARCH), run.index[usable(run)][:cfg.n_paths]
+    """Canonical W_f (P,) and the first n_paths quenched minima of the source run, canonical.
+
+    The far ends are the students of the main run after quenching
+    (:mod:`relunet.experiments.quench_minima`): points where the loss is at rest
+    (certified where the quench could certify them), not wherever training
+    stopped. Returns (wf, ends, network_index)."""
+    from . import quench_minima
+    d = quench_minima.quenched(cfg.scale, ctx)
+    return d["wf_c"], d[f"{cfg.source}_Wc"][:cfg.n_paths], d[f"{cfg.source}_index"][:cfg.n_paths]
 
 
 def compute(cfg: Config, ctx) -> None:
