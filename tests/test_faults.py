@@ -131,16 +131,21 @@ def test_two_clients_of_one_cluster_with_different_chunk_sizes_and_a_ctrl_c(tmp_
         addr = sched.stdout.readline().strip()
         procs = [subprocess.Popen([sys.executable, "-m", "relunet.cli", "train", "--run",
                                    str(tmp_path / n), "--chunk-size", cs, "--scheduler", addr]
-                                  + args, stderr=subprocess.PIPE, text=True,
-                                  start_new_session=True)
+                                  + args, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True, start_new_session=True)
                  for n, cs in (("a", "2"), ("b", "4"), ("c", "2"))]
-        time.sleep(6)
-        procs[2].send_signal(signal.SIGINT)
+        manifest = tmp_path / "c" / "manifest.json"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (
+                manifest.is_file() and json.loads(manifest.read_text())["chunks"]):
+            time.sleep(0.02)
+        procs[2].send_signal(signal.SIGINT)         # c's Ctrl-C, mid-run
         errs = [p.communicate(timeout=240)[1] for p in procs]
     finally:
         sched.stdin.close()
         sched.wait(timeout=30)
     assert [p.returncode for p in procs] == [0, 0, 130], errs
+    assert 1 <= len(RunStore(tmp_path / "c").manifest()["chunks"]) < 8
     assert_reference(tmp_path / "a", cfg)
     assert_reference(tmp_path / "b", cfg)
 
