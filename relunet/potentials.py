@@ -16,12 +16,20 @@ networks with :func:`relunet.kernels.loss_and_grad`.
   the straight x_0 axis; for c != 0 it is the parabola x_j = c x_0^2, so the
   straight initial band (which crosses x_0 = 0 at height 1 + (D-1) c^2) must
   bend to find the barrier.
+* :func:`crease_well` -- E = (x_0^2 - 1)^2 + a sum_{j>=1} |x_j - c x_0^2|, a
+  piecewise-smooth surface (a sharp V-shaped valley, like the kinks of a ReLU
+  loss) with everything known in closed form: minima at x_0 = +-1, x_j = c
+  (E = 0) ON the kink; for a > 1 and 0 <= c <= 1/2 the minimum energy path is
+  the crease x_j = c x_0^2 itself, along which E = (x_0^2 - 1)^2; the saddle is
+  the origin, again on the kink, with barrier exactly 1. The gradient jumps by
+  2a across the crease, so no single-point force ever falls below a there.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["mueller_brown", "double_well", "MB_MINIMA", "MB_SADDLES"]
+__all__ = ["mueller_brown", "double_well", "crease_well", "MB_MINIMA", "MB_SADDLES"]
 
 # Mueller & Brown (1979): E(x, y) = sum_k A_k exp(a_k (x - x0_k)^2
 #                          + b_k (x - x0_k)(y - y0_k) + c_k (y - y0_k)^2)
@@ -92,4 +100,46 @@ def double_well(X, c: float = 0.0):
     G = np.empty_like(X)
     G[:, 0] = 4.0 * x0 * (x0 * x0 - 1.0) - 4.0 * c * x0 * r.sum(axis=1)
     G[:, 1:] = 2.0 * r
+    return E, G
+
+
+def crease_well(X, a: float = 2.0, c: float = 0.5):
+    """Double well in a sharp V-shaped valley: barrier exactly 1, everything on kinks.
+
+    E(x) = (x_0^2 - 1)^2 + a sum_{j>=1} |x_j - c x_0^2|
+
+    Why the crease is the minimum energy path (2-D, r = y - c x^2): the normal
+    of the crease is n = (-2cx, 1)/sqrt(1 + 4c^2x^2). The smooth part
+    U = (x^2 - 1)^2 has normal slope |grad U . n| = 8c x^2 |x^2 - 1| / sqrt(...),
+    at most 8c/4 = 2c <= 1 for |x| <= 1; the |r| term has one-sided normal
+    slopes +-a sqrt(1 + 4c^2x^2), at least a. For a > 1 >= 2c every point of the
+    crease with |x| <= 1 is therefore a V-shaped valley floor across the path
+    (0 lies in the Clarke subdifferential of E restricted to the normal line)
+    and the tangential force is -dU/ds; E along the crease is (x^2 - 1)^2,
+    highest (= 1) at the origin, where grad U = 0 and the subdifferential of
+    the |r| term, a [-1, 1] (0, 1), contains 0: a nonsmooth saddle point.
+    At the kink the gradient returned uses sign(0) = 0 (a Clarke subgradient).
+
+    Parameters
+    ----------
+    X : (n, D) points, D >= 2.
+    a : slope of the V (> 0; the statements above need a > 1).
+    c : curvature of the crease (the statements above need 0 <= c <= 1/2).
+
+    Returns
+    -------
+    E : (n,) energies;  G : (n, D) gradients.
+    """
+    X = _as_points(X)
+    if X.shape[1] < 2:
+        raise ValueError(f"X must have at least two columns (D >= 2), got shape {X.shape}")
+    if not (np.isfinite(a) and a > 0 and np.isfinite(c)):
+        raise ValueError(f"a must be a finite number > 0 and c finite, got a={a!r}, c={c!r}")
+    x0 = X[:, 0]
+    r = X[:, 1:] - c * (x0 * x0)[:, None]
+    s = np.sign(r)
+    E = (x0 * x0 - 1.0) ** 2 + a * np.abs(r).sum(axis=1)
+    G = np.empty_like(X)
+    G[:, 0] = 4.0 * x0 * (x0 * x0 - 1.0) - 2.0 * a * c * x0 * s.sum(axis=1)
+    G[:, 1:] = a * s
     return E, G

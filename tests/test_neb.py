@@ -9,8 +9,9 @@ import pytest
 from scipy.integrate import solve_ivp
 
 from relunet import Arch, init_stack, kernels
-from relunet.neb import NEBResult, linear_path, neb, neb_forces, tangents
-from relunet.potentials import MB_MINIMA, double_well, mueller_brown
+from relunet.neb import (NEBResult, dense_profile, linear_path, min_norm_hull, neb, neb_forces,
+                         reparametrize, sampled_min_norm, string_method, tangents)
+from relunet.potentials import MB_MINIMA, MB_SADDLES, crease_well, double_well, mueller_brown
 
 MB_A, MB_B, MB_C = (np.array(MB_MINIMA[k][0]) for k in "ABC")
 MB_KW = dict(n_images=16, fmax=1e-3, dt=1e-3, max_step=0.01, max_iter=5000)
@@ -45,9 +46,12 @@ def ref_forces(X, E, G, k, climbing=-1):
 
 # -- the test surfaces ---------------------------------------------------------
 @pytest.mark.parametrize("efun, D, lo, hi", [(mueller_brown, 2, [-1.5, -0.5], [1.0, 2.0]),
-                                            (curved, 4, -1.5, 1.5)])
+                                            (curved, 4, -1.5, 1.5), (crease_well, 3, -1.5, 1.5)])
 def test_potential_gradients_match_central_differences(efun, D, lo, hi, rng):
     X = rng.uniform(lo, hi, size=(20, D))
+    if efun is crease_well:      # keep the difference stencil off the kinks
+        r = X[:, 1:] - 0.5 * X[:, :1] ** 2
+        X[:, 1:] += np.where(np.abs(r) < 0.01, 0.02 * np.sign(r + 1e-300), 0.0)
     _, G = efun(X)
     eps = 1e-6
     G_fd = np.empty_like(G)
@@ -66,6 +70,12 @@ def test_potential_known_values():
     E, G = curved(np.array([[0.0, 0.0], [1.0, 0.5], [-1.0, 0.5], [0.0, 1.0]]))
     np.testing.assert_array_equal(E, [1.0, 0.0, 0.0, 2.0])
     np.testing.assert_array_equal(G[:3], 0.0)
+    # crease well (a = 2, c = 0.5): minima (+-1, 0.5) and saddle (0, 0) on the kink, E = 0, 0, 1;
+    # on the crease y = x^2 / 2, E = (x^2 - 1)^2; at (0.5, 0) r = -1/8: E = 9/16 + 2/8
+    E, G = crease_well(np.array([[1.0, 0.5], [-1.0, 0.5], [0.0, 0.0], [0.5, 0.125], [0.5, 0.0]]))
+    np.testing.assert_allclose(E, [0.0, 0.0, 1.0, 9 / 16, 9 / 16 + 0.25], rtol=1e-15)
+    # gradient at (0.5, 0): dU/dx = 4 x (x^2 - 1) = -1.5; a sign(r) (-2 c x, 1) = -2 (-0.5, 1)
+    np.testing.assert_allclose(G[4], [-1.5 + 1.0, -2.0], rtol=1e-15)
 
 
 # -- tangent and forces, worked by hand --------------------------------------------
@@ -298,3 +308,230 @@ def test_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         neb(args.pop("efun"), args.pop("start"), args.pop("end"), max_iter=args.pop("max_iter", 5),
             **args)
+
+
+# =====================================================================================
+# String method and its nonsmooth convergence criterion
+# =====================================================================================
+A_CW, C_CW = 2.0, 0.5                    # crease_well defaults
+
+
+def test_reparametrize_hand_worked():
+    # polyline (0,0) -> (1,0) -> (1,1), length 2: quarter fractions fall every 0.5
+    X = np.array([[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]])
+    Y = reparametrize(X, [0.0, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(Y[0], [[0, 0], [0.5, 0], [1, 0], [1, 0.5], [1, 1]], atol=1e-15)
+
+
+def test_dense_profile_on_a_known_line():
+    # E = x0^2 + x1 along the band (0,0) -> (1,0) -> (1,2); 4 points per segment
+    X = np.array([[[0.0, 0.0], [1.0, 0.0], [1.0, 2.0]]])
+    dist, E = dense_profile(lambda P: (P[:, 0] ** 2 + P[:, 1], np.zeros_like(P)), X, n_dense=4)
+    s = np.array([0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0])
+    np.testing.assert_allclose(dist[0], s, atol=1e-15)
+    want = np.where(s <= 1, s ** 2, 1.0 + (s - 1))
+    np.testing.assert_allclose(E[0], want, atol=1e-15)
+
+
+def test_min_norm_hull_hand_worked_and_against_nnls(rng):
+    from scipy.optimize import nnls
+    # segment from u = (1, 0) to v = (-1, 1): closest point u + s (v - u), s = 2/5 -> (0.2, 0.4)
+    P = np.array([[[1.0, 0.0], [-1.0, 1.0]],
+                  [[1.0, 0.0], [-1.0, 0.0]],          # hull contains 0
+                  [[3.0, 4.0], [3.0, 4.0]]])          # one point: its norm 5
+    norm, lam = min_norm_hull(P)
+    np.testing.assert_allclose(norm, [np.sqrt(0.2), 0.0, 5.0], atol=1e-9)
+    np.testing.assert_allclose(lam[0], [0.6, 0.4], atol=1e-8)
+    # random hulls against an independent solver: NNLS with a heavily weighted sum row
+    Q = rng.normal(size=(20, 6, 4)) + 0.5
+    norm, lam = min_norm_hull(Q)
+    np.testing.assert_allclose(lam.sum(1), 1.0, rtol=1e-12)
+    assert (lam >= 0).all()
+    for k in range(20):
+        A = np.vstack([Q[k].T, 1e4 * np.ones((1, 6))])
+        w, _ = nnls(A, np.r_[np.zeros(4), 1e4])
+        ref = np.linalg.norm((w / w.sum()) @ Q[k])
+        assert ref - 1e-6 <= norm[k] <= ref + 1e-8
+
+
+def test_sampled_min_norm_on_and_off_the_crease():
+    # on the crease at x = 0.5: the one-sided gradients are g+- = (dU/dx -+ 2ac x, +-a) =
+    # (-1.5 -+ 1, +-2); the min-norm point of their segment is (-1.5 - 1 + 2s, 2 - 4s)... the
+    # hull of {(-2.5, 2), (-0.5, -2)}: s = argmin |(-2.5 + 2s, 2 - 4s)|^2 = (5 + 8)/(4 + 16) = 0.65
+    g_min = np.linalg.norm([-2.5 + 1.3, 2 - 2.6])
+    pts = np.array([[0.5, 0.125], [0.5, 0.3]])
+    rho = sampled_min_norm(crease_well, pts, radius=1e-4, n_samples=24)
+    # dU/dx changes by at most 1e-4 * max|U''| ~ 1e-3 inside the ball
+    np.testing.assert_allclose(rho[0], g_min, atol=2e-3)
+    # off the kink all samples see the same smooth piece: the measure is |grad E| there
+    _, G = crease_well(pts[1:])
+    np.testing.assert_allclose(rho[1], np.linalg.norm(G[0]), atol=2e-3)
+    # perpendicular to the crease tangent (1, 2 c x) = (1, 0.5) the hull contains 0: a valley
+    tau = np.array([[1.0, 0.5]])
+    assert sampled_min_norm(crease_well, pts[:1], 1e-4, 24, tangents=tau)[0] < 1e-9
+    # a single gradient evaluation at the kink point picks one piece and is far from 0
+    assert np.linalg.norm(crease_well(pts[:1])[1]) > 1.0
+
+
+CW_KW = dict(max_iter=3000, step=0.01, step_max=0.5, max_step=0.05, regrid_every=50,
+             regrid_until=200, gs_radius=1e-3, gs_tol=1e-3, etol=1e-8, window=10)
+
+
+def test_string_converges_on_the_crease_with_the_exact_barrier():
+    r = string_method(crease_well, [-1.0, 0.5], [1.0, 0.5], n_images=33, **CW_KW).squeeze()
+    assert r.converged and r.barrier_change <= 1e-8 and r.peak_measure <= 1e-3
+    # the images sit on the crease y = c x^2, the minimum energy path
+    x, y = r.images.T
+    assert np.abs(y - C_CW * x ** 2).max() < 1e-9
+    # every point of the polyline has U <= 1 and lies above the crease by at most the chord's
+    # sagitta c h^2 / 4 (h its x-extent), and it crosses x = 0 (E >= 1): the barrier is
+    # 1 <= peak <= 1 + a c h^2 / 4 on the peak segment, closed form
+    j = r.peak_segment
+    h = abs(x[j + 1] - x[j])
+    assert 1.0 <= r.peak_energy <= 1.0 + A_CW * C_CW * h * h / 4 + 1e-12
+    assert r.peak_energy - 1.0 < 1e-4          # measured 6.9e-5: the peak window refines h
+    np.testing.assert_allclose(r.peak_point, [0.0, 0.0], atol=0.01)
+    np.testing.assert_allclose(crease_well(r.peak_point[None])[0][0], r.peak_energy, rtol=1e-14)
+    np.testing.assert_allclose(r.barrier(), r.peak_energy, rtol=1e-15)   # E(start) = 0
+    # the old criterion cannot be met here: the force jumps by 2a across the crease
+    old = neb(crease_well, [-1.0, 0.5], [1.0, 0.5], n_images=17, climb=True, fmax=1e-3,
+              dt=0.01, max_step=0.05, max_iter=1000).squeeze()
+    assert not old.converged and old.fmax_final > 1.0
+
+
+def test_string_barrier_error_shrinks_like_h_squared_on_the_crease():
+    ex = []
+    for n in (9, 17, 33):
+        r = string_method(crease_well, [-1.0, 0.5], [1.0, 0.5], n_images=n,
+                          **{**CW_KW, "regrid_every": 0}).squeeze()
+        assert r.converged
+        ex.append(r.peak_energy - 1.0)
+    # uniform grid, h ~ 2/(n-1): excess ~ a c h^2 / 4 * (fraction); measured 6.7e-3, 1.7e-3, 4.3e-4
+    assert 0 < ex[2] < ex[1] < ex[0] and ex[0] / ex[2] > 10
+
+
+def test_string_mueller_brown_saddle():
+    kw = dict(n_images=16, max_iter=5000, step=1e-5, step_max=1e-2, max_step=0.01,
+              gs_radius=1e-4, gs_tol=1e-2, etol=1e-6)
+    (xs, ys), Es = MB_SADDLES["AC"]
+    for rg in (0, 100):
+        r = string_method(mueller_brown, MB_A, MB_B, regrid_every=rg, regrid_until=500,
+                          **kw).squeeze()
+        assert r.converged and r.peak_measure <= 1e-2
+        # every path from A to B crosses the ridge at or above the saddle AC (mountain pass)
+        # and the string passes close to it: tabulated E = -40.66 at (-0.822, 0.624)
+        assert Es - 0.01 <= r.peak_energy <= Es + 0.01
+        np.testing.assert_allclose(r.peak_point, [xs, ys], atol=0.01)
+
+
+def test_string_double_well_barrier_is_exactly_one_and_path_is_the_mep():
+    r = string_method(curved, [-1.0, 0.5], [1.0, 0.5], n_images=17, max_iter=3000, step=0.01,
+                      step_max=0.5, max_step=0.05, gs_radius=1e-4, gs_tol=1e-4, etol=1e-9,
+                      regrid_every=0).squeeze()
+    assert r.converged
+    # odd image count, symmetric band: the middle image sits on the saddle (0, 0), E = 1
+    np.testing.assert_allclose(r.peak_energy, 1.0, atol=1e-12)
+    np.testing.assert_allclose(r.images[8], [0.0, 0.0], atol=1e-8)
+    # the images lie near the steepest-descent path of the reference ODE (measured 0.014;
+    # the plain NEB above with as many images: 0.038)
+    mep = _steepest_descent_path()
+    x, y = r.images[1:-1].T
+    near = np.abs(x) < 0.9
+    assert np.abs(y[near] - mep(np.abs(x[near]))[0]).max() < 0.02
+
+
+def test_string_one_call_per_iteration_and_bookkeeping():
+    calls = []
+
+    def efun(X):
+        calls.append(len(X))
+        return curved(X)
+    start = np.array([[-1.0, 0.5], [-1.0, 0.4]])
+    end = np.array([[1.0, 0.5], [0.9, 0.6]])
+    r = string_method(efun, start, end, n_images=9, max_iter=400, step=0.01, check_every=5,
+                      window=4, etol=1e-9, regrid_every=20, regrid_until=100, gs_radius=1e-4,
+                      gs_tol=1e-5)
+    # one call at iteration 0 and one per iteration after it, then 3 rounds locating the peak
+    assert len(calls) == 1 + r.iterations.max() + 3
+    np.testing.assert_array_equal(r.images[:, 0], start)
+    np.testing.assert_array_equal(r.images[:, -1], end)
+    E, _ = curved(r.images.reshape(-1, 2))
+    np.testing.assert_array_equal(E.reshape(2, 9), r.energies)
+    np.testing.assert_allclose(curved(r.peak_point)[0], r.peak_energy, rtol=1e-14)
+    assert (r.peak_energy >= r.dense_energies.max(1)).all()
+    seg = np.linalg.norm(np.diff(r.images, axis=1), axis=-1)
+    np.testing.assert_allclose(r.distance[:, 1:], np.cumsum(seg, axis=1), rtol=1e-13)
+    b = np.arange(2)
+    np.testing.assert_allclose(r.peak_distance,
+                               r.distance[b, r.peak_segment] + r.peak_t * seg[b, r.peak_segment])
+    # the images sit at the grid's arc-length fractions
+    np.testing.assert_allclose(r.distance / r.distance[:, -1:], r.fractions, atol=1e-12)
+
+
+def test_string_unconverged_band_reports_honestly():
+    r = string_method(mueller_brown, MB_A, MB_B, n_images=16, max_iter=60, step=1e-5,
+                      step_max=1e-2, max_step=0.01).squeeze()
+    assert not r.converged and r.iterations == 60
+    assert r.barrier_change == np.inf and np.isnan(r.peak_measure)   # no full window yet
+
+
+def test_string_band_alone_equals_band_in_batch():
+    kw = dict(n_images=16, max_iter=300, step=1e-5, step_max=1e-2, max_step=0.01,
+              regrid_every=50, regrid_until=150, check_every=5, window=5, etol=1e-3,
+              gs_radius=1e-4, gs_tol=1.0)
+    alone = string_method(mueller_brown, MB_A, MB_B, **kw)
+    batch = string_method(mueller_brown, np.array([MB_C, MB_A, MB_A]),
+                          np.array([MB_B, MB_B, MB_C]), **kw)
+    for f in ("images", "energies", "iterations", "converged", "peak_energy", "peak_point",
+              "barrier_change", "peak_measure", "fractions"):
+        np.testing.assert_array_equal(getattr(alone, f)[0], getattr(batch, f)[1])
+    assert alone.converged[0] and not np.array_equal(batch.images[0], batch.images[1])
+
+
+def test_string_network_band(tiny_minima):
+    arch, x, t, W = tiny_minima
+    efun = lambda X: kernels.loss_and_grad(X, arch, x, t)  # noqa: E731
+    kw = dict(n_images=8, max_iter=200, step=1e-3, max_step=0.02, check_every=5, window=5,
+              regrid_every=50, regrid_until=100)
+    r = string_method(efun, W[0], W[1], **kw).squeeze()
+    np.testing.assert_allclose(r.energies, kernels.loss_ref(r.images, arch, x, t), rtol=1e-10)
+    np.testing.assert_allclose(r.peak_energy, kernels.loss_ref(r.peak_point[None], arch, x, t)[0],
+                               rtol=1e-10)
+    # between two minima the band rises above the higher one, and below the straight path
+    straight = kernels.loss_ref(linear_path(W[:1], W[1:2], 8)[0], arch, x, t)
+    assert r.energies[[0, -1]].max() < r.peak_energy < straight.max() - 0.1
+    batch = string_method(efun, W[[2, 0, 1]], W[[1, 1, 2]], **kw)
+    np.testing.assert_array_equal(r.images, batch.images[1])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(start=[0.0, 0.0, 0.0]), "start and end"),
+    (dict(n_images=2), "n_images"),
+    (dict(step=0.0), "step"),
+    (dict(step=0.1, step_max=0.01), "step_max"),
+    (dict(grow=0.5), "grow"),
+    (dict(n_dense=1), "n_dense"),
+    (dict(energy_weight=1.5), "energy_weight"),
+    (dict(energy_weight=0.8, peak_weight=0.4), "energy_weight \\+ peak_weight"),
+    (dict(gs_tol=-1.0), "gs_tol"),
+    (dict(window=0), "window"),
+    (dict(regrid_every=-1), "regrid_every"),
+    (dict(efun=None), "efun"),
+])
+def test_string_bad_input(kwargs, match):
+    args = dict(efun=double_well, start=[-1.0, 0.0], end=[1.0, 0.0])
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        string_method(args.pop("efun"), args.pop("start"), args.pop("end"), max_iter=5, **args)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(points=np.ones((2, 3)), tangents=np.ones((2, 2))), "tangents"),
+    (dict(radius=0.0), "radius"),
+    (dict(points=np.array([[np.nan, 0.0]])), "points"),
+])
+def test_sampled_min_norm_bad_input(kwargs, match):
+    args = dict(points=np.zeros((1, 2)), radius=1e-3)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        sampled_min_norm(crease_well, args.pop("points"), **args)
