@@ -493,7 +493,6 @@ def _check_engine_args(scheduler, scheduler_file, local_processes, numba_threads
                          f"got {connect_timeout!r}")
 
 
-_CLUSTERS: set = set()         # local process clusters alive, for hard_exit
 
 
 @contextlib.contextmanager
@@ -524,13 +523,19 @@ def connect(scheduler=None, scheduler_file=None, local_processes=None,
                 # numba reads NUMBA_NUM_THREADS at import, which in a spawned worker
                 # happens before the Nanny's `env` is applied: it must be in the
                 # environment at spawn time (dask then sets it in ours; restored below)
-                with dask.config.set({
-                        "distributed.worker.multiprocessing-method": "spawn",
-                        "distributed.worker.preload": ["relunet.engine"],
-                        "distributed.nanny.pre-spawn-environ.NUMBA_NUM_THREADS": "1"}):
-                    cluster = LocalCluster(n_workers=local_processes, processes=True,
-                                           host="127.0.0.1", **local)
-                _CLUSTERS.add(cluster)
+                try:
+                    with dask.config.set({
+                            "distributed.worker.multiprocessing-method": "spawn",
+                            "distributed.worker.preload": ["relunet.engine"],
+                            "distributed.nanny.pre-spawn-environ.NUMBA_NUM_THREADS": "1"
+                            }), _quiet_logs():
+                        cluster = LocalCluster(n_workers=local_processes, processes=True,
+                                               host="127.0.0.1", **local)
+                except (RuntimeError, OSError, TimeoutError) as e:
+                    raise EngineError(f"could not start {local_processes} local worker "
+                                      f"process(es): {_one_line(e)} (spawned workers "
+                                      f"re-import the main script: run from a file, "
+                                      f"under `if __name__ == '__main__':`)") from None
             else:
                 cluster = LocalCluster(processes=False, n_workers=1, **local)
             client = Client(cluster)
@@ -545,7 +550,6 @@ def connect(scheduler=None, scheduler_file=None, local_processes=None,
                 if obj is not None:
                     with contextlib.suppress(BaseException):
                         obj.close(timeout=timeout)
-        _CLUSTERS.discard(cluster)
         if saved_env is _UNSET:
             os.environ.pop("NUMBA_NUM_THREADS", None)
         else:
