@@ -1,0 +1,158 @@
+"""Transition states: refine a band's highest point into a first-order saddle.
+
+A nudged elastic band or string gives a path and its highest image; the
+transition state is the saddle point of index 1 near that image, where the
+gradient vanishes and the Hessian has exactly one negative eigenvalue. We
+find it by eigenvector-following with the exact Hessian, in the partitioned
+rational-function form (P-RFO: Banerjee, Adams, Simons & Shepard, J. Phys.
+Chem. 89, 52 (1985); Baker, J. Comput. Chem. 7, 385 (1986); the hybrid
+eigenvector-following of Munro & Wales, Phys. Rev. B 59, 3969 (1999) is its
+close relative in pele and OPTIM).
+
+The step
+--------
+In the eigenbasis of H (eigenvalues l_0 <= l_1 <= ..., gradient components
+g_i), the lowest mode is maximised and all others minimised:
+
+    s_0 = -g_0 / (l_0 - m_up),    m_up = (l_0 + sqrt(l_0^2 + 4 g_0^2)) / 2   (> l_0)
+    s_i = -g_i / (l_i - m_dn),    m_dn = lowest eigenvalue of [[diag(l_i), g], [g^T, 0]]
+                                          over i >= 1                           (< l_i)
+
+so the step climbs along mode 0 and descends along the rest whatever the
+signs of the l_i; it is then capped at the trust radius, which grows when the
+gradient norm falls and shrinks when it rises. Directions in which the
+energy is exactly constant by symmetry (for networks: the rescaling of each
+hidden unit, :func:`relunet.quench.symmetry_modes`) are projected out first,
+so a zero mode is never mistaken for the mode to climb.
+
+Certificate
+-----------
+A point counts as a transition state when |grad| <= gtol, the reduced
+Hessian has exactly one eigenvalue below -tol_rel max|l|, and (for networks,
+:func:`network_saddles`) no pre-activation lies within ``gap`` of its kink,
+so the energy is smooth there. A ReLU loss can also peak ON a kink (a ridge
+crease); such a point is reported as ``kink`` and not refined further.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["SaddleResult", "find_saddles", "network_saddles"]
+
+
+@dataclass
+class SaddleResult:
+    X: np.ndarray            # (n, D) final points
+    E: np.ndarray            # (n,) energies there
+    gnorm: np.ndarray        # (n,) gradient norms
+    index: np.ndarray        # (n,) negative eigenvalues of the reduced Hessian
+    converged: np.ndarray    # (n,) bool: gnorm <= gtol and index == 1 (and smooth)
+    iterations: np.ndarray   # (n,) int
+    moved: np.ndarray        # (n,) distance from the start
+    kind: np.ndarray         # (n,) str: 'saddle', 'kink', 'not-index-1', 'not-converged'
+
+
+def _reduced(H, g, modes):
+    """Eigenpairs of H and components of g on the complement of ``modes`` (k, D)."""
+    D = H.shape[0]
+    if modes is None or len(modes) == 0:
+        Q = np.eye(D)
+    else:
+        _, sv, Vt = np.linalg.svd(np.atleast_2d(modes), full_matrices=True)
+        Q = Vt[int(np.sum(sv > 1e-10 * max(sv.max(), 1e-300))):].T
+    lam, U = np.linalg.eigh(Q.T @ H @ Q)
+    return lam, Q @ U, U.T @ (Q.T @ g)
+
+
+def prfo_step(g, H, radius, modes=None):
+    """One P-RFO step (module docstring), capped at ``radius``. Returns (s, lam)."""
+    lam, V, gv = _reduced(H, g, modes)
+    s = np.zeros_like(gv)
+    up = 0.5 * (lam[0] + np.sqrt(lam[0] ** 2 + 4.0 * gv[0] ** 2))
+    s[0] = -gv[0] / (lam[0] - up) if lam[0] != up else 0.0
+    if lam.size > 1:
+        A = np.zeros((lam.size, lam.size))
+        A[:-1, :-1] = np.diag(lam[1:])
+        A[:-1, -1] = A[-1, :-1] = gv[1:]
+        dn = np.linalg.eigvalsh(A)[0]
+        den = lam[1:] - dn
+        s[1:] = -gv[1:] / np.where(np.abs(den) > 1e-300, den, 1e-300)
+    step = V @ s
+    n = np.linalg.norm(step)
+    if n > radius:
+        step *= radius / n
+    return step, lam
+
+
+def find_saddles(grad_hess, X0, modes=None, gtol: float = 1e-9, tol_rel: float = 1e-8,
+                 max_iter: int = 100, radius: float = 0.05, smooth=None) -> SaddleResult:
+    """Refine starting points X0 (n, D) into index-1 saddles by P-RFO.
+
+    grad_hess : callable X (m, D) -> (E (m,), G (m, D), H (m, D, D)).
+    modes : optional callable x (D,) -> (k, D) exact zero modes to project out.
+    smooth : optional callable x (D,) -> bool, False when x sits on (or too
+        near) a kink; such points are reported as kind 'kink'.
+    """
+    X = np.array(np.atleast_2d(X0), dtype=np.float64)
+    X0 = X.copy()
+    n = len(X)
+    rad = np.full(n, float(radius))
+    it = np.zeros(n, int)
+    done = np.zeros(n, bool)
+    index = np.full(n, -1)
+    E, G, H = grad_hess(X)
+    gn = np.linalg.norm(G, axis=1)
+    for _ in range(max_iter + 1):
+        act = np.flatnonzero(~done)
+        if act.size == 0:
+            break
+        for i in act:
+            lam = _reduced(H[i], G[i], modes(X[i]) if modes else None)[0]
+            tol = tol_rel * max(np.abs(lam).max(), 1e-300)
+            index[i] = int(np.sum(lam < -tol))
+            if gn[i] <= gtol and index[i] == 1:
+                done[i] = True
+        act = np.flatnonzero(~done & (it < max_iter))
+        if act.size == 0:
+            break
+        S = np.array([prfo_step(G[i], H[i], rad[i], modes(X[i]) if modes else None)[0]
+                      for i in act])
+        E2, G2, H2 = grad_hess(X[act] + S)
+        gn2 = np.linalg.norm(G2, axis=1)
+        better = gn2 < gn[act]
+        X[act] += S
+        E[act], G[act], H[act], gn[act] = E2, G2, H2, gn2
+        step = np.linalg.norm(S, axis=1)
+        rad[act] = np.where(better, np.maximum(rad[act], 2.0 * step), 0.5 * step)
+        rad[act] = np.clip(rad[act], 1e-12, radius * 20)
+        it[act] += 1
+    kind = np.where(done, "saddle", np.where(gn > gtol, "not-converged", "not-index-1"))
+    if smooth is not None:
+        on_kink = np.array([not smooth(x) for x in X])
+        kind = np.where(on_kink, "kink", kind)
+        done &= ~on_kink
+    return SaddleResult(X=X, E=E, gnorm=gn, index=index, converged=done, iterations=it,
+                        moved=np.linalg.norm(X - X0, axis=1), kind=kind.astype(str))
+
+
+def network_saddles(W0, arch, x, t, gap: float = 1e-6, **kw) -> SaddleResult:
+    """:func:`find_saddles` on the MSE of networks: exact Hessians from
+    :mod:`relunet.hessian`, gradients on the pieces :mod:`relunet.kinks` sees,
+    rescaling modes projected out, and points within ``gap`` of a kink
+    reported as 'kink'."""
+    from .hessian import hessian
+    from .kinks import masked_loss_and_grad, preactivations
+    from .quench import symmetry_modes
+
+    def grad_hess(X):
+        Z = preactivations(X, arch, x)
+        E, G = masked_loss_and_grad(X, arch, x, t, Z > 0)
+        return E, G, hessian(X, arch, x, t)
+
+    def smooth(w):
+        return bool(np.abs(preactivations(w[None], arch, x)).min() > gap)
+
+    return find_saddles(grad_hess, W0, modes=lambda w: symmetry_modes(w, arch),
+                        smooth=smooth, **kw)

@@ -1,0 +1,68 @@
+"""Transition-state refinement (P-RFO with the exact Hessian) on surfaces with known saddles."""
+import numpy as np
+
+from relunet.potentials import MB_SADDLES, double_well, mueller_brown
+from relunet.saddle import find_saddles, prfo_step
+
+
+def fd_hessian(efun):
+    """grad_hess from an analytic gradient and central differences of it."""
+    def gh(X):
+        E, G = efun(X)
+        D, eps = X.shape[1], 1e-6
+        H = np.empty((len(X), D, D))
+        for j in range(D):
+            e = np.zeros(D)
+            e[j] = eps
+            H[:, :, j] = (efun(X + e)[1] - efun(X - e)[1]) / (2 * eps)
+        return E, G, 0.5 * (H + np.transpose(H, (0, 2, 1)))
+    return gh
+
+
+def test_mueller_brown_saddles_from_nearby_starts():
+    starts = np.array([MB_SADDLES["AC"][0], MB_SADDLES["CB"][0]]) + [[0.04, -0.03], [-0.03, 0.04]]
+    r = find_saddles(fd_hessian(mueller_brown), starts, gtol=1e-8)
+    assert r.converged.all() and (r.index == 1).all() and list(r.kind) == ["saddle"] * 2
+    for k, key in enumerate(("AC", "CB")):
+        (xy, e) = MB_SADDLES[key]                  # tabulated to 3 decimals
+        np.testing.assert_allclose(r.X[k], xy, atol=1.5e-3)
+        assert abs(r.E[k] - e) < 0.01
+    assert np.all(np.linalg.norm(mueller_brown(r.X)[1], axis=1) <= 1e-8)
+
+
+def test_double_well_saddle_is_the_origin_with_barrier_one():
+    """E = (x0^2 - 1)^2 + (x1 - c x0^2)^2: the only saddle is 0, E = 1 exactly."""
+    def efun(X):
+        return double_well(X, c=0.5)
+    r = find_saddles(fd_hessian(efun), np.array([[0.3, 0.2], [-0.25, -0.1]]), gtol=1e-10)
+    assert r.converged.all()
+    np.testing.assert_allclose(r.X, 0.0, atol=1e-9)
+    np.testing.assert_allclose(r.E, 1.0, rtol=0, atol=1e-15)
+
+
+def test_zero_modes_are_projected_out():
+    """A flat third coordinate: the Hessian has an exact zero mode; with it removed the
+    step never moves along it and the saddle is found in the other two."""
+    def efun(X):
+        E, G = double_well(X[:, :2], c=0.0)
+        return E, np.concatenate([G, np.zeros((len(X), 1))], axis=1)
+    modes = lambda x: np.array([[0.0, 0.0, 1.0]])  # noqa: E731
+    r = find_saddles(fd_hessian(efun), np.array([[0.2, 0.1, 0.7]]), modes=modes)
+    assert r.converged[0] and r.index[0] == 1
+    np.testing.assert_allclose(r.X[0], [0.0, 0.0, 0.7], atol=1e-9)
+
+
+def test_prfo_step_climbs_the_lowest_mode_and_descends_the_rest():
+    H = np.diag([-2.0, 3.0])
+    g = np.array([0.5, 0.5])
+    s, lam = prfo_step(g, H, radius=10.0)
+    assert s[0] > 0 and s[1] < 0                   # uphill along mode 0, downhill along 1
+    np.testing.assert_allclose(lam, [-2.0, 3.0])
+    s_small, _ = prfo_step(g, H, radius=1e-3)
+    np.testing.assert_allclose(np.linalg.norm(s_small), 1e-3)
+
+
+def test_a_minimum_is_not_a_saddle():
+    r = find_saddles(fd_hessian(lambda X: double_well(X, c=0.0)), np.array([[1.0, 0.0]]),
+                     max_iter=5)
+    assert not r.converged[0] and r.index[0] == 0 and r.kind[0] == "not-index-1"
