@@ -724,7 +724,7 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                   peak_weight: float = 0.25,
                   check_every: int = 10, window: int = 20, etol: float = 1e-4,
                   gs_radius: float = 1e-2, gs_samples: int = 16, gs_tol: float = 1e-2,
-                  seed: int = 0) -> StringResult:
+                  climb: bool = False, seed: int = 0) -> StringResult:
     """Relax Bn strings at once and stop each on the nonsmooth criterion (module docstring).
 
     Parameters
@@ -754,6 +754,14 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
     gs_radius, gs_samples, gs_tol : gradient sampling at the peak images: radius,
         number of samples, and the largest admissible sampled min-norm
         perpendicular force.
+    climb : on the frozen grid, the highest movable image climbs (climbing string,
+        Ren & Vanden-Eijnden, J. Chem. Phys. 138, 134105 (2013)): its force is
+        -G + 2 (G . tau) tau, its perpendicular and parallel parts with steps of
+        their own (a crease crossed sideways must not stall the climb along it),
+        it is left where it is by the reparametrisation
+        (the images on either side are spread over their own part of the band
+        by the grid), and the stationarity test samples the FULL gradient in a
+        ball around it (a Clarke epsilon-stationary point: a saddle candidate).
     seed : seed of the fixed sampling directions (shared by all bands).
 
     Returns
@@ -800,6 +808,8 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
     # optimiser state per image: step and last perpendicular force
     h = np.full((Bn, B - 2), float(step))
     F_old = np.zeros((Bn, B - 2, D))
+    h_par, g_old = np.full((Bn, B - 2), float(step)), np.zeros((Bn, B - 2))    # climbing
+    c_old = np.full(Bn, -1)
     done, converged = np.zeros(Bn, bool), np.zeros(Bn, bool)
     iters = np.zeros(Bn, int)
     hist = np.full((Bn, window), np.nan)            # peak energies of the last checks (ring)
@@ -811,6 +821,9 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
     Ed_last = np.zeros((Bn, B - 1, nd - 1))
     E, G = np.zeros((Bn, B)), np.zeros((Bn, B, D))
 
+    def frozen_at(it):
+        return regrid_every == 0 or it > regrid_until
+
     for it in range(max_iter + 1):
         a = np.flatnonzero(~done)
         if a.size == 0:
@@ -819,16 +832,28 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
             # ---- one step per image along its perpendicular force, then reparametrise
             tau = _central_tangents(X[a])
             Ga = G[a, 1:-1]
-            F = _dot(Ga, tau)[..., None] * tau - Ga
+            g_par = _dot(Ga, tau)
+            F = g_par[..., None] * tau - Ga
             ha = h[a]
             ha = np.where(_dot(F, F_old[a]) < 0.0, 0.5 * ha, np.minimum(grow * ha, step_max))
             h[a], F_old[a] = ha, F
+            dr = ha[..., None] * F
+            climbing = climb and frozen_at(it)
+            if climbing:        # the highest image also climbs: + (G.tau) tau, own step
+                r = np.arange(a.size)
+                c = np.argmax(E[a, 1:-1], axis=1)
+                gp, hp = g_par[r, c], h_par[a, c]
+                hp = np.where(gp * g_old[a, c] < 0.0, 0.5 * hp, np.minimum(grow * hp, step_max))
+                hp = np.where(c == c_old[a], hp, float(step))            # a new climber
+                h_par[a, c], g_old[a, c], c_old[a] = hp, gp, c
+                dr[r, c] += (hp * gp)[:, None] * tau[r, c]
             Xa = X[a]
-            Xa[:, 1:-1] += _cap(ha[..., None] * F, max_step)
+            Xa[:, 1:-1] += _cap(dr, max_step)
             regrid = regrid_every > 0 and it % regrid_every == 0 and it <= regrid_until
             if regrid:
                 frac[a] = _equidistribute(Xa, E[a], Ed_last[a], energy_weight, peak_weight)
-            X[a] = reparametrize(Xa, frac[a])
+            X[a] = _reparametrize_split(Xa, frac[a], c + 1) if climbing else \
+                reparametrize(Xa, frac[a])
             if regrid:                              # fresh optimiser and window on a new grid
                 h[a], F_old[a] = float(step), 0.0
                 n_hist[a], gs_want[a] = 0, False
@@ -839,12 +864,17 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
         if check:
             parts.append(_dense_points(X[a], nd).reshape(-1, D))
             g_b = a[gs_want[a]]
-            pk = np.stack([gs_seg[g_b], gs_seg[g_b] + 1], axis=1)          # (ng, 2) images
+            if climb:               # the climbing image, full ball, full gradient
+                pk = np.stack([gs_seg[g_b], gs_seg[g_b]], axis=1)
+                g_tau = None
+            else:                   # the images bounding the peak segment, perpendicular
+                pk = np.stack([gs_seg[g_b], gs_seg[g_b] + 1], axis=1)      # (ng, 2) images
+                g_tau = _central_tangents(X[g_b])[np.arange(g_b.size)[:, None],
+                                                  np.clip(pk - 1, 0, B - 3)].reshape(-1, D)
             pk_ok = (pk >= 1) & (pk <= B - 2)
             g_pts = X[g_b[:, None], pk]                                    # (ng, 2, D)
-            g_tau = _central_tangents(X[g_b])[np.arange(g_b.size)[:, None], np.clip(pk - 1, 0, B - 3)]
             if g_b.size:
-                parts.append(_sample_points(g_pts.reshape(-1, D), g_tau.reshape(-1, D), gs_radius,
+                parts.append(_sample_points(g_pts.reshape(-1, D), g_tau, gs_radius,
                                             U).reshape(-1, D))
         Eall, Gall = _evaluate(efun, np.concatenate(parts) if len(parts) > 1 else parts[0])
         k = parts[0].shape[0]
@@ -864,8 +894,7 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
             new_j = np.minimum(idx // nd, B - 2)
             peak_t[a] = np.where(idx // nd > B - 2, 1.0, (idx % nd) / nd)
             # the window: only on a frozen grid
-            frozen = it > regrid_until or regrid_every == 0
-            if frozen:
+            if frozen_at(it):
                 hist[a, n_hist[a] % window] = peak_E[a]
                 n_hist[a] += 1
             full_w = n_hist[a] >= window              # then every entry is filled
@@ -875,21 +904,20 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                 b_change[a[full_w]] = hw.max(axis=1) - hw.min(axis=1)
             e_ok = full_w & (b_change[a] <= etol)
             # gradient sampling at the peak images requested at the previous check
-            meas_now = np.zeros(a.size, bool)
+            top = np.argmax(E[a, 1:-1], axis=1) + 1                    # highest movable image
             if g_b.size:
                 Gs = Gall[k + kd:].reshape(g_b.size * 2, m, D)
                 G0 = G[g_b[:, None], pk].reshape(-1, D)
-                rho = _sampled_measure(G0, Gs, g_tau.reshape(-1, D)).reshape(g_b.size, 2)
+                rho = _sampled_measure(G0, Gs, g_tau).reshape(g_b.size, 2)
                 rho = np.where(pk_ok, rho, 0.0).max(axis=1)             # fixed endpoints: no force
                 p_meas[g_b] = rho
                 pos = np.searchsorted(a, g_b)
-                same = new_j[pos] == gs_seg[g_b]
-                meas_now[pos] = same
+                same = (top[pos] if climb else new_j[pos]) == gs_seg[g_b]
                 ok = e_ok[pos] & same & (rho <= gs_tol)
                 converged[g_b[ok]] = True
             peak_j[a] = new_j
             gs_want[a] = e_ok & ~converged[a]
-            gs_seg[a] = new_j
+            gs_seg[a] = top if climb else new_j
         if bad.any():
             warnings.warn(f"{bad.sum()} band(s) met non-finite energies or forces and were "
                           f"stopped (converged=False)", RuntimeWarning, stacklevel=2)
@@ -917,6 +945,23 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                         peak_distance=pdist, peak_point=point, barrier_change=b_change,
                         peak_measure=p_meas, fperp=np.sqrt(_dot(Fp, Fp)), dense_distance=dist,
                         dense_energies=prof)
+
+
+def _reparametrize_split(X, frac, c):
+    """Reparametrise each band on both sides of its image c (n,), which stays put:
+    images 0..c at fractions frac[:c+1] / frac[c] of the part up to it, images
+    c..B-1 likewise on the rest."""
+    Y = X.copy()
+    B = X.shape[1]
+    for ci in np.unique(c):                 # bands grouped by c: each group vectorised
+        g = np.flatnonzero(c == ci)
+        f = frac[g]
+        fc = f[:, ci:ci + 1]
+        if ci >= 2:
+            Y[g, :ci + 1] = reparametrize(X[g, :ci + 1], f[:, :ci + 1] / fc)
+        if B - ci >= 3:
+            Y[g, ci:] = reparametrize(X[g, ci:], (f[:, ci:] - fc) / (1.0 - fc))
+    return Y
 
 
 def _polyline_points(X, u):

@@ -399,6 +399,39 @@ def test_string_converges_on_the_crease_with_the_exact_barrier():
     assert not old.converged and old.fmax_final > 1.0
 
 
+def test_climbing_string_lands_on_the_kink_saddle():
+    for n in (8, 16):
+        r = string_method(crease_well, [-1.0, 0.5], [1.0, 0.5], n_images=n, climb=True,
+                          **CW_KW).squeeze()
+        assert r.converged and r.peak_measure <= 1e-3   # full-ball sampled min-norm
+        c = r.peak_image()
+        # the climbing image sits on the saddle (0, 0) of the crease, E = 1 (measured: 1 - 3e-10
+        # with 8 images, 1 - 3e-14 with 16)
+        np.testing.assert_allclose(r.energies[c], 1.0, atol=1e-8)
+        np.testing.assert_allclose(r.images[c], [0.0, 0.0], atol=1e-4)
+        # the path through the images still cuts the crease's curve: its maximum is higher
+        assert r.peak_energy >= r.energies[c]
+
+
+def test_climbing_string_mueller_brown_saddle_is_stationary():
+    r = string_method(mueller_brown, MB_A, MB_B, n_images=16, max_iter=5000, step=1e-5,
+                      step_max=1e-2, max_step=0.01, gs_radius=1e-4, gs_tol=1e-2, etol=1e-6,
+                      regrid_every=100, regrid_until=500, climb=True).squeeze()
+    assert r.converged
+    c = r.peak_image()
+    (xs, ys), Es = MB_SADDLES["AC"]
+    np.testing.assert_allclose(r.images[c], [xs, ys], atol=1e-3)
+    np.testing.assert_allclose(r.energies[c], Es, atol=0.01)
+    # a smooth saddle: the gradient itself vanishes there (the 3-decimal tabulated point: 0.19)
+    assert np.linalg.norm(mueller_brown(r.images[c][None])[1]) < 1e-2
+    # double well, even image count: the climbing image, not a grid point, finds E = 1
+    r = string_method(curved, [-1.0, 0.5], [1.0, 0.5], n_images=16, max_iter=3000, step=0.01,
+                      step_max=0.5, max_step=0.05, gs_radius=1e-4, gs_tol=1e-3, etol=1e-9,
+                      regrid_every=50, regrid_until=200, climb=True).squeeze()
+    assert r.converged
+    np.testing.assert_allclose(r.energies.max(), 1.0, atol=1e-12)
+
+
 def test_string_barrier_error_shrinks_like_h_squared_on_the_crease():
     ex = []
     for n in (9, 17, 33):
