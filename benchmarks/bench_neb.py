@@ -1,10 +1,14 @@
-"""Benchmark: batched NEB between canonical W_f and many 5x5 minima (G&W Fig. 4).
+"""Benchmark: batched band methods between canonical W_f and many 5x5 minima (G&W Fig. 4).
 
-Runs ``relunet.neb.neb`` on Bn bands of B images (default 100 x 32, D = 136)
-with every movable image of every unfinished band in ONE
-``kernels.loss_and_grad`` call per iteration, and prints the wall time, the
-share of time spent in the kernel, iterations and the share of bands
-converged at ``--fmax``.
+Runs ``relunet.neb.neb`` (NEB: improved tangent, FIRE, optional climbing image)
+and ``relunet.neb.string_method`` (string method with the nonsmooth
+convergence criterion, climbing image) on Bn bands of B images (default
+100 x 32, D = 136), with every movable image of every unfinished band in ONE
+``kernels.loss_and_grad`` call per iteration, and prints for each the wall
+time, the share of time spent in the kernel, iterations and the share of bands
+converged (NEB: max force <= ``--fmax``; string: barrier stable to ``--etol``
+over the window and sampled min-norm gradient <= ``--gs-tol`` at the climbing
+image). ``--method`` picks one of them.
 
 Endpoints: ``--endpoints FILE.npz`` with arrays 'start' (P,) or (Bn, P) and
 'end' (Bn, P); otherwise stand-in minima are made here by full-batch gradient
@@ -15,6 +19,7 @@ training set. Both ends are de-symmetrised with ``symmetry.canonicalize``
 
     python benchmarks/bench_neb.py                      # default, a few minutes
     python benchmarks/bench_neb.py --bands 10 --max-iter 200     # quick look
+    python benchmarks/bench_neb.py --method string --bands 20
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import numpy as np
 from relunet import init_stack, kernels
 from relunet.construct import WF_ARCH, build_wf
 from relunet.data import wf_training_set
-from relunet.neb import neb
+from relunet.neb import neb, string_method
 
 
 def stand_in_minima(n, x, t, steps, lr=1e-3, mu=0.9, seed0=0):
@@ -60,7 +65,10 @@ def main(argv=None):
     p.add_argument("--dt", type=float, default=0.1)
     p.add_argument("--dt-max", type=float, default=None)
     p.add_argument("--max-step", type=float, default=0.2)
-    p.add_argument("--climb", action="store_true")
+    p.add_argument("--climb", action="store_true", help="NEB: climbing image")
+    p.add_argument("--method", choices=("both", "neb", "string"), default="both")
+    p.add_argument("--etol", type=float, default=1e-4, help="string: barrier change allowed")
+    p.add_argument("--gs-tol", type=float, default=1e-2, help="string: sampled min-norm allowed")
     p.add_argument("--out", help="save the bands to this .npz")
     a = p.parse_args(argv)
 
@@ -91,24 +99,49 @@ def main(argv=None):
         rows[0] += len(X)
         return out
 
-    t0 = time.perf_counter()
-    r = neb(efun, start, end, n_images=a.images, k_spring=a.k_spring, climb=a.climb,
-            fmax=a.fmax, max_iter=a.max_iter, dt=a.dt, dt_max=a.dt_max, max_step=a.max_step)
-    wall = time.perf_counter() - t0
-    it = r.iterations
-    print(f"NEB {len(it)} bands x {a.images} images, D = {WF_ARCH.P}: wall {wall:.1f} s, "
-          f"kernel {t_kernel[0]:.1f} s ({100 * t_kernel[0] / wall:.0f}%), "
-          f"{rows[0] / t_kernel[0]:.0f} network evaluations/s")
-    print(f"iterations: min {it.min()}, median {int(np.median(it))}, max {it.max()}; "
-          f"{wall / max(it.max(), 1) * 1e3:.0f} ms per iteration at most")
-    q = np.quantile(r.fmax_final, [0.0, 0.5, 1.0])
-    print(f"converged at fmax {a.fmax:g}: {r.converged.mean():.0%} of bands; "
-          f"final max force min/median/max {q[0]:.3g} / {q[1]:.3g} / {q[2]:.3g}")
-    print(f"barrier above W_f: median {np.median(r.barrier()):.4g}; "
-          f"path length median {np.median(r.distance[:, -1]):.3g}")
+    def timing(name, wall, it):
+        print(f"{name}: {len(it)} bands x {a.images} images, D = {WF_ARCH.P}: wall {wall:.1f} s, "
+              f"kernel {t_kernel[0]:.1f} s ({100 * t_kernel[0] / wall:.0f}%), "
+              f"{rows[0] / t_kernel[0]:.0f} network evaluations/s")
+        print(f"  iterations: min {it.min()}, median {int(np.median(it))}, max {it.max()}; "
+              f"{wall / max(it.max(), 1) * 1e3:.0f} ms per iteration at most")
+
+    chord = np.linalg.norm(np.atleast_2d(end) - np.atleast_2d(start), axis=-1)
+    out = {}
+    if a.method in ("both", "neb"):
+        t0 = time.perf_counter()
+        r = neb(efun, start, end, n_images=a.images, k_spring=a.k_spring, climb=a.climb,
+                fmax=a.fmax, max_iter=a.max_iter, dt=a.dt, dt_max=a.dt_max, max_step=a.max_step)
+        timing("NEB", time.perf_counter() - t0, r.iterations)
+        q = np.quantile(r.fmax_final, [0.0, 0.5, 1.0])
+        print(f"  converged at fmax {a.fmax:g}: {r.converged.mean():.0%} of bands; "
+              f"final max force min/median/max {q[0]:.3g} / {q[1]:.3g} / {q[2]:.3g}")
+        print(f"  highest image above W_f: median {np.median(r.barrier()):.4g}; path/chord median "
+              f"{np.median(r.distance[:, -1] / chord):.3g}, max {np.max(r.distance[:, -1] / chord):.3g}")
+        out.update(neb_images=r.images, neb_energies=r.energies, neb_converged=r.converged,
+                   neb_iterations=r.iterations, neb_fmax_final=r.fmax_final)
+    if a.method in ("both", "string"):
+        t_kernel[0], rows[0] = 0.0, 0
+        t0 = time.perf_counter()
+        r = string_method(efun, start, end, n_images=a.images, max_iter=a.max_iter, climb=True,
+                          etol=a.etol, gs_tol=a.gs_tol)
+        timing("string", time.perf_counter() - t0, r.iterations)
+        conv = r.converged
+        bc = r.barrier_change[np.isfinite(r.barrier_change)]
+        print(f"  converged (barrier stable to {a.etol:g} and sampled min-norm <= {a.gs_tol:g}): "
+              f"{conv.mean():.0%} of bands; iterations of converged bands median "
+              f"{int(np.median(r.iterations[conv])) if conv.any() else 0}")
+        print(f"  barrier change over the window median {np.median(bc) if bc.size else np.inf:.3g}; "
+              f"sampled min-norm median {np.nanmedian(r.peak_measure) if np.isfinite(r.peak_measure).any() else np.nan:.3g}")
+        print(f"  path maximum above W_f: median {np.median(r.barrier()):.4g}; climbing image "
+              f"median {np.median(r.energies.max(1) - r.energies[:, 0]):.4g}; path/chord median "
+              f"{np.median(r.distance[:, -1] / chord):.3g}, max {np.max(r.distance[:, -1] / chord):.3g}")
+        out.update(string_images=r.images, string_energies=r.energies,
+                   string_converged=r.converged, string_iterations=r.iterations,
+                   string_peak_energy=r.peak_energy, string_barrier_change=r.barrier_change,
+                   string_peak_measure=r.peak_measure)
     if a.out:
-        np.savez(a.out, images=r.images, energies=r.energies, distance=r.distance,
-                 converged=r.converged, iterations=r.iterations, fmax_final=r.fmax_final)
+        np.savez(a.out, **out)
 
 
 if __name__ == "__main__":
