@@ -123,9 +123,11 @@ a later refinement into a saddle point.
 Convergence criterion (both must hold, judged at checks every ``check_every``
 iterations on a frozen grid):
 
-1. stability of the barrier: max - min of the peak energy over the last
-   ``window`` checks <= ``etol``. This is the quantity the band is run for, and
-   it is insensitive to force jumps. Draxler et al. (ICML 2018), who ran
+1. stability of the barrier: max - min of the peak energy (``watch="path"``)
+   or of the highest image's energy (``watch="image"``; with ``climb`` the
+   climbing image, the saddle estimate) over the last ``window`` checks <=
+   ``etol``. This is the quantity the band is run for, and it is insensitive
+   to force jumps. Draxler et al. (ICML 2018), who ran
    AutoNEB on ReLU networks, read their barriers off the same dense
    interpolation but stopped on a fixed budget, with no tolerance at all;
 2. nonsmooth stationarity where the barrier is read off: at the images that
@@ -494,7 +496,7 @@ class StringResult:
     peak_t: np.ndarray          # (Bn,) position of the peak on that segment, in [0, 1]
     peak_distance: np.ndarray   # (Bn,) arc length from the start to the peak
     peak_point: np.ndarray      # (Bn, D)
-    barrier_change: np.ndarray  # (Bn,) max - min of peak_energy over the last window (inf: no full window)
+    barrier_change: np.ndarray  # (Bn,) max - min of the watched barrier over the last window (inf: none)
     peak_measure: np.ndarray    # (Bn,) sampled min-norm perpendicular force at the peak images (nan: not measured)
     fperp: np.ndarray           # (Bn, B-2) single-point |F_perp| per movable image (diagnostic only)
     dense_distance: np.ndarray  # (Bn, M) arc length of the dense profile
@@ -724,7 +726,7 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                   peak_weight: float = 0.25,
                   check_every: int = 10, window: int = 20, etol: float = 1e-4,
                   gs_radius: float = 1e-2, gs_samples: int = 16, gs_tol: float = 1e-2,
-                  climb: bool = False, seed: int = 0) -> StringResult:
+                  climb: bool = False, watch: str = "path", seed: int = 0) -> StringResult:
     """Relax Bn strings at once and stop each on the nonsmooth criterion (module docstring).
 
     Parameters
@@ -762,6 +764,13 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
         (the images on either side are spread over their own part of the band
         by the grid), and the stationarity test samples the FULL gradient in a
         ball around it (a Clarke epsilon-stationary point: a saddle candidate).
+        Only an image that is a maximum along the band climbs, and it moves at
+        most half way to a neighbour per step; a band whose highest point is an
+        endpoint has no climber and is tested as without ``climb``.
+    watch : the barrier whose stability over the window is required: "path", the
+        maximum of the dense profile, or "image", the highest image's energy
+        (with ``climb``: the climbing image, the saddle estimate, which does not
+        depend on how the straight segments next to it cut corners).
     seed : seed of the fixed sampling directions (shared by all bands).
 
     Returns
@@ -788,6 +797,8 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
     for name, val in (("n_dense", n_dense), ("check_every", check_every), ("window", window),
                       ("gs_samples", gs_samples)):
         _check_number(name, val, integer=True)
+    if watch not in ("path", "image"):
+        raise ValueError(f"watch must be 'path' or 'image', got {watch!r}")
     if n_dense < 2:
         raise ValueError(f"n_dense must be >= 2 (one interior point per segment), got {n_dense}")
     for name, val in (("max_iter", max_iter), ("regrid_every", regrid_every),
@@ -818,6 +829,7 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
     b_change, p_meas = np.full(Bn, np.inf), np.full(Bn, np.nan)
     gs_want = np.zeros(Bn, bool)                    # sample the peak images at the next check
     gs_seg = np.full(Bn, -1)
+    gs_climb = np.zeros(Bn, bool)                   # ... at the climbing image
     Ed_last = np.zeros((Bn, B - 1, nd - 1))
     E, G = np.zeros((Bn, B)), np.zeros((Bn, B, D))
 
@@ -842,11 +854,19 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
             if climbing:        # the highest image also climbs: + (G.tau) tau, own step
                 r = np.arange(a.size)
                 c = np.argmax(E[a, 1:-1], axis=1)
+                Ea = E[a]
+                # only a maximum along the band climbs (not an image below a higher endpoint)
+                ok = (Ea[r, c + 1] >= Ea[r, c]) & (Ea[r, c + 1] >= Ea[r, c + 2])
                 gp, hp = g_par[r, c], h_par[a, c]
                 hp = np.where(gp * g_old[a, c] < 0.0, 0.5 * hp, np.minimum(grow * hp, step_max))
                 hp = np.where(c == c_old[a], hp, float(step))            # a new climber
-                h_par[a, c], g_old[a, c], c_old[a] = hp, gp, c
-                dr[r, c] += (hp * gp)[:, None] * tau[r, c]
+                h_par[a, c], g_old[a, c], c_old[a] = hp, gp, np.where(ok, c, -1)
+                # at most half way to the neighbour it moves towards: it stays inside the band
+                seg = np.sqrt(_dot(np.diff(X[a], axis=1), np.diff(X[a], axis=1)))
+                room = 0.5 * np.where(gp > 0, seg[r, c + 1], seg[r, c])
+                move = np.clip(hp * gp, -room, room)
+                dr[r, c] += np.where(ok, move, 0.0)[:, None] * tau[r, c]
+                c = np.where(ok, c, -1)
             Xa = X[a]
             Xa[:, 1:-1] += _cap(dr, max_step)
             regrid = regrid_every > 0 and it % regrid_every == 0 and it <= regrid_until
@@ -864,13 +884,13 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
         if check:
             parts.append(_dense_points(X[a], nd).reshape(-1, D))
             g_b = a[gs_want[a]]
-            if climb:               # the climbing image, full ball, full gradient
-                pk = np.stack([gs_seg[g_b], gs_seg[g_b]], axis=1)
-                g_tau = None
-            else:                   # the images bounding the peak segment, perpendicular
-                pk = np.stack([gs_seg[g_b], gs_seg[g_b] + 1], axis=1)      # (ng, 2) images
-                g_tau = _central_tangents(X[g_b])[np.arange(g_b.size)[:, None],
-                                                  np.clip(pk - 1, 0, B - 3)].reshape(-1, D)
+            # a climbing image: full ball, full gradient (zero tangent); otherwise the
+            # images bounding the peak segment, in their perpendicular hyperplanes
+            mode = gs_climb[g_b]
+            pk = np.stack([gs_seg[g_b], np.where(mode, gs_seg[g_b], gs_seg[g_b] + 1)], axis=1)
+            g_tau = _central_tangents(X[g_b])[np.arange(g_b.size)[:, None],
+                                              np.clip(pk - 1, 0, B - 3)]
+            g_tau = np.where(mode[:, None, None], 0.0, g_tau).reshape(-1, D)
             pk_ok = (pk >= 1) & (pk <= B - 2)
             g_pts = X[g_b[:, None], pk]                                    # (ng, 2, D)
             if g_b.size:
@@ -895,7 +915,7 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
             peak_t[a] = np.where(idx // nd > B - 2, 1.0, (idx % nd) / nd)
             # the window: only on a frozen grid
             if frozen_at(it):
-                hist[a, n_hist[a] % window] = peak_E[a]
+                hist[a, n_hist[a] % window] = peak_E[a] if watch == "path" else E[a].max(axis=1)
                 n_hist[a] += 1
             full_w = n_hist[a] >= window              # then every entry is filled
             b_change[a] = np.inf
@@ -905,6 +925,8 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
             e_ok = full_w & (b_change[a] <= etol)
             # gradient sampling at the peak images requested at the previous check
             top = np.argmax(E[a, 1:-1], axis=1) + 1                    # highest movable image
+            ra = np.arange(a.size)
+            interior = (E[a][ra, top] >= E[a][ra, top - 1]) & (E[a][ra, top] >= E[a][ra, top + 1])
             if g_b.size:
                 Gs = Gall[k + kd:].reshape(g_b.size * 2, m, D)
                 G0 = G[g_b[:, None], pk].reshape(-1, D)
@@ -912,12 +934,13 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                 rho = np.where(pk_ok, rho, 0.0).max(axis=1)             # fixed endpoints: no force
                 p_meas[g_b] = rho
                 pos = np.searchsorted(a, g_b)
-                same = (top[pos] if climb else new_j[pos]) == gs_seg[g_b]
+                same = np.where(mode, top[pos], new_j[pos]) == gs_seg[g_b]
                 ok = e_ok[pos] & same & (rho <= gs_tol)
                 converged[g_b[ok]] = True
             peak_j[a] = new_j
             gs_want[a] = e_ok & ~converged[a]
-            gs_seg[a] = top if climb else new_j
+            gs_climb[a] = climb & interior
+            gs_seg[a] = np.where(gs_climb[a], top, new_j)
         if bad.any():
             warnings.warn(f"{bad.sum()} band(s) met non-finite energies or forces and were "
                           f"stopped (converged=False)", RuntimeWarning, stacklevel=2)
@@ -948,13 +971,17 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
 
 
 def _reparametrize_split(X, frac, c):
-    """Reparametrise each band on both sides of its image c (n,), which stays put:
+    """Reparametrise each band on both sides of its image c (n,), which stays put
+    (c <= 0: no such image, the band is reparametrised as a whole):
     images 0..c at fractions frac[:c+1] / frac[c] of the part up to it, images
     c..B-1 likewise on the rest."""
     Y = X.copy()
     B = X.shape[1]
     for ci in np.unique(c):                 # bands grouped by c: each group vectorised
         g = np.flatnonzero(c == ci)
+        if ci <= 0:                         # no climbing image: the plain reparametrisation
+            Y[g] = reparametrize(X[g], frac[g])
+            continue
         f = frac[g]
         fc = f[:, ci:ci + 1]
         if ci >= 2:

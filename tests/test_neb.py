@@ -432,6 +432,18 @@ def test_climbing_string_mueller_brown_saddle_is_stationary():
     np.testing.assert_allclose(r.energies.max(), 1.0, atol=1e-12)
 
 
+def test_climbing_string_without_an_interior_maximum_stays_put():
+    # from the minimum (-1, 0.5) up to the saddle (0, 0) itself: the energy rises all the way,
+    # so no image may climb (it would run off past the end); the barrier is the end, E = 1
+    r = string_method(curved, [-1.0, 0.5], [0.0, 0.0], n_images=9, max_iter=2000, step=0.01,
+                      step_max=0.5, max_step=0.05, gs_radius=1e-4, gs_tol=1e-4, etol=1e-9,
+                      regrid_every=0, climb=True, watch="image").squeeze()
+    assert r.converged
+    assert r.peak_energy == r.energies[-1] == 1.0 and r.peak_segment == 7 and r.peak_t == 1.0
+    assert np.all(np.diff(r.energies) > 0)
+    assert r.distance[-1] < 1.5 * np.hypot(1.0, 0.5)
+
+
 def test_string_barrier_error_shrinks_like_h_squared_on_the_crease():
     ex = []
     for n in (9, 17, 33):
@@ -549,6 +561,7 @@ def test_string_network_band(tiny_minima):
     (dict(gs_tol=-1.0), "gs_tol"),
     (dict(window=0), "window"),
     (dict(regrid_every=-1), "regrid_every"),
+    (dict(watch="both"), "watch"),
     (dict(efun=None), "efun"),
 ])
 def test_string_bad_input(kwargs, match):
