@@ -113,6 +113,17 @@ surfaces of :mod:`relunet.potentials`):
   ``regrid_every`` iterations up to ``regrid_until`` and then frozen, so that
   "converged" refers to a fixed problem.
 
+Climbing image (optional, ``climb=True``; climbing string of Ren &
+Vanden-Eijnden, J. Chem. Phys. 138, 134105 (2013)). On the frozen grid the
+highest image, if it is a maximum along the band, climbs along the tangent
+with a step of its own (an image crossing a crease sideways halves only its
+perpendicular step) and is left in place by the reparametrisation, which
+spreads the other images on either side of it. It converges to a point that
+is a maximum along the path and a minimum across it: a saddle estimate, which
+on a rugged landscape can lie well below the path maximum, because a straight
+segment between two relaxed images can cut across a ridge. Its energy is then
+the better-resolved barrier, and ``watch="image"`` makes the window watch it.
+
 Barrier. The band's peak is the maximum of the true energy on the polyline
 through the images: ``n_dense`` points per segment, then zoomed in three
 rounds. It is the highest point of an actual path between the endpoints, hence
@@ -145,7 +156,10 @@ iterations on a frozen grid):
    kink is one arbitrary element of it. Fewer samples can only raise the
    measure, so the test errs on the side of "not converged". It is evaluated
    at the check after (1) first holds, and must find the peak on the same
-   segment.
+   segment. With a climbing image the test is taken at the climbing image
+   itself, with the FULL gradient sampled in a full ball: a small value says
+   the point is Clarke epsilon-stationary, the nonsmooth meaning of "saddle
+   candidate" (whose index a later refinement has to settle).
 
 Images away from the peak need not be relaxed for the barrier to be right
 (descent elsewhere can only lower the path); their single-point forces are

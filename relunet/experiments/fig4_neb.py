@@ -276,26 +276,42 @@ def report(cfg: Config, ctx) -> str:
     dB = np.abs(d["study_peak_energy"] - peak[s_idx]) if s_idx.size else np.zeros(0)
     dT = np.abs(d["study_top_energy"] - top[s_idx]) if s_idx.size else np.zeros(0)
     if s_ok.any():
-        study_row = (f"{int(s_ok.sum())} of {s_idx.size} rerun bands converged again; |change of "
-                     f"the path barrier| {_q(dB[s_ok])}, max {fmt(dB[s_ok].max())}, < 1e-4 for "
-                     f"{np.mean(dB[s_ok] < 1e-4):.0%}; climbing image energy: {_q(dT[s_ok])}")
-        verdict = ("met" if np.all(dB[s_ok] < 1e-4) else
-                   "not met: the barrier still depends on the resolution of the band")
+        study_row = (f"{int(s_ok.sum())} of {s_idx.size} rerun bands converged again. |change| of "
+                     f"the climbing image energy (saddle estimate): {_q(dT[s_ok])}, max "
+                     f"{fmt(dT[s_ok].max())}, < 1e-4 for {np.mean(dT[s_ok] < 1e-4):.0%}; of the "
+                     f"path maximum: {_q(dB[s_ok])}, max {fmt(dB[s_ok].max())}, < 1e-4 for "
+                     f"{np.mean(dB[s_ok] < 1e-4):.0%}")
+        verdict = ("met for the climbing image" if np.all(dT[s_ok] < 1e-4) else
+                   f"not met: the climbing image moves >= 1e-4 in "
+                   f"{np.mean(dT[s_ok] >= 1e-4):.0%} of them")
+        verdict += ("; met for the path maximum" if np.all(dB[s_ok] < 1e-4) else
+                    "; not met for the path maximum (it depends on how many images cut across "
+                    "the ridges)")
     else:
         study_row, verdict = f"no band converged in both runs ({s_idx.size} rerun)", "not measured"
-    # bands above the constant predictor's MSE
+    # bands above the constant predictor's MSE, sorted by where the excess sits
     high = peak > var_t
     end_high = E[:, -1] >= var_t - 1e-9           # the minimum itself predicts the mean
-    hi_conv = high & conv & ~end_high
-    hi_unconv = high & ~conv & ~end_high
-    explain = (f"{int(high.sum())} of {n} bands peak above var(t) = {fmt(var_t)}: "
-               f"{int((high & end_high).sum())} end at a minimum that itself predicts the mean "
-               f"(E_end = var(t): its barrier is its own level, no barrier); "
-               f"{int(hi_conv.sum())} converged, so a real ridge on the path (peak "
-               f"{_q(peak[hi_conv])}, at {_q(d['peak_distance'][hi_conv])} from W_f along the "
-               f"path; climbing image {_q(top[hi_conv])}); {int(hi_unconv.sum())} not converged "
-               f"(unresolved). The straight segments W_f -> minimum peak at "
-               f"{_q(d['straight_max'])}, above var(t) for {np.mean(d['straight_max'] > var_t):.0%}")
+    between = high & ~end_high & (top <= var_t)   # only the segments between images rise above
+    real = high & ~end_high & (top > var_t) & conv
+    unres = high & ~end_high & (top > var_t) & ~conv
+    s_between = between[s_idx] & s_ok if s_idx.size else np.zeros(0, bool)
+    drop = (peak[s_idx] - d["study_peak_energy"])[s_between] if s_idx.size else np.zeros(0)
+    explain = (f"{int(high.sum())} of {n} bands have a path maximum above var(t) = "
+               f"{fmt(var_t)}. {int((high & end_high).sum())} end at a minimum that itself "
+               f"predicts the mean (E_end = var(t): no barrier above its own level). "
+               f"{int(between.sum())} rise above var(t) only between images: their highest "
+               f"image, the climbing image, stays below (median {_q(top[between])}), so the "
+               f"excess is a straight segment cutting across a ridge, an artefact of the "
+               f"band's resolution"
+               + (f" (doubling the images lowered the path maximum of {drop.size} such bands "
+                  f"by {_q(drop)})" if drop.size else "") + ". "
+               f"{int(real.sum())} have a converged climbing image above var(t), a real "
+               f"barrier" + (f" ({_q(top[real])}, {_q(d['peak_distance'][real])} from W_f "
+                             f"along the path)" if real.any() else "") + "; "
+               f"{int(unres.sum())} have their highest image above var(t) and did not "
+               f"converge (unresolved). For comparison the straight segments W_f -> minimum "
+               f"peak at {_q(d['straight_max'])}")
     what = "climbing image energy" if cfg.watch == "image" else "path maximum"
     crit = (f"{what} moved <= {cfg.etol:g} over {cfg.window} checks x {cfg.check_every} "
             f"iterations on the frozen grid AND sampled min-norm gradient at the climbing image "
@@ -319,8 +335,7 @@ def report(cfg: Config, ctx) -> str:
         f"| convergence study: images and iterations doubled | {study_row} | not done | "
         f"target < 1e-4: {verdict} |",
         f"| bands above the constant predictor's MSE | {explain} | not stated | "
-        + ("explained" if not hi_unconv.any() else
-           f"{int(hi_unconv.sum())} unexplained (not converged)") + " |",
+        + ("explained" if not unres.any() else f"{int(unres.sum())} unresolved") + " |",
         f"| barrier from the local minimum (path max - E_end) | all: {_q(barrier)}; converged: "
         f"{_q(barrier[conv])} | 'flat and slightly bumpy' | "
         + ("reproduced: bumps are small against the drop"
