@@ -15,6 +15,7 @@ _MODULES = [
     "fig5_basin",
     "hessian_spectra",
     "minima_geometry",
+    "ext_disconnectivity",
     "wide_10x10",
     "high_freq",
 ]

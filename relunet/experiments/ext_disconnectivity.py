@@ -1,0 +1,493 @@
+"""Beyond the paper: a disconnectivity graph of W_f and the quenched minima (issue 8, item 6).
+
+G&W describe the landscape of W_f through paths from W_f to single local
+minima (Fig. 4). How the minima are organised among themselves, which of them
+are separated from W_f by how high a barrier, is the question a
+disconnectivity graph answers (Becker & Karplus, J. Chem. Phys. 106, 1495
+(1997); Wales, Miller & Walsh, Nature 394, 758 (1998); :mod:`relunet.disconnectivity`).
+
+Minima. Canonical W_f and the first ``n_minima`` quenched students of each
+main run (:mod:`relunet.experiments.quench_minima`), all de-symmetrised
+(relunet.symmetry.canonicalize), so that two networks computing the same
+function by a rescaling or permutation of hidden units are one point. Certified
+minima (types minimum, kink-minimum, global-minimum) are taken first, then
+certified points whose type the one-sided curvatures leave open
+(degenerate-kink), then uncertified ones; certified saddles are left out (they
+are not minima). A minimum within ``dedup_tol`` of one already taken (two
+students that quenched to the same point) is dropped.
+
+Edges. The pairs to join are chosen by canonical distance, as in the
+discrete-path sampling practice of joining nearest neighbours (Wales, Mol.
+Phys. 100, 3285 (2002)): every minimum to its ``k_neighbours`` nearest, W_f
+to its ``wf_neighbours`` nearest (its funnel is what we ask about), and the
+edges of the Euclidean minimum spanning tree of all minima. A k-nearest-
+neighbour graph alone can fall apart into clusters (then the disconnectivity
+graph is a forest and no barrier between clusters exists); the spanning tree
+adds the shortest pair between any two parts, so every minimum is joined to
+W_f by some chain of bands. Pairs are deduplicated.
+
+Barriers. Every pair is relaxed as one band, all bands batched in one energy
+call per iteration, by the climbing string of :func:`relunet.neb.string_method`
+(a stopping rule that holds on a piecewise-smooth loss: the band's barrier
+stable to ``etol`` over a window of checks on a frozen grid, and the sampled
+Clarke measure of the gradient around the climbing image at most ``gs_tol``;
+see that module). The edge energy is the band's *path maximum*: the maximum of
+the loss on the dense polyline through its images, located to a small fraction
+of a segment. It is the top of an actual path between the two minima, hence an
+upper bound on their mountain-pass barrier whether or not the band converged,
+and it is the quantity the stopping rule watches (``watch="path"``).
+
+Why not the climbing image's energy, the usual transition-state estimate? On
+these bands it is not a barrier of any path: with 12 images over a canonical
+distance of 12-17 the loss between neighbouring images rises well above the
+images (on W_f's bands measured 0.02-0.11 above the highest image, with
+converged bands among them), so the images alone would report a landscape
+lower than any path we have. The highest image's energy is stored
+(``image_max``) and the report gives the gap.
+
+W_f's bands decide the barrier the graph is built for, so they are relaxed a
+second time with ``wf_images`` images; both relaxations give real paths, so
+the lower path maximum is the edge energy (and that band's convergence flag
+the edge's). The report gives how much the second relaxation moved them: on
+these landscapes by up to 0.2 either way at the default budget, which says
+that the W_f barriers are upper bounds, not converged values.
+
+Not done: refining the climbing images into transition states. P-RFO with the
+exact Hessian (:func:`relunet.saddle.network_saddles`), started from the peaks
+of W_f's five bands, converged on none of them in 50 iterations (the energy rose
+far above the band, the index grew to 3-44: the peaks sit on kinks, where a
+Newton model of one piece does not describe the ridge) and took about 12 s a
+point.
+
+Budget (default scale, measured on 2 cores shared with two other jobs, load
+about 4): 51 minima, 139 bands of 12 images, at most 2,500 iterations, 118 s,
+50-60% of the bands converged; W_f's 5 bands again with 24 images, 31 s; 150 s
+in all (111 s of CPU time). 4,000 iterations raised the share of converged
+bands by about 5 points for 60% more time: a band stops when it converges, so
+the cost is set by the slow ones.
+
+The graph. :func:`relunet.disconnectivity.build` floods the landscape on an
+even ladder of ``n_levels`` energies; minimax barriers come from
+:func:`relunet.disconnectivity.barrier_matrix` (exact, no ladder). The
+barrier that separates W_f's funnel from the rest is the level at which W_f's
+superbasin first merges with any other minimum (W_f is the global minimum,
+so that is the energy a walker at W_f must reach to get anywhere else); the
+report also gives the minimax barrier from W_f to every minimum, seen from
+both ends.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..construct import WF_ARCH
+from ..data import wf_training_set
+from ..geometry import pairwise_distances
+from ..kernels import loss, loss_and_grad
+from .base import Timer, check_scale, config_dict
+from .common import OPTIMIZERS, fmt
+
+NAME = "ext_disconnectivity"
+TITLE = "Beyond the paper: the disconnectivity graph of W_f and the quenched minima"
+
+#: quench types that are minima (certified), in order of preference
+MINIMUM_TYPES = ("global-minimum", "minimum", "kink-minimum")
+
+
+@dataclass(frozen=True)
+class Config:
+    scale: str = "default"
+    n_minima: tuple = (("momentum", 25), ("adadelta", 25))   # quenched minima per optimizer
+    k_neighbours: int = 3         # each minimum joined to its k nearest (canonical distance)
+    wf_neighbours: int = 5        # W_f joined to its nearest minima
+    spanning_tree: bool = True    # add the Euclidean minimum spanning tree (connected graph)
+    dedup_tol: float = 1e-4       # canonical distance below which two minima are one
+    n_images: int = 12            # images per band, both ends included
+    max_iter: int = 2500
+    step: float = 1e-3            # initial step of every image
+    step_max: float = 0.5
+    max_step: float = 0.2         # largest displacement of one image in one step
+    n_dense: int = 8              # points per segment of the dense profile
+    regrid_every: int = 100
+    regrid_until: int = 300       # grid frozen after this iteration
+    climb: bool = True            # climbing highest image (climbing string)
+    watch: str = "path"           # the window watches the path maximum (the edge energy)
+    wf_images: int = 24           # W_f's bands relaxed again with this many images (0: not)
+    check_every: int = 10
+    window: int = 20
+    etol: float = 1e-4            # peak energy stable to this over the window
+    gs_radius: float = 1e-2
+    gs_tol: float = 1e-2
+    n_levels: int = 40            # energy ladder of the graph, up to the last merge
+
+
+PRESETS = {
+    "smoke": dict(n_minima=(("momentum", 4), ("adadelta", 4)), k_neighbours=2,
+                  wf_neighbours=2, n_images=6, wf_images=8, max_iter=40, regrid_every=10, regrid_until=20,
+                  check_every=5, window=3, n_levels=20),
+    "default": dict(),
+    "paper": dict(n_minima=(("momentum", 100), ("adadelta", 100)), k_neighbours=4,
+                  wf_neighbours=8, n_images=32, wf_images=64, max_iter=4000,
+                  regrid_until=1000),
+}
+
+
+def config(scale: str) -> Config:
+    return Config(scale=check_scale(scale), **PRESETS[scale])
+
+
+# ----------------------------------------------------------------------------
+# choosing minima and edges
+# ----------------------------------------------------------------------------
+def preference(types, certified) -> np.ndarray:
+    """Rank of each quenched point: 0 certified minimum, 1 certified but of open
+    type (degenerate kink), 2 uncertified, 3 certified saddle (never taken)."""
+    types = np.asarray(types).astype(str)
+    certified = np.asarray(certified, dtype=bool)
+    rank = np.full(types.size, 2)
+    rank[certified] = 1
+    rank[certified & np.isin(types, MINIMUM_TYPES)] = 0
+    rank[certified & (np.char.find(types, "saddle") >= 0)] = 3
+    return rank
+
+
+def select(types, certified, n) -> np.ndarray:
+    """Indices of the n preferred points (by rank, then by original order)."""
+    rank = preference(types, certified)
+    order = np.lexsort((np.arange(rank.size), rank))
+    return order[rank[order] < 3][:n]
+
+
+def deduplicate(P, tol) -> np.ndarray:
+    """Mask keeping the first of every group of rows closer than ``tol``."""
+    keep = np.ones(len(P), bool)
+    for i in range(1, len(P)):
+        d = np.linalg.norm(P[:i][keep[:i]] - P[i], axis=1)
+        keep[i] = d.size == 0 or d.min() >= tol
+    return keep
+
+
+def minimum_spanning_tree(D) -> list:
+    """Edges (i, j) of the Euclidean minimum spanning tree of a distance matrix (Prim)."""
+    n = len(D)
+    if n < 2:
+        return []
+    inside = np.zeros(n, bool)
+    inside[0] = True
+    best, link = D[0].astype(float).copy(), np.zeros(n, int)
+    out = []
+    for _ in range(n - 1):
+        c = np.where(inside, np.inf, best)
+        j = int(np.argmin(c))
+        out.append((min(link[j], j), max(link[j], j)))
+        inside[j] = True
+        closer = D[j] < best
+        best = np.where(closer, D[j], best)
+        link = np.where(closer, j, link)
+    return out
+
+
+def choose_edges(D, k, k0=0, spanning_tree=True) -> np.ndarray:
+    """Pairs (i < j), sorted: every point to its k nearest, point 0 to its k0
+    nearest, and (optionally) the minimum spanning tree. Shape (m, 2)."""
+    n = len(D)
+    pairs = set()
+    for i in range(n):
+        d = D[i].astype(float).copy()
+        d[i] = np.inf
+        for j in np.argsort(d, kind="stable")[:min(max(k, k0 if i == 0 else 0), n - 1)]:
+            pairs.add((min(i, int(j)), max(i, int(j))))
+    if spanning_tree:
+        pairs.update(minimum_spanning_tree(D))
+    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+
+
+# ----------------------------------------------------------------------------
+# compute
+# ----------------------------------------------------------------------------
+def compute(cfg: Config, ctx) -> None:
+    from ..neb import linear_path, string_method
+    from . import quench_minima
+    st = ctx.results(NAME, cfg)
+    qd = quench_minima.quenched(cfg.scale, ctx)
+    if st.has("graph") and not ctx.force:
+        return
+    timer = Timer()
+    x, t = wf_training_set()
+    pool, group, source, cert, types = [qd["wf_c"][None, :]], [-1], [-1], [True], ["W_f"]
+    offered = {}
+    for k, opt in enumerate(OPTIMIZERS):
+        n = dict(cfg.n_minima).get(opt, 0)
+        if n == 0 or f"{opt}_Wc" not in qd:
+            continue
+        sel = select(qd[f"{opt}_type"], qd[f"{opt}_certified"], n)
+        offered[opt] = len(qd[f"{opt}_Wc"])
+        pool.append(qd[f"{opt}_Wc"][sel])
+        group += [k] * sel.size
+        source += sel.tolist()
+        cert += qd[f"{opt}_certified"][sel].tolist()
+        types += qd[f"{opt}_type"][sel].astype(str).tolist()
+    P = np.concatenate(pool).astype(np.float64)
+    keep = deduplicate(P, cfg.dedup_tol)
+    P = P[keep]
+    group, source = np.array(group)[keep], np.array(source)[keep]
+    cert, types = np.array(cert)[keep], np.array(types)[keep]
+    E = loss(P, WF_ARCH, x, t)
+    D = pairwise_distances(P, WF_ARCH, canonical=False)       # already canonical
+    pairs = choose_edges(D, cfg.k_neighbours, cfg.wf_neighbours, cfg.spanning_tree)
+    efun = lambda X: loss_and_grad(X, WF_ARCH, x, t)            # noqa: E731
+
+    def relax(a, b, n_images):
+        return string_method(efun, P[a], P[b], n_images=n_images, max_iter=cfg.max_iter,
+                             step=cfg.step, step_max=cfg.step_max, max_step=cfg.max_step,
+                             n_dense=cfg.n_dense, climb=cfg.climb, watch=cfg.watch,
+                             regrid_every=cfg.regrid_every, regrid_until=cfg.regrid_until,
+                             check_every=cfg.check_every, window=cfg.window, etol=cfg.etol,
+                             gs_radius=cfg.gs_radius, gs_tol=cfg.gs_tol)
+    res = relax(pairs[:, 0], pairs[:, 1], cfg.n_images)
+    t_bands = timer()
+    ends_E = np.maximum(E[pairs[:, 0]], E[pairs[:, 1]])
+    path_max = np.maximum(res.peak_energy, ends_E)
+    image_max = np.maximum(res.energies.max(axis=1), ends_E)
+    # W_f's bands again with more images: either path is a path, so the lower maximum counts
+    wf = np.flatnonzero(pairs[:, 0] == 0)
+    wf_path_max, wf_conv = np.full(wf.size, np.nan), np.zeros(wf.size, bool)
+    if cfg.wf_images and wf.size:
+        res2 = relax(pairs[wf, 0], pairs[wf, 1], cfg.wf_images)
+        wf_path_max, wf_conv = np.maximum(res2.peak_energy, ends_E[wf]), res2.converged
+    edge_E, conv = path_max.copy(), res.converged.copy()
+    better = wf_path_max < path_max[wf]
+    edge_E[wf[better]], conv[wf[better]] = wf_path_max[better], wf_conv[better]
+    # the straight line between the two minima, on the same dense grid
+    n_line = (cfg.n_images - 1) * cfg.n_dense + 1
+    line = linear_path(P[pairs[:, 0]], P[pairs[:, 1]], n_line)
+    line_E = loss(line.reshape(-1, P.shape[1]), WF_ARCH, x, t).reshape(len(pairs), n_line)
+    chord = np.linalg.norm(P[pairs[:, 1]] - P[pairs[:, 0]], axis=1)
+    st.save_array("graph", minima=P, energies=E, group=group, source=source, certified=cert,
+                  types=types.astype(str), distances=D, pairs=pairs, edge_energy=edge_E,
+                  path_max=path_max, image_max=image_max, converged=conv,
+                  band_converged=res.converged, wf_edges=wf, wf_path_max=wf_path_max,
+                  wf_converged=wf_conv, iterations=res.iterations,
+                  peak_point=res.peak_point,
+                  barrier_change=res.barrier_change, peak_measure=res.peak_measure,
+                  path_length=res.distance[:, -1], chord=chord, line_max=line_E.max(axis=1),
+                  dense_distance=res.dense_distance, dense_energies=res.dense_energies,
+                  offered=np.array([offered.get(o, 0) for o in OPTIMIZERS]),
+                  n_duplicates=np.array([int((~keep).sum())]),
+                  seconds=np.array([timer()]), band_seconds=np.array([t_bands]),
+                  wf_seconds=np.array([timer() - t_bands]),
+                  constant_mse=np.array([float(np.var(t))]))
+    st.save_json("config", config_dict(cfg))
+
+
+# ----------------------------------------------------------------------------
+# the graph from the store
+# ----------------------------------------------------------------------------
+def graph(cfg: Config, ctx, energy: str = "edge_energy"):
+    """(stored arrays, DisconnectivityTree, minimax barrier matrix), the edges
+    weighted by ``energy``: "edge_energy" (path maxima, W_f's bands the lower of
+    their two relaxations) or "path_max" (path maxima of the first relaxation)."""
+    from .. import disconnectivity as dg
+    d = ctx.results(NAME, cfg).load_array("graph")
+    E = d["energies"]
+    edges = np.column_stack([d["pairs"], d[energy]])
+    B = dg.barrier_matrix((E, edges))
+    # the ladder ends just above the last merge (higher edges change nothing)
+    lo, hi = E.min(), max(E.max(), B[np.isfinite(B)].max())
+    step = (hi - lo) / (cfg.n_levels - 1) if hi > lo else 1.0
+    tree = dg.build(E, edges, levels=lo + step * (np.arange(cfg.n_levels) + 0.5))
+    return d, tree, B
+
+
+def bottleneck_edges(n, pairs, edge_energy, root=0) -> np.ndarray:
+    """For every minimum j, the edge that sets its minimax barrier to ``root``
+    (Kruskal: the edge whose addition first joins j's component to root's);
+    -1 for the root itself and for minima never joined to it."""
+    up = np.arange(n)
+
+    def find(i):
+        while up[i] != i:
+            up[i] = up[up[i]]
+            i = up[i]
+        return i
+    out = np.full(n, -1)
+    for e in np.argsort(edge_energy, kind="stable"):
+        a, b = find(pairs[e, 0]), find(pairs[e, 1])
+        if a == b:
+            continue
+        r = find(root)
+        if r in (a, b):
+            other = b if a == r else a
+            members = [j for j in range(n) if find(j) == other]
+            out[members] = e
+        up[b] = a
+    return out
+
+
+def wf_separation(d, B):
+    """The level at which W_f (minimum 0) first shares a superbasin with another
+    minimum, and that minimum's index (the lowest minimax barrier from W_f)."""
+    b = B[0].copy()
+    b[0] = np.inf
+    j = int(np.argmin(b))
+    return float(b[j]), j
+
+
+def plot(cfg: Config, ctx) -> list[str]:
+    from matplotlib.lines import Line2D
+
+    from .. import disconnectivity as dg
+    from ..plots import F_COLOR, OPT_COLORS, OPT_LABELS, figure, savefig
+    d, tree, B = graph(cfg, ctx)
+    group = d["group"]
+    colors = [F_COLOR if g < 0 else OPT_COLORS[OPTIMIZERS[g]] for g in group]
+    fig, (a, b) = figure(2, 1, width=4.2, height=3.4, gridspec_kw=dict(width_ratios=[1.6, 1]))
+    dg.plot(tree, ax=a, colors=colors, highlight=0, linewidth=1.0)
+    sep, j = wf_separation(d, B)
+    const = float(d["constant_mse"][0])
+    if np.isfinite(sep):
+        a.axhline(sep, color=F_COLOR, lw=0.8, ls=":")
+    if const < tree.levels[-1]:
+        a.axhline(const, color="0.4", lw=0.8, ls="--")
+    handles = [Line2D([], [], color=F_COLOR, lw=3, marker="o", ms=5, label="W_f")]
+    handles += [Line2D([], [], color=OPT_COLORS[o], lw=1, label=f"{OPT_LABELS[o]} minimum")
+                for k, o in enumerate(OPTIMIZERS) if np.any(group == k)]
+    if np.isfinite(sep):
+        handles.append(Line2D([], [], color=F_COLOR, lw=0.8, ls=":",
+                              label=f"W_f merges: {sep:.3g}"))
+    if const < tree.levels[-1]:
+        handles.append(Line2D([], [], color="0.4", lw=0.8, ls="--",
+                              label=f"MSE of the mean of f: {const:.3g}"))
+    a.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+             ncol=3, frameon=False)
+    a.set_ylabel("MSE")
+    a.set_title(f"(a) disconnectivity graph: {tree.n_minima} minima, {len(d['pairs'])} bands")
+    # (b) minimax barrier to W_f against each minimum's own energy
+    E = d["energies"]
+    bn = bottleneck_edges(len(E), d["pairs"], d["edge_energy"])
+    solid = (bn >= 0) & d["converged"][np.maximum(bn, 0)]
+    for k, o in enumerate(OPTIMIZERS):
+        m = (group == k) & np.isfinite(B[0])
+        if m.any():
+            b.scatter(E[m & solid], B[0, m & solid], s=14, alpha=0.8, color=OPT_COLORS[o],
+                      label=OPT_LABELS[o])
+            b.scatter(E[m & ~solid], B[0, m & ~solid], s=14, alpha=0.8, facecolors="none",
+                      edgecolors=OPT_COLORS[o])
+    b.scatter([], [], s=14, facecolors="none", edgecolors="0.4",
+              label="open: set by an unconverged\nband (an upper bound)")
+    hi = float(np.nanmax(np.where(np.isfinite(B[0]), B[0], np.nan)))
+    b.plot([0, hi], [0, hi], color="0.5", lw=0.8, ls="--", label="barrier = own energy")
+    b.set_xlabel("MSE at the minimum")
+    b.set_ylabel("minimax barrier to W_f (MSE)")
+    b.set_title("(b) how high a minimum must climb to reach W_f")
+    b.legend(fontsize=7, loc="lower right")
+    return savefig(fig, "ext_disconnectivity", ctx.figures)
+
+
+def report(cfg: Config, ctx) -> str:
+    d, tree, B = graph(cfg, ctx)
+    E, group, cert, pairs = d["energies"], d["group"], d["certified"], d["pairs"]
+    conv, edge_E = d["converged"], d["edge_energy"]
+    n = len(E)
+    q = lambda v: (f"{fmt(np.median(v))} [{fmt(np.quantile(v, 0.1))}, "    # noqa: E731
+                   f"{fmt(np.quantile(v, 0.9))}]" if np.size(v) else "-")
+    roots = len(tree.roots)
+    sep, j = wf_separation(d, B)
+    _, _, B_first = graph(cfg, ctx, "path_max")
+    sep_first, _ = wf_separation(d, B_first)
+    jname = "-" if j == 0 else (f"a {OPTIMIZERS[group[j]]} minimum (MSE {fmt(E[j])}, "
+                                f"canonical distance {fmt(d['distances'][0, j])} from W_f)")
+    fin = np.isfinite(B[0])
+    top = float(np.max(B[0][fin]))
+    const = float(d["constant_mse"][0])
+    mean_like = np.abs(E - const) <= 1e-3
+    wf_edges = (pairs[:, 0] == 0)
+    bn = bottleneck_edges(n, pairs, edge_E)
+    sep_conv = bool(j > 0 and bn[j] >= 0 and conv[bn[j]])
+    solid = int(np.sum((bn >= 0) & conv[np.maximum(bn, 0)]))
+    ratio = d["path_length"] / np.maximum(d["chord"], 1e-300)
+    gain = d["line_max"] - d["path_max"]
+    cut = d["path_max"] - d["image_max"]
+    wf_moved = d["wf_path_max"] - d["path_max"][d["wf_edges"]]
+    near_const = np.abs(B[0, 1:][fin[1:]] - const) <= 0.01 * const
+    crit = (f"{'path maximum' if cfg.watch == 'path' else 'climbing image energy'} stable "
+            f"to {cfg.etol:g} over {cfg.window} checks x {cfg.check_every} iterations on the "
+            f"frozen grid, and the sampled Clarke measure of the gradient around the climbing "
+            f"image (radius {cfg.gs_radius:g}) <= {cfg.gs_tol:g}")
+    lines = [f"## {TITLE}", "", "![disconnectivity](ext_disconnectivity.png)", "",
+             f"Minima: canonical W_f and the first quenched minima of each main run "
+             f"(certified minima first, then the rest; certified saddles left out), "
+             f"{int(d['n_duplicates'][0])} duplicate(s) within canonical distance "
+             f"{cfg.dedup_tol:g} merged. Edges: each minimum to its {cfg.k_neighbours} nearest "
+             f"in canonical distance, W_f to its {cfg.wf_neighbours} nearest"
+             + (", and the minimum spanning tree (so that the graph is connected)"
+                if cfg.spanning_tree else "") +
+             f"; each relaxed as a climbing string of {cfg.n_images} images "
+             f"(relunet.neb.string_method, all bands in one batch, at most {cfg.max_iter} "
+             f"iterations; converged: {crit}). W_f's bands relaxed again with {cfg.wf_images} "
+             "images, the lower maximum kept. Edge energy: the maximum of the loss along the "
+             "relaxed path, the top of an actual path, so an upper bound on the barrier "
+             "(converged or not). Not the climbing image's energy: with so few images the "
+             "loss between images rises above them (row 'path maximum minus highest image'). "
+             "Saddle refinement by P-RFO (relunet.saddle) is not used: from the band peaks it "
+             "did not converge (they sit on kinks). Compute time "
+             f"{fmt(float(d['seconds'][0]))} s (W_f's second relaxation "
+             f"{fmt(float(d['wf_seconds'][0]))} s). "
+             "Values: median [10%, 90%].", "",
+             "| | W_f | momentum | adadelta |", "|---|---|---|---|"]
+
+    def row(name, f):
+        return f"| {name} | " + " | ".join(f(g) for g in (-1, 0, 1)) + " |"
+    lines += [
+        row("minima", lambda g: str(int(np.sum(group == g)))),
+        row("of them certified stationary", lambda g: str(int(np.sum(cert[group == g])))),
+        row("MSE at the minima", lambda g: q(E[group == g])),
+        row(f"predicting the mean of f (MSE within 1e-3 of {fmt(const)})",
+            lambda g: str(int(np.sum(mean_like[group == g])))),
+        row("canonical distance from W_f", lambda g: q(d["distances"][0, group == g])
+            if g >= 0 else "0"),
+        row("minimax barrier to W_f (MSE)", lambda g: q(B[0, (group == g) & fin])
+            if g >= 0 else "-"),
+        row("... seen from the minimum (barrier - its MSE)",
+            lambda g: q((B[0] - E)[(group == g) & fin]) if g >= 0 else "-"),
+    ]
+    lines += ["", "| edges | value |", "|---|---|",
+              f"| bands (edges) | {len(pairs)}, of them {int(wf_edges.sum())} at W_f |",
+              f"| converged | {int(conv.sum())} ({np.mean(conv):.0%}); at W_f "
+              f"{int(conv[wf_edges].sum())} of {int(wf_edges.sum())} |",
+              f"| edge energy (MSE) | all {q(edge_E)}; converged {q(edge_E[conv])} |",
+              f"| path maximum minus highest image | {q(cut)}; converged bands "
+              f"{q(cut[d['band_converged']])} |",
+              f"| W_f's bands with {cfg.wf_images} instead of {cfg.n_images} images: change of "
+              f"the path maximum | " + (", ".join(f"{v:+.3g}" for v in wf_moved)
+                                        if np.isfinite(wf_moved).any() else "-") +
+              f"; converged {int(d['wf_converged'].sum())} of {len(wf_moved)} |",
+              f"| edges above the MSE of the mean of f ({fmt(const)}) | "
+              f"{int(np.sum(edge_E > const))} |",
+              f"| straight-line maximum minus path maximum (what relaxing gained) | {q(gain)} |",
+              f"| path length / chord | {q(ratio)}; <= 1.5: {np.mean(ratio <= 1.5):.0%} |",
+              f"| connected components (trees of the graph) | {roots} |", ""]
+    lines += ["| claim | ours | verdict |", "|---|---|---|",
+              f"| (beyond the paper) the barrier that separates W_f's funnel from the rest: "
+              f"the level at which W_f first merges with another minimum | {fmt(sep)} MSE, "
+              f"with {jname}; from the first relaxation alone {fmt(sep_first)}; every minimum "
+              f"is joined to W_f below {fmt(top)} | not in the paper; "
+              + ("W_f is separated from every other minimum by a barrier above the mean "
+                 "predictor's MSE" if sep > const else
+                 f"a path leaves W_f's funnel {fmt(const - sep)} below the mean "
+                 "predictor's MSE")
+              + ("; the band that sets it converged, so it is a saddle estimate (to the band "
+                 "tolerance)" if sep_conv else "; the band that sets it did not converge, "
+                 "so it is an upper bound") + " |",
+              f"| (beyond the paper) minimax barriers from W_f | set by a converged band for "
+              f"{solid} of {n - 1} minima (the rest are upper bounds); within 1% of the mean "
+              f"predictor's MSE for {int(near_const.sum())} of {int(fin[1:].sum())} | "
+              "not in the paper" + ("; the paths from W_f climb to about the MSE of a "
+                                    "network that predicts the mean of f: to leave W_f, the "
+                                    "network first forgets f" if near_const.mean() >= 0.5
+                                    else "") + " |",
+              f"| (beyond the paper) organisation of the minima | {roots} connected "
+              f"component(s), {tree.n_nodes} merge nodes on {cfg.n_levels} levels | "
+              "not in the paper (no such graph there) |", ""]
+    return "\n".join(lines)
