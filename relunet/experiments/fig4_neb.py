@@ -67,7 +67,7 @@ class Config:
     max_step: float = 0.2         # largest displacement of one image in one step
     n_dense: int = 8              # points per segment of the dense profile
     regrid_every: int = 100
-    regrid_until: int = 400       # grid frozen after this iteration
+    regrid_until: int = 200       # grid frozen after this iteration
     energy_weight: float = 0.5
     peak_weight: float = 0.25
     check_every: int = 10
@@ -224,6 +224,8 @@ def plot(cfg: Config, ctx) -> list[str]:
     a.set_title(f"(a) {len(conv)} string profiles ({int(conv.sum())} converged, solid)")
     k = cfg.example
     dist, e = d["distance"][k], d["energies"][k]
+    b.plot(d["dense_distance"][k], d["dense_energies"][k], color="0.6", lw=0.6, zorder=1,
+           label="loss between the images")
     lc = colored_line(dist, e, dist, ax=b)
     b.scatter(dist, e, c=dist, cmap="viridis", s=10, zorder=3)
     b.set_title("(b) one path, coloured along its length")
