@@ -49,9 +49,12 @@ single autodiff gradient at a kink is one vertex of this set and measures
 nothing there (Kakade & Lee 2018, NeurIPS; Bolte & Pauwels 2021, Math.
 Program. 188); this measure is what replaces the gradient norm.
 
-When a point s has kinks in two layers at once the pieces are not linear in
-the masks; :func:`clarke_measure` then reports ``coupled`` and the caller
-must not certify.
+When a point s has kinks in several layers at once the pieces are not linear
+in its masks; then that point's 2^m pieces are enumerated (:func:`vertices`)
+and the subdifferential is the Minkowski sum, over points, of the hulls of
+each point's pieces (:func:`hull_qp`). If the kink normals are linearly
+dependent, some patterns never occur and the hull over all of them is too
+large: the measure is then not a certificate.
 
 Everything here is NumPy, batched over networks where it matters; it is the
 slow, readable side of the quench (the smooth descent uses the numba kernels).
@@ -210,14 +213,154 @@ def jumps(w, arch: Arch, x, t, entries, masks=None):
     return c[:, None] * Nz, c, Nz
 
 
+MAX_GROUP = 6      #: a point with more kinks than this in several layers is not enumerated
+
+
+def kink_families(w, arch: Arch, x, entries, masks=None):
+    """Kinks that switch together, and the rank of what is left.
+
+    Several pre-activations can share one kink normal: a unit whose inputs are
+    all off at points s1..sk has z = b_j at each of them, so all k kinks are
+    the single kink b_j = 0, on or off together. Such entries (normals
+    parallel, cos > 1 - 1e-10) form one *family*; only families switch
+    independently. Returns (families: list of index arrays into ``entries``,
+    rank of the families' normals, Nz (E, P) the normals).
+    """
+    entries = np.asarray(entries, dtype=np.int64).reshape(-1, 3)
+    if len(entries) == 0:
+        return [], 0, np.zeros((0, arch.P))
+    Nz = preactivation_grads(w, arch, x, entries, masks)
+    norm = np.linalg.norm(Nz, axis=1)
+    U = Nz / np.where(norm > 0, norm, 1.0)[:, None]
+    fam = -np.ones(len(entries), dtype=np.int64)
+    families = []
+    for i in range(len(entries)):
+        if fam[i] >= 0:
+            continue
+        same = np.flatnonzero((fam < 0) & (U @ U[i] > 1.0 - 1e-10))
+        same = np.union1d(same, [i])
+        fam[same] = len(families)
+        families.append(same)
+    reps = np.array([Nz[f[0]] for f in families])
+    return families, int(np.linalg.matrix_rank(reps)), Nz
+
+
+def kink_groups(entries, families):
+    """Groups of families whose one-sided gradients add up independently.
+
+    Kinks of different training points add (the loss is a sum over points),
+    and so do kinks of one point in ONE layer (no path runs through two units
+    of a layer). Families with kinks at one point in SEVERAL layers interact
+    (a path through both switches only when both do): they are one group, whose
+    pieces are all 2^m on/off patterns. Returns a list of arrays of family
+    indices.
+    """
+    entries = np.asarray(entries, dtype=np.int64).reshape(-1, 3)
+    parent = list(range(len(families)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+    fam_of = np.empty(len(entries), dtype=np.int64)
+    for k, f in enumerate(families):
+        fam_of[f] = k
+    for s in np.unique(entries[:, 2]):
+        idx = np.flatnonzero(entries[:, 2] == s)
+        if np.unique(entries[idx, 0]).size > 1:
+            fs = np.unique(fam_of[idx])
+            for f in fs[1:]:
+                parent[find(f)] = find(fs[0])
+    roots = np.array([find(i) for i in range(len(families))], dtype=np.int64)
+    return [np.flatnonzero(roots == r) for r in np.unique(roots)]
+
+
+def vertices(w, arch: Arch, x, t, entries, masks=None):
+    """The pieces around a point with kinks ``entries``, relative to 'all of them off'.
+
+    Returns (L0, g0, V, off, gid, info): loss and gradient with every listed
+    kink off; for every group of families (:func:`kink_families`,
+    :func:`kink_groups`) and every non-zero on/off pattern sigma of it, the
+    gradient change V[k] = G(sigma) - g0 and the value change
+    off[k] = L(sigma) - L0 (0 when the kinks sit exactly at z = 0), and gid[k]
+    its group. A lone kink has one vertex, V = its jump J_a. ``info`` holds
+    families, groups, rank (of the families' normals), Nz and, per vertex,
+    the families switched on (``on``).
+    """
+    entries = np.asarray(entries, dtype=np.int64).reshape(-1, 3)
+    w = np.asarray(w, dtype=np.float64)
+    if masks is None:
+        masks = preactivations(w[None], arch, x)[0] > 0.0
+    base = np.array(masks, dtype=np.float64)
+    li, ji, si = entries[:, 0] - 1, entries[:, 1], entries[:, 2]
+    base[li, ji, si] = 0.0
+    families, rank, Nz = kink_families(w, arch, x, entries, base > 0)
+    groups = kink_groups(entries, families)
+    stack, gid, on_list = [base], [], []
+    for k, grp in enumerate(groups):
+        if grp.size > MAX_GROUP:
+            raise ValueError(f"{grp.size} coupled kink families at one point; at most "
+                             f"{MAX_GROUP} are enumerated")
+        for code in range(1, 2 ** grp.size):
+            on = grp[[(code >> b) & 1 == 1 for b in range(grp.size)]]
+            e = np.concatenate([families[f] for f in on])
+            m = base.copy()
+            m[li[e], ji[e], si[e]] = 1.0
+            stack.append(m)
+            gid.append(k)
+            on_list.append(on)
+    Ls, Gs = masked_loss_and_grad(np.broadcast_to(w, (len(stack), w.size)), arch, x, t,
+                                  np.array(stack))
+    info = dict(families=families, groups=groups, rank=rank, Nz=Nz, on=on_list)
+    return Ls[0], Gs[0], Gs[1:] - Gs[0], Ls[1:] - Ls[0], np.array(gid, dtype=np.int64), info
+
+
+def hull_qp(A, b, gid, lin=None):
+    """min_u |A u + b|^2 / 2 - lin.u  subject to u >= 0 and, per group k, sum_{gid = k} u <= 1.
+
+    Groups of one vertex make this a box problem, solved exactly by BVLS; with
+    larger groups (coupled kinks) SLSQP solves it and the result is made
+    exactly feasible (clipped, group sums scaled to <= 1).
+    """
+    n = A.shape[1]
+    if n == 0:
+        return np.zeros(0)
+    lin = np.zeros(n) if lin is None else lin
+    _, counts = np.unique(gid, return_counts=True)
+    if np.all(counts == 1):
+        if np.any(lin):
+            v = np.linalg.lstsq(A.T, lin, rcond=None)[0]
+            rhs = v - b
+        else:
+            rhs = -b
+        return np.clip(lsq_linear(A, rhs, bounds=(0.0, 1.0), method="bvls", tol=1e-14).x,
+                       0.0, 1.0)
+    from scipy.optimize import minimize
+    G = np.zeros((gid.max() + 1, n))
+    G[gid, np.arange(n)] = 1.0
+    AtA, Atb = A.T @ A, A.T @ b
+    res = minimize(lambda u: 0.5 * u @ AtA @ u + Atb @ u - lin @ u, np.zeros(n),
+                   jac=lambda u: AtA @ u + Atb - lin, method="SLSQP",
+                   bounds=[(0.0, 1.0)] * n,
+                   constraints=[{"type": "ineq", "fun": lambda u: 1.0 - G @ u,
+                                 "jac": lambda u: -G}],
+                   options={"ftol": 1e-20, "maxiter": 500})
+    u = np.clip(res.x, 0.0, 1.0)
+    tot = G @ u
+    return u / np.maximum(tot, 1.0)[gid]
+
+
 class ClarkeResult(dict):
     """Result of :func:`clarke_measure` (a dict with attribute access).
 
-    measure : dist(0, hull of the one-sided gradients);  lam : (E,) the weights
-    of the nearest point (in [0, 1]);  g_min : (P,) that nearest point;
-    g_off : gradient with every listed kink off;  J, c, Nz : as in :func:`jumps`;
-    coupled : True when a point has kinks in two layers (then not a certificate);
-    rank : rank of the kink normals (full rank = every side pattern occurs).
+    measure : dist(0, hull of the one-sided gradients);  g_min : (P,) the
+    nearest point;  g_off : gradient with every listed kink off;  V, u, gid :
+    the pieces' gradient changes (:func:`vertices`), their weights in g_min and
+    their groups;  lam : (E,) total weight of the 'on' side of each kink;
+    c : (E,) dL/dh_a;  coupled : a point has kinks in several layers (its
+    pieces were enumerated);  rank : rank of the kink normals (equal to E:
+    every on/off pattern occurs near w, so the hull IS the subdifferential).
     """
 
     __getattr__ = dict.__getitem__
@@ -226,28 +369,35 @@ class ClarkeResult(dict):
 def clarke_measure(w, arch: Arch, x, t, entries, masks=None) -> ClarkeResult:
     """Distance from 0 to the Clarke subdifferential at a point on the kinks ``entries``.
 
-    ``masks`` fixes the pieces elsewhere (default [z > 0] at w). Solves
-    min_{lam in [0,1]^E} ||g_off + J lam|| by BVLS (see the module docstring).
+    ``masks`` fixes the pieces elsewhere (default [z > 0] at w). The
+    subdifferential is g0 + sum over groups of the hull of each group's pieces
+    (:func:`vertices`; a Minkowski sum, since groups add); for groups of one
+    kink this is min_{lam in [0,1]} |g_off + J lam|, solved exactly by BVLS.
+    The returned measure is |g0 + V u| at an exactly feasible u, so it is an
+    upper bound of the distance whenever every piece occurs near w (``rank``
+    equal to the number of kinks), and equal to it up to the solver's accuracy.
     """
     entries = np.asarray(entries, dtype=np.int64).reshape(-1, 3)
     w = np.asarray(w, dtype=np.float64)
     if masks is None:
         masks = preactivations(w[None], arch, x)[0] > 0.0
-    masks = np.array(masks, dtype=np.float64)
-    masks[entries[:, 0] - 1, entries[:, 1], entries[:, 2]] = 0.0
-    _, G = masked_loss_and_grad(w[None], arch, x, t, masks[None])
-    g_off = G[0]
-    if len(entries) == 0:
-        return ClarkeResult(measure=float(np.linalg.norm(g_off)), lam=np.zeros(0),
-                            g_min=g_off, g_off=g_off, J=np.zeros((0, w.size)),
-                            c=np.zeros(0), Nz=np.zeros((0, w.size)), coupled=False, rank=0)
-    J, c, Nz = jumps(w, arch, x, t, entries, masks)
-    layers_at_point = np.unique(entries[:, [2, 0]], axis=0)[:, 0]     # (s, l) pairs -> s
-    _, counts = np.unique(layers_at_point, return_counts=True)
-    res = lsq_linear(J.T, -g_off, bounds=(0.0, 1.0), method="bvls", tol=1e-14)
-    lam = np.clip(res.x, 0.0, 1.0)
-    g_min = g_off + lam @ J
-    rank = int(np.linalg.matrix_rank(Nz)) if len(Nz) else 0
+    L0, g0, V, off, gid, info = vertices(w, arch, x, t, entries, masks)
+    u = hull_qp(V.T, g0, gid)
+    g_min = g0 + u @ V
+    c = np.zeros(len(entries))
+    if len(entries):
+        m0 = np.array(masks, dtype=np.float64)
+        m0[entries[:, 0] - 1, entries[:, 1], entries[:, 2]] = 0.0
+        _, _, C = masked_loss_and_grad(w[None], arch, x, t, m0[None], return_adjoint=True)
+        c = C[0][entries[:, 0] - 1, entries[:, 1], entries[:, 2]]
+    # 'lam': the weight of the 'on' side of each kink (the sum over the vertices with it on)
+    lam = np.zeros(len(entries))
+    for k, on in enumerate(info["on"]):
+        for f in on:
+            lam[info["families"][f]] += u[k]
+    families = info["families"]
     return ClarkeResult(measure=float(np.linalg.norm(g_min)), lam=lam, g_min=g_min,
-                        g_off=g_off, J=J, c=c, Nz=Nz, coupled=bool(np.any(counts > 1)),
-                        rank=rank)
+                        g_off=g0, V=V, u=u, gid=gid, c=c, rank=info["rank"],
+                        n_families=len(families), families=families,
+                        coupled=any(g.size > 1 for g in info["groups"]),
+                        n_groups=len(info["groups"]))

@@ -10,34 +10,44 @@ In energy-landscape practice a *quench* is a descent to the nearest minimum
 (pele's ``lbfgs_cpp``, GMIN and OPTIM: Wales, "Energy Landscapes", CUP 2003);
 here it also hands back a certificate that a reader can check.
 
-The method: a trust-region Newton method on the active kink manifold
--------------------------------------------------------------------
+The method: Newton steps on the piecewise model of the loss
+-----------------------------------------------------------
 Each network is treated separately (the loop is batched: all networks that
-are still moving share one call of the loss, gradient and exact-Hessian
-kernels per iteration). At the current point w:
+are still moving share one call of the exact-Hessian kernel per iteration).
+At the current point w:
 
-1. *Near-kink set.* C = {a : |z_a| <= delta}: pre-activations close to their
-   kink. The others define the current smooth piece.
-2. *Working set.* Of C, keep the *convex* creases (c_a = dL/dh_a > 0: the
-   loss grows faster on the "on" side, a V across the kink) as equality
-   constraints z_a(w) = 0: the manifold M_A along which the loss is smooth
-   (partial smoothness, Lewis 2002, SIAM J. Optim. 13:702; the VU idea of
-   Mifflin & Sagastizabal 2005, Math. Program. 104:583).
-3. *Step.* Minimise the piece's quadratic model g_off.d + d.H d / 2 subject to
-   the linearised constraints z_A + Nz_A d = 0 and |d| <= Delta: a null-space
-   trust-region subproblem (Nocedal & Wright, "Numerical Optimization",
-   Secs. 4.3 and 18.1) solved exactly from the eigenvectors of the reduced
-   Hessian, so the step follows negative curvature out of saddles (the "hard
-   case" takes the lowest eigenvector). H is the exact Hessian of the piece
-   (:mod:`relunet.hessian`).
-4. *Multipliers.* The Lagrange multipliers are lam_a c_a, with lam_a the
-   weight of the "on" side in the Clarke subdifferential
-   (:func:`relunet.kinks.clarke_measure`). A kink whose lam_a leaves [0, 1]
-   wants to be crossed (lam < 0: off, lam > 1: on) and leaves the working set
-   (a primal active-set method, Nocedal & Wright Sec. 16.5).
-5. *Acceptance.* The step is taken only if the true loss decreases; the trust
-   radius grows or shrinks with the ratio of actual to predicted decrease.
-   The loss never increases.
+1. *Near kinks.* The pre-activations within ``delta`` of their kink are
+   gathered (:func:`relunet.kinks.vertices`): kinks that switch together
+   (parallel normals) form families, families of one training point in
+   several layers form a group, and each group's on/off pieces are
+   enumerated. The base is "all of them off" (loss L0, gradient g0).
+2. *Model.* With H the exact Hessian of the current piece
+   (:mod:`relunet.hessian`) and mu >= 0 a damping,
+
+       m(d) = L0 + g0.d + d.(H + mu I) d / 2 + sum_groups max(0, max_sigma V_sigma.d + off_sigma),
+
+   V_sigma, off_sigma the gradient and value changes of each piece. The
+   maximum is exact to first order at V-shaped kinks (the loss rises on both
+   sides, the kinks a descent method piles up on) and an upper bound
+   elsewhere. This is the convex piecewise model of bundle and prox-linear
+   methods (Lewis & Wright 2016, Math. Program. 158:501), with the exact
+   Hessian of the piece as its curvature (the VU idea of Mifflin &
+   Sagastizabal 2005, Math. Program. 104:583: Newton along the kinks, a
+   sharp model across them).
+3. *Step.* Writing each group's maximum as a maximum over the simplex of its
+   pieces, the minimiser for fixed weights u is d(u) = -(H + mu)^-1 (g0 + V u),
+   and u solves the concave dual: bounded least squares (BVLS, exact) when
+   every group is one kink, SLSQP over a product of simplices otherwise
+   (:func:`relunet.kinks.hull_qp`). A kink whose weight ends strictly inside
+   (0, 1) is held at z = 0 by the step, so Newton converges along the kink
+   manifold; the eigen-decomposition of H makes mu >= -lambda_min cheap, so
+   the step follows negative curvature out of saddles.
+4. *Acceptance.* Levenberg-Marquardt: the step is taken only if the true loss
+   does not increase, and mu shrinks or grows with the ratio of actual to
+   predicted decrease. The loss never increases (beyond 4 ulp of rounding
+   noise in the last, ~1e-18 steps, where a decrease is invisible in L
+   itself). A network whose damping reaches MU_MAX without a decrease is
+   reported as stalled.
 
 The certificate
 ---------------
@@ -52,14 +62,15 @@ gap (default 1e-6) a margin:
 * **zero-loss**: L(w) = 0 exactly, a global minimum of a sum of squares
   (W_f itself: 1,426 of its pre-activations sit exactly on kinks).
 * **kink**: every pre-activation is either on its kink (|z_a| <= eps_on) or
-  farther than ``gap``; each training point has kinks in at most one layer;
-  and the Clarke measure, dist(0, conv of the one-sided gradients) =
+  farther than ``gap``; the kink families' normals are linearly independent
+  (so every on/off pattern of them occurs arbitrarily close to w); and the
+  Clarke measure, dist(0, conv of the one-sided gradients) =
   min_{lam in [0,1]} |g_off + J lam|, is at most gtol. This is Clarke
   eps-stationarity in the sense of gradient sampling (Burke, Lewis & Overton
   2005, SIAM J. Optim. 15:751): 0 lies within gtol of the hull of the
   gradients of every piece that touches a ball of radius eps_on / min|dz_a/dw|.
-  If the kink normals are linearly independent (``rank`` = number of kinks),
-  every piece of the zonotope really occurs and the measure is exact.
+  The measure is |g0 + V u| at an exactly feasible u: an upper bound of the
+  distance, equal to it up to the QP solver's accuracy.
 
 Everything is recorded per network in :class:`QuenchResult`: loss before
 and after, distance moved, iterations, certificate kind and its numbers, so
@@ -77,7 +88,8 @@ from scipy.optimize import lsq_linear
 
 from .hessian import _one_blas_thread, hessian
 from .kernels import loss
-from .kinks import clarke_measure, jumps, masked_loss_and_grad, preactivations
+from .kinks import (clarke_measure, hull_qp, masked_loss_and_grad,
+                    preactivation_grads, preactivations, vertices)
 from .net import Arch, check_stack
 
 __all__ = ["quench", "certify", "classify", "QuenchResult", "symmetry_modes"]
@@ -86,6 +98,7 @@ GTOL = 1e-9        #: certified when the (Clarke) gradient measure is at most th
 EPS_ON = 1e-10     #: |z| at most this: the pre-activation sits on its kink
 GAP = 1e-6         #: no pre-activation may lie between EPS_ON and GAP
 DELTA = 1e-3       #: near-kink set of the Newton step
+ROUND = 4 * np.finfo(float).eps   #: last steps may move L by rounding noise, no more
 MU_MAX = 1e12      #: a network whose damping reaches this without a decrease has stalled
 
 
@@ -138,25 +151,32 @@ def certify(W, arch: Arch, x, t, gtol: float = GTOL, eps_on: float = EPS_ON,
     Z = preactivations(W, arch, x)
     L = loss(W, arch, x, t)
     out = {k: [] for k in ("certified", "kind", "measure", "n_kinks", "min_gap", "rank",
-                           "coupled", "reason", "lam", "entries", "c")}
+                           "coupled", "reason", "lam", "entries", "c", "families")}
     for m in range(M):
         on, mgap = _on_and_gap(Z[m], eps_on)
         ent = np.argwhere(on)
         ent[:, 0] += 1
-        cm = clarke_measure(W[m], arch, x, t, ent, Z[m] > 0)
         n = len(ent)
         reason = []
-        if L[m] == 0.0:                 # a global minimum of a sum of squares: nothing to check
-            for k, v in (("certified", True), ("kind", "zero-loss"), ("measure", 0.0),
-                         ("n_kinks", n), ("min_gap", mgap), ("rank", cm.rank),
-                         ("coupled", cm.coupled), ("reason", ""), ("lam", cm.lam),
-                         ("entries", ent), ("c", cm.c)):
+        try:
+            cm = clarke_measure(W[m], arch, x, t, ent, Z[m] > 0) if L[m] > 0.0 else None
+        except ValueError as e:         # too many coupled kinks at one point to enumerate
+            cm = None
+            reason.append(str(e))
+        if cm is None:
+            zero = L[m] == 0.0          # a global minimum of a sum of squares: nothing to check
+            for k, v in (("certified", zero), ("kind", "zero-loss" if zero else "uncertified"),
+                         ("measure", 0.0 if zero else np.nan), ("n_kinks", n),
+                         ("min_gap", mgap), ("rank", -1), ("coupled", True),
+                         ("reason", "; ".join(reason)), ("lam", np.zeros(n)),
+                         ("entries", ent), ("c", np.zeros(n)), ("families", [])):
                 out[k].append(v)
             continue
         if mgap <= gap:
             reason.append(f"a pre-activation at {mgap:.1e} from its kink (gap {gap:g})")
-        if cm.coupled:
-            reason.append("kinks in two layers at one point")
+        if n and cm.rank < cm.n_families:
+            reason.append(f"dependent kink normals (rank {cm.rank} < {cm.n_families} "
+                          f"independent kinks)")
         if cm.measure > gtol:
             reason.append(f"gradient measure {cm.measure:.1e} > {gtol:g}")
         ok = not reason
@@ -171,6 +191,7 @@ def certify(W, arch: Arch, x, t, gtol: float = GTOL, eps_on: float = EPS_ON,
         out["lam"].append(cm.lam)
         out["entries"].append(ent)
         out["c"].append(cm.c)
+        out["families"].append(cm.families)
     for k in ("certified", "kind", "measure", "n_kinks", "min_gap", "rank", "coupled",
               "reason"):
         out[k] = np.array(out[k])
@@ -180,59 +201,67 @@ def certify(W, arch: Arch, x, t, gtol: float = GTOL, eps_on: float = EPS_ON,
 # =============================================================================
 # One step: the convex piecewise-quadratic model, solved through its dual
 # =============================================================================
-def _model_step(g_off, J, cz, e, V, mu):
-    """Minimise the model m(d) = g_off.d + d.(H + mu I) d / 2 + sum_a c_a max(0, z_a + Nz_a.d).
-
-    With c_a max(0, u) = max_{lam in [0,1]} lam c_a u, the minimum over d for
-    fixed lam is d(lam) = -(H + mu)^-1 (g_off + J lam), and lam maximises the
-    concave dual, a bounded least-squares problem (BVLS):
-
-        min_lam |F (g_off + J lam) - v|^2 / 2,   F = diag(e + mu)^-1/2 V^T,
-        (F J)^T v = (c z)
-
-    (e, V: eigenpairs of H; J = [c_a Nz_a] (P, E); cz = c_a z_a). Returns (d, lam).
-    """
-    f = 1.0 / np.sqrt(e + mu)
-    Fg = f * (V.T @ g_off)
-    if J.shape[1] == 0:
-        return -(V @ (f * Fg)), np.zeros(0)
-    FJ = f[:, None] * (V.T @ J)
-    v = np.linalg.lstsq(FJ.T, cz, rcond=None)[0]
-    lam = lsq_linear(FJ, v - Fg, bounds=(0.0, 1.0), method="bvls", tol=1e-13).x
-    lam = np.clip(lam, 0.0, 1.0)
-    d = -(V @ (f * (Fg + FJ @ lam)))
-    return d, lam
-
-
-def _model(d, g_off, H, c, z, Nz, mu=0.0):
-    """The model m(d) itself (mu = 0: the piece's own quadratic), for the ratio test."""
-    return g_off @ d + 0.5 * d @ H @ d + 0.5 * mu * d @ d + c @ np.maximum(0.0, z + Nz @ d)
+def _near_entries(z, delta):
+    """Pre-activations within delta of their kink, (E, 3) rows (l, j, s), nearest first."""
+    near = np.argwhere(np.abs(z) <= delta)
+    near = near[np.argsort(np.abs(z[tuple(near.T)]), kind="stable")]
+    near[:, 0] += 1
+    return near
 
 
 def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
-    """Try steps from one network, raising mu until the loss decreases.
+    """Steps of the piecewise model from one network, raising mu until the loss decreases.
 
-    Returns (w_new, L_new, mu_new, accepted)."""
-    near = np.argwhere(np.abs(z) <= delta)
-    near[:, 0] += 1
-    e, V = scipy.linalg.eigh(H, check_finite=False)
+    The model around w, with the kinks within ``delta`` of w gathered into
+    groups (:func:`relunet.kinks.vertices`: base = all of them off, value L0,
+    gradient g0; each group's pieces sigma with gradient and value changes
+    V_sigma, off_sigma):
+
+        m(d) = L0 + g0.d + d.(H + mu I) d / 2 + sum_groups max(0, max_sigma V_sigma.d + off_sigma)
+
+    exact to first order for V-shaped kinks and an upper bound elsewhere (each
+    group's true change is one of its pieces). Writing max over a group as
+    max over the simplex of its pieces, min over d for fixed weights u gives
+    d(u) = -(H + mu)^-1 (g0 + V u), and u solves the concave dual, a
+    least-squares problem over a product of simplices (:func:`relunet.kinks.hull_qp`;
+    boxes [0, 1] when every group is one kink).
+
+    Returns (w_new, L_new, mu_new, accepted).
+    """
+    e, Ve = scipy.linalg.eigh(H, check_finite=False)
     mu_min = max(0.0, -e[0]) + 1e-12 * max(abs(e[-1]), 1.0)
     mu = min(max(mu, mu_min), MU_MAX)
-    if len(near):
-        J, c, Nz = jumps(w, arch, x, t, near, z > 0)
-        zn = z[near[:, 0] - 1, near[:, 1], near[:, 2]]
-        convex = c > 0                  # concave creases keep their side (crossing only helps)
-        g_off = g - ((zn > 0) & convex).astype(float) @ J
-        J, c, Nz, zn = J[convex], c[convex], Nz[convex], zn[convex]
-    else:
-        g_off, J, c, Nz, zn = g, np.zeros((0, w.size)), np.zeros(0), np.zeros((0, w.size)), \
-            np.zeros(0)
-    m0 = c @ np.maximum(0.0, zn)
+    near = _near_entries(z, delta)
+    while len(near):
+        try:
+            L0, g0, V, off, gid, _ = vertices(w, arch, x, t, near, z > 0)
+            break
+        except ValueError:              # too many coupled kinks to enumerate: keep the nearest
+            near = near[:len(near) // 2]
+    if not len(near):
+        L0, g0, V, off, gid = L, g, np.zeros((0, w.size)), np.zeros(0), np.zeros(0, int)
+    n_groups = int(gid.max()) + 1 if gid.size else 0
+
+    def model(d):
+        """m(d) - L0 (L0 cancels in every difference; keeping it would round away
+        the last decreases, which are ~1e-18 against L ~ 0.1)."""
+        grp = np.zeros(n_groups)
+        if n_groups:
+            np.maximum.at(grp, gid, V @ d + off)
+        return g0 @ d + 0.5 * d @ H @ d + grp.sum()
+
+    m0 = model(np.zeros(w.size))
     for _ in range(max_tries):
-        d, _ = _model_step(g_off, J.T, c * zn, e, V, mu)
-        pred = m0 - _model(d, g_off, H, c, zn, Nz)
+        f = 1.0 / np.sqrt(e + mu)
+        b = f * (Ve.T @ g0)
+        A = f[:, None] * (Ve.T @ V.T)
+        u = hull_qp(A, b, gid, lin=off) if V.shape[0] else np.zeros(0)
+        d = -(Ve @ (f * (b + A @ u)))
+        pred = m0 - model(d)
         Lt = float(loss((w + d)[None], arch, x, t)[0])
-        if Lt < L and pred > 0:
+        # below ~1e-15 L a decrease cannot be seen in L itself: accept rounding noise
+        tiny = pred < 1e-14 * abs(L)
+        if pred > 0 and (Lt < L or (tiny and Lt <= L + ROUND * abs(L))):
             rho = (L - Lt) / pred
             mu_new = mu / 3.0 if rho > 0.75 else (mu if rho > 0.25 else 2.0 * mu)
             return w + d, Lt, max(mu_new, 1e-12), True
@@ -417,13 +446,17 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
             n_ridge, n_deg = 0, 0
         else:
             lam, c = cert["lam"][m], cert["c"][m]
-            interior = (lam > 1e-6) & (lam < 1 - 1e-6)
-            n_ridge = int(np.sum(interior & (c < 0)))
+            Nz = preactivation_grads(W[m], arch, x, ent, Z[m] > 0)
+            nrm = np.linalg.norm(Nz, axis=1)
+            fams = cert["families"][m] or [np.array([i]) for i in range(len(ent))]
+            # a family's jump is (sum_a c_a |dz_a|) along the shared unit normal
+            c_f = np.array([np.sum(c[f] * nrm[f]) for f in fams])
+            lam_f = np.array([lam[f[0]] for f in fams])
+            interior = (lam_f > 1e-6) & (lam_f < 1 - 1e-6)
+            n_ridge = int(np.sum(interior & (c_f < 0)))
             n_deg = int(np.sum(~interior))
             masks = (Z[m] > 0).astype(float)
             masks[ent[:, 0] - 1, ent[:, 1], ent[:, 2]] = lam
-            from .kinks import preactivation_grads
-            Nz = preactivation_grads(W[m], arch, x, ent, Z[m] > 0)
             Q = _null_basis(np.vstack([Nz, R]), arch.P)
             k = Q.shape[1]
             Wp = np.concatenate([W[m] + fd_step * Q.T, W[m] - fd_step * Q.T])
@@ -432,12 +465,12 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
             HQ = (G[:k] - G[k:]).T / (2 * fd_step)          # (P, k) = H_lam Q
             Hr = Q.T @ HQ
             Hr = 0.5 * (Hr + Hr.T)
-            out["n_creases"][m] = len(ent)
+            out["n_creases"][m] = len(fams)
         ev = np.linalg.eigvalsh(Hr) if Hr.size else np.zeros(0)
         big = np.abs(ev).max() if ev.size else 0.0
         zero = np.abs(ev) <= tol_rel * max(big, 1e-300)
         n_neg = int(np.sum((ev < 0) & ~zero))
-        out["n_sym"][m] = arch.P - Q.shape[1] - (len(ent) if m not in Hs_of else 0)
+        out["n_sym"][m] = arch.P - Q.shape[1] - (cert["rank"][m] if m not in Hs_of else 0)
         out["n_flat"][m] = int(zero.sum())
         out["index"][m] = n_neg + n_ridge
         out["min_curv"][m] = float(ev[0]) if ev.size else np.nan

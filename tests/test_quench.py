@@ -89,11 +89,11 @@ def test_clarke_measure_against_a_brute_force_grid(rng):
     cm = clarke_measure(w, arch, x, t, entries)
     assert not cm.coupled and cm.rank == 2
     grid = np.linspace(0, 1, 201)
-    best = min(np.linalg.norm(cm.g_off + a * cm.J[0] + b * cm.J[1]) for a in grid for b in grid)
+    best = min(np.linalg.norm(cm.g_off + a * cm.V[0] + b * cm.V[1]) for a in grid for b in grid)
     assert cm.measure <= best + 1e-12
-    assert cm.measure >= best - 0.01 * np.linalg.norm(cm.J, axis=1).sum()
+    assert cm.measure >= best - 0.01 * np.linalg.norm(cm.V, axis=1).sum()
     # the nearest point of the hull is itself a combination of the one-sided gradients
-    np.testing.assert_allclose(cm.g_min, cm.g_off + cm.lam @ cm.J, atol=1e-14)
+    np.testing.assert_allclose(cm.g_min, cm.g_off + cm.u @ cm.V, atol=1e-14)
 
 
 def _gradient_sampling_measure(w, arch, x, t, radius, n_samples, rng):
@@ -124,7 +124,7 @@ def test_quench_never_increases_the_loss_and_certifies(tiny_quench):
     arch, x, t, W0, q = tiny_quench
     L = kernels.loss(q.W, arch, x, t)
     np.testing.assert_allclose(L, q.loss, rtol=1e-12)
-    assert np.all(q.loss <= q.loss0)
+    assert np.all(q.loss <= q.loss0 * (1 + 1e-15))
     assert np.all(q.loss < q.loss0 - 1e-3)            # every network really descended
     assert q.certified.mean() >= 0.75
     np.testing.assert_allclose(q.moved, np.linalg.norm(q.W - W0, axis=1))
