@@ -19,8 +19,10 @@ g_i), the lowest mode is maximised and all others minimised:
                                           over i >= 1                           (< l_i)
 
 so the step climbs along mode 0 and descends along the rest whatever the
-signs of the l_i; it is then capped at the trust radius, which grows when the
-gradient norm falls and shrinks when it rises. Directions in which the
+signs of the l_i; it is then capped at the trust radius. A step that raises
+the gradient norm is refused and the radius shrinks; an accepted one lets it
+grow back up to ``radius`` (on a ReLU loss the Hessian of one piece says
+little about the next, so long steps are never trusted). Directions in which the
 energy is exactly constant by symmetry (for networks: the rescaling of each
 hidden unit, :func:`relunet.quench.symmetry_modes`) are projected out first,
 so a zero mode is never mistaken for the mode to climb.
@@ -121,12 +123,13 @@ def find_saddles(grad_hess, X0, modes=None, gtol: float = 1e-9, tol_rel: float =
                       for i in act])
         E2, G2, H2 = grad_hess(X[act] + S)
         gn2 = np.linalg.norm(G2, axis=1)
-        better = gn2 < gn[act]
-        X[act] += S
-        E[act], G[act], H[act], gn[act] = E2, G2, H2, gn2
+        better = gn2 < gn[act]                 # a step that raises |grad| is refused
+        ok = act[better]
+        X[ok] += S[better]
+        E[ok], G[ok], H[ok], gn[ok] = E2[better], G2[better], H2[better], gn2[better]
         step = np.linalg.norm(S, axis=1)
-        rad[act] = np.where(better, np.maximum(rad[act], 2.0 * step), 0.5 * step)
-        rad[act] = np.clip(rad[act], 1e-12, radius * 20)
+        rad[act] = np.where(better, np.minimum(2.0 * np.maximum(rad[act], step), radius),
+                            0.25 * step)
         it[act] += 1
     kind = np.where(done, "saddle", np.where(gn > gtol, "not-converged", "not-index-1"))
     if smooth is not None:
