@@ -156,7 +156,9 @@ iterations on a frozen grid):
    kink is one arbitrary element of it. Fewer samples can only raise the
    measure, so the test errs on the side of "not converged". It is evaluated
    at the check after (1) first holds, and must find the peak on the same
-   segment. With a climbing image the test is taken at the climbing image
+   segment. A band that fails it has its steps restarted (the halving rule
+   can stall an image on a slope it keeps overshooting; the samples see the
+   slope). With a climbing image the test is taken at the climbing image
    itself, with the FULL gradient sampled in a full ball: a small value says
    the point is Clarke epsilon-stationary, the nonsmooth meaning of "saddle
    candidate" (whose index a later refinement has to settle).
@@ -951,6 +953,11 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                 same = np.where(mode, top[pos], new_j[pos]) == gs_seg[g_b]
                 ok = e_ok[pos] & same & (rho <= gs_tol)
                 converged[g_b[ok]] = True
+                # stable but not stationary: the steps may have collapsed (halved at every
+                # turn) on a slope the samples see; restart them
+                fail = g_b[~ok & (rho > gs_tol)]
+                h[fail] = np.maximum(h[fail], float(step))
+                h_par[fail] = np.maximum(h_par[fail], float(step))
             peak_j[a] = new_j
             gs_want[a] = e_ok & ~converged[a]
             gs_climb[a] = climb & interior
