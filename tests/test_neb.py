@@ -581,3 +581,19 @@ def test_sampled_min_norm_bad_input(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         sampled_min_norm(crease_well, args.pop("points"), **args)
+
+
+def test_fig4_basin_radius_is_the_first_ridge():
+    from relunet.experiments.fig4_neb import basin_radius
+    # one band along the x axis, images at 0, 1, 2, 3 (n_dense = 2: points every 0.5);
+    # the profile rises to a ridge at x = 1.5 (0.3), dips (0.2) and rises to 0.5 at the end
+    images = np.array([[[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]])
+    dist = np.array([[0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]])
+    prof = np.array([[0.0, 0.1, 0.2, 0.3, 0.2, 0.4, 0.5]])
+    r, s, e = basin_radius(images, dist, prof, tol=1e-4)
+    np.testing.assert_allclose([r[0], s[0], e[0]], [1.5, 1.5, 0.3])
+    # a dip smaller than tol is not a ridge: the profile then counts as rising to its end
+    prof2 = prof.copy()
+    prof2[0, 4] = 0.3 - 1e-5
+    r, s, e = basin_radius(images, dist, prof2, tol=1e-4)
+    np.testing.assert_allclose([r[0], e[0]], [3.0, 0.5])
