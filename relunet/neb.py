@@ -1,9 +1,16 @@
-"""Batched nudged elastic band (NEB): minimum energy paths between two points.
+"""Batched band methods: minimum energy paths between two points.
 
 Used for G&W Sec. 3.3 / Fig. 4: paths in the 136-dimensional weight space from
-the global minimum W_f to trained minima. The method is generic: the energy is
-any batched function ``efun(X) -> (E, G)`` with X (n, D), E (n,), G (n, D)
+the global minimum W_f to trained minima. The methods are generic: the energy
+is any batched function ``efun(X) -> (E, G)`` with X (n, D), E (n,), G (n, D)
 (for networks: ``lambda X: kernels.loss_and_grad(X, arch, x, t)``).
+
+Two methods: :func:`neb`, the nudged elastic band with the improved tangent,
+climbing image and FIRE, converged on the largest force (for smooth energies);
+and :func:`string_method`, a string method with a convergence criterion that
+keeps its meaning where the gradient jumps (piecewise-smooth energies such as a
+ReLU network's loss), described in the second half of this docstring. Both
+report per band whether they converged and what they measured.
 
 The band
 --------
