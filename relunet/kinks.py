@@ -316,39 +316,44 @@ def vertices(w, arch: Arch, x, t, entries, masks=None):
     return Ls[0], Gs[0], Gs[1:] - Gs[0], Ls[1:] - Ls[0], np.array(gid, dtype=np.int64), info
 
 
-def hull_qp(A, b, gid, lin=None):
+def hull_qp(A, b, gid, lin=None, exact: bool = True):
     """min_u |A u + b|^2 / 2 - lin.u  subject to u >= 0 and, per group k, sum_{gid = k} u <= 1.
 
-    Groups of one vertex make this a box problem, solved exactly by BVLS; with
-    larger groups (coupled kinks) SLSQP solves it and the result is made
-    exactly feasible (clipped, group sums scaled to <= 1).
+    First the box relaxation 0 <= u <= 1 is solved exactly by BVLS. Groups of
+    one vertex make that the whole problem; if the relaxed solution also meets
+    every group's sum it is the solution. Otherwise (coupled kinks) and only
+    when ``exact``, SLSQP starts from it (scaled to feasibility); the result
+    is made exactly feasible (clipped, group sums scaled to <= 1). With
+    ``exact=False`` the relaxed solution is returned: the quench's step uses
+    it, which amounts to a model with a SUM over each group's pieces instead
+    of their maximum (still convex, still an upper bound of the loss to first
+    order, exact for lone kinks).
     """
     n = A.shape[1]
     if n == 0:
         return np.zeros(0)
     lin = np.zeros(n) if lin is None else lin
-    _, counts = np.unique(gid, return_counts=True)
-    if np.all(counts == 1):
-        if np.any(lin):
-            v = np.linalg.lstsq(A.T, lin, rcond=None)[0]
-            rhs = v - b
-        else:
-            rhs = -b
-        return np.clip(lsq_linear(A, rhs, bounds=(0.0, 1.0), method="bvls", tol=1e-14).x,
-                       0.0, 1.0)
-    from scipy.optimize import minimize
+    if np.any(lin):
+        v = np.linalg.lstsq(A.T, lin, rcond=None)[0]
+        rhs = v - b
+    else:
+        rhs = -b
+    u = np.clip(lsq_linear(A, rhs, bounds=(0.0, 1.0), method="bvls", tol=1e-14).x, 0.0, 1.0)
     G = np.zeros((gid.max() + 1, n))
     G[gid, np.arange(n)] = 1.0
+    if not exact or np.all(G @ u <= 1.0):
+        return u
+    from scipy.optimize import minimize
     AtA, Atb = A.T @ A, A.T @ b
-    res = minimize(lambda u: 0.5 * u @ AtA @ u + Atb @ u - lin @ u, np.zeros(n),
+    u0 = u / np.maximum(G @ u, 1.0)[gid]
+    res = minimize(lambda u: 0.5 * u @ AtA @ u + Atb @ u - lin @ u, u0,
                    jac=lambda u: AtA @ u + Atb - lin, method="SLSQP",
                    bounds=[(0.0, 1.0)] * n,
                    constraints=[{"type": "ineq", "fun": lambda u: 1.0 - G @ u,
                                  "jac": lambda u: -G}],
-                   options={"ftol": 1e-20, "maxiter": 500})
+                   options={"ftol": 1e-22, "maxiter": 300})
     u = np.clip(res.x, 0.0, 1.0)
-    tot = G @ u
-    return u / np.maximum(tot, 1.0)[gid]
+    return u / np.maximum(G @ u, 1.0)[gid]
 
 
 class ClarkeResult(dict):
