@@ -12,6 +12,7 @@ _MODULES = [
     "fig2_fits",
     "quench_minima",
     "fig4_neb",
+    "transition_states",
     "fig5_basin",
     "hessian_spectra",
     "minima_geometry",

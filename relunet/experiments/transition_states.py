@@ -1,0 +1,104 @@
+"""Transition states: the highest point of each Fig. 4 band refined into a saddle (issue 8).
+
+A band's highest image only approximates the transition state between its
+two ends. Here each band's highest image is refined by eigenvector-following
+with the exact Hessian (relunet.saddle: P-RFO, rescaling zero modes
+projected out) and the result is certified: gradient norm <= gtol, exactly
+one negative curvature, and no pre-activation within ``gap`` of its kink (the
+loss is smooth there). A maximum that lies on a kink (a ridge crease of the
+ReLU loss) cannot be such a saddle: it is reported as such, not forced.
+Barriers are read from W_f (loss 0) and from each band's far end (a quenched
+minimum).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..construct import WF_ARCH
+from ..data import wf_training_set
+from ..saddle import network_saddles
+from . import fig4_neb
+from .base import check_scale, config_dict
+from .common import fmt
+
+NAME = "transition_states"
+TITLE = "Transition states: band maxima refined into saddles"
+
+
+@dataclass(frozen=True)
+class Config:
+    scale: str = "default"
+    n_bands: int = 100            # the first bands of Fig. 4
+    max_iter: int = 40            # P-RFO iterations per band
+    gtol: float = 1e-9
+    gap: float = 1e-6
+    radius: float = 0.02          # trust radius of the saddle search
+
+
+PRESETS = {"smoke": dict(n_bands=3, max_iter=5), "default": dict(n_bands=100, max_iter=40),
+           "paper": dict(n_bands=100, max_iter=200)}
+
+
+def config(scale: str) -> Config:
+    return Config(scale=check_scale(scale), **PRESETS[scale])
+
+
+def compute(cfg: Config, ctx) -> None:
+    st = ctx.results(NAME, cfg)
+    fcfg = fig4_neb.config(cfg.scale)
+    fig4_neb.compute(fcfg, ctx)                  # a no-op when stored
+    if st.has("saddles") and not ctx.force:
+        return
+    d = ctx.results(fig4_neb.NAME, fcfg).load_array("bands")
+    E = d["energies"][:cfg.n_bands]
+    top = np.argmax(E[:, 1:-1], axis=1) + 1      # the highest movable image
+    starts = d["images"][np.arange(len(E)), top].astype(np.float64)
+    x, t = wf_training_set()
+    r = network_saddles(starts, WF_ARCH, x, t, gap=cfg.gap, gtol=cfg.gtol,
+                        max_iter=cfg.max_iter, radius=cfg.radius)
+    st.save_array("saddles", X=r.X, E=r.E, gnorm=r.gnorm, index=r.index,
+                  converged=r.converged, iterations=r.iterations, moved=r.moved, kind=r.kind,
+                  start_energy=E[np.arange(len(E)), top], end_energy=E[:, -1],
+                  band_converged=d["converged"][:cfg.n_bands])
+    st.save_json("config", config_dict(cfg))
+
+
+def plot(cfg: Config, ctx) -> list[str]:
+    return []                                    # a table, no figure
+
+
+def report(cfg: Config, ctx) -> str:
+    d = ctx.results(NAME, cfg).load_array("saddles")
+    n = len(d["E"])
+    kinds = {k: int(np.sum(d["kind"] == k)) for k in np.unique(d["kind"])}
+    ok = d["converged"]
+    q = lambda v: (f"{fmt(np.median(v))} [{fmt(np.quantile(v, 0.1))}, "  # noqa: E731
+                   f"{fmt(np.quantile(v, 0.9))}]" if len(v) else "-")
+    lines = [f"## {TITLE}", "",
+             f"The highest image of each of the first {n} Fig. 4 bands, refined by P-RFO "
+             f"eigenvector-following with the exact Hessian (at most {cfg.max_iter} "
+             f"iterations, trust radius {cfg.radius:g}). Certified transition state: "
+             f"|grad| <= {cfg.gtol:g}, one negative curvature after removing the rescaling "
+             f"modes, no pre-activation within {cfg.gap:g} of its kink.", "",
+             "| quantity | value |", "|---|---|",
+             f"| outcome | " + ", ".join(f"{k}: {v}" for k, v in kinds.items()) + " |",
+             f"| certified index-1 saddles | {int(ok.sum())} of {n} |",
+             f"| barrier from W_f (E_ts - 0), certified | {q(d['E'][ok])} |",
+             f"| barrier from the minimum (E_ts - E_end), certified | "
+             f"{q(d['E'][ok] - d['end_energy'][ok])} |",
+             f"| highest image -> refined point: energy change, certified | "
+             f"{q(d['E'][ok] - d['start_energy'][ok])} |",
+             f"| gradient norm reached (all) | {q(d['gnorm'])} |",
+             f"| distance moved (all) | {q(d['moved'])} |", "",
+             "| claim | ours | verdict |", "|---|---|---|",
+             "| the paths from W_f to the minima cross smooth index-1 saddles | "
+             f"{int(ok.sum())} of {n} band maxima refine into certified saddles | "
+             + ("reproduced for most bands" if ok.mean() >= 0.5 else
+                "not shown: most band maxima do not refine into smooth saddles within the "
+                "budget; on a ReLU loss the highest point of a path can sit on a kink (a "
+                "ridge crease), where no gradient vanishes, or the search leaves along the "
+                "kinks; the band maxima (Fig. 4) remain upper bounds of the barriers") + " |",
+             ""]
+    return "\n".join(lines)
