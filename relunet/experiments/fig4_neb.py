@@ -61,7 +61,7 @@ class Config:
     scale: str = "default"
     n_paths: int = 100
     n_images: int = 32            # per band, both endpoints included
-    max_iter: int = 1000
+    max_iter: int = 1500
     step: float = 1e-3            # initial step h of every image (F_perp h)
     step_max: float = 0.5
     max_step: float = 0.2         # largest displacement of one image in one step
