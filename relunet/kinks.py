@@ -276,7 +276,7 @@ def kink_groups(entries, families):
     return [np.flatnonzero(roots == r) for r in np.unique(roots)]
 
 
-def vertices(w, arch: Arch, x, t, entries, masks=None):
+def vertices(w, arch: Arch, x, t, entries, masks=None, coupled: bool = True):
     """The pieces around a point with kinks ``entries``, relative to 'all of them off'.
 
     Returns (L0, g0, V, off, gid, info): loss and gradient with every listed
@@ -286,7 +286,9 @@ def vertices(w, arch: Arch, x, t, entries, masks=None):
     off[k] = L(sigma) - L0 (0 when the kinks sit exactly at z = 0), and gid[k]
     its group. A lone kink has one vertex, V = its jump J_a. ``info`` holds
     families, groups, rank (of the families' normals), Nz and, per vertex,
-    the families switched on (``on``).
+    the families switched on (``on``). With ``coupled=False`` every family is
+    its own group (one vertex each: the jumps of independent kinks), which is
+    what the quench's step uses.
     """
     entries = np.asarray(entries, dtype=np.int64).reshape(-1, 3)
     w = np.asarray(w, dtype=np.float64)
@@ -296,7 +298,8 @@ def vertices(w, arch: Arch, x, t, entries, masks=None):
     li, ji, si = entries[:, 0] - 1, entries[:, 1], entries[:, 2]
     base[li, ji, si] = 0.0
     families, rank, Nz = kink_families(w, arch, x, entries, base > 0)
-    groups = kink_groups(entries, families)
+    groups = kink_groups(entries, families) if coupled else \
+        [np.array([f]) for f in range(len(families))]
     stack, gid, on_list = [base], [], []
     for k, grp in enumerate(groups):
         if grp.size > MAX_GROUP:

@@ -18,27 +18,27 @@ At the current point w:
 
 1. *Near kinks.* The pre-activations within ``delta`` of their kink are
    gathered (:func:`relunet.kinks.vertices`): kinks that switch together
-   (parallel normals) form families, families of one training point in
-   several layers form a group, and each group's on/off pieces are
-   enumerated. The base is "all of them off" (loss L0, gradient g0).
+   (parallel normals) form families, and each family is one kink of the
+   model, with its jump (the coupling of kinks of one point in several
+   layers is left to the acceptance test; the certificate enumerates it).
+   The base is "all of them off" (loss L0, gradient g0).
 2. *Model.* With H the exact Hessian of the current piece
    (:mod:`relunet.hessian`) and mu >= 0 a damping,
 
-       m(d) = L0 + g0.d + d.(H + mu I) d / 2 + sum_groups max(0, max_sigma V_sigma.d + off_sigma),
+       m(d) = L0 + g0.d + d.(H + mu I) d / 2 + sum_families max(0, J_f.d + off_f),
 
-   V_sigma, off_sigma the gradient and value changes of each piece. The
-   maximum is exact to first order at V-shaped kinks (the loss rises on both
-   sides, the kinks a descent method piles up on) and an upper bound
-   elsewhere. This is the convex piecewise model of bundle and prox-linear
+   J_f, off_f the gradient and value changes when family f switches on.
+   The maximum is exact to first order at V-shaped kinks (the loss rises on
+   both sides, the kinks a descent method piles up on) and an upper bound at
+   ridges. This is the convex piecewise model of bundle and prox-linear
    methods (Lewis & Wright 2016, Math. Program. 158:501), with the exact
    Hessian of the piece as its curvature (the VU idea of Mifflin &
    Sagastizabal 2005, Math. Program. 104:583: Newton along the kinks, a
    sharp model across them).
-3. *Step.* Writing each group's maximum as a maximum over the simplex of its
-   pieces, the minimiser for fixed weights u is d(u) = -(H + mu)^-1 (g0 + V u),
-   and u solves the concave dual, bounded least squares (BVLS; for coupled
-   groups the box relaxation, i.e. a sum instead of a maximum over a group's
-   pieces: still a convex upper model, see :func:`relunet.kinks.hull_qp`). A kink whose weight ends strictly inside
+3. *Step.* Writing max(0, a) as max over u in [0, 1] of u a, the minimiser
+   for fixed weights u is d(u) = -(H + mu)^-1 (g0 + J u), and u solves the
+   concave dual, a bounded least-squares problem (BVLS, exact;
+   :func:`relunet.kinks.hull_qp`). A kink whose weight ends strictly inside
    (0, 1) is held at z = 0 by the step, so Newton converges along the kink
    manifold; the eigen-decomposition of H makes mu >= -lambda_min cheap, so
    the step follows negative curvature out of saddles.
@@ -166,7 +166,7 @@ def certify(W, arch: Arch, x, t, gtol: float = GTOL, eps_on: float = EPS_ON,
         if cm is None:
             zero = L[m] == 0.0          # a global minimum of a sum of squares: nothing to check
             for k, v in (("certified", zero), ("kind", "zero-loss" if zero else "uncertified"),
-                         ("measure", 0.0 if zero else np.nan), ("n_kinks", n),
+                         ("measure", 0.0 if zero else np.inf), ("n_kinks", n),
                          ("min_gap", mgap), ("rank", -1), ("coupled", True),
                          ("reason", "; ".join(reason)), ("lam", np.zeros(n)),
                          ("entries", ent), ("c", np.zeros(n)), ("families", [])):
@@ -210,21 +210,8 @@ def _near_entries(z, delta):
 
 
 def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
-    """Steps of the piecewise model from one network, raising mu until the loss decreases.
-
-    The model around w, with the kinks within ``delta`` of w gathered into
-    groups (:func:`relunet.kinks.vertices`: base = all of them off, value L0,
-    gradient g0; each group's pieces sigma with gradient and value changes
-    V_sigma, off_sigma):
-
-        m(d) = L0 + g0.d + d.(H + mu I) d / 2 + sum_groups max(0, max_sigma V_sigma.d + off_sigma)
-
-    exact to first order for V-shaped kinks and an upper bound elsewhere (each
-    group's true change is one of its pieces). Writing max over a group as
-    max over the simplex of its pieces, min over d for fixed weights u gives
-    d(u) = -(H + mu)^-1 (g0 + V u), and u solves the concave dual, a
-    least-squares problem over a product of simplices (:func:`relunet.kinks.hull_qp`;
-    boxes [0, 1] when every group is one kink).
+    """Steps of the piecewise model (module docstring, steps 1-4) from one network,
+    raising the damping mu until the loss does not increase.
 
     Returns (w_new, L_new, mu_new, accepted).
     """
@@ -232,13 +219,9 @@ def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
     mu_min = max(0.0, -e[0]) + 1e-12 * max(abs(e[-1]), 1.0)
     mu = min(max(mu, mu_min), MU_MAX)
     near = _near_entries(z, delta)
-    while len(near):
-        try:
-            L0, g0, V, off, gid, _ = vertices(w, arch, x, t, near, z > 0)
-            break
-        except ValueError:              # too many coupled kinks to enumerate: keep the nearest
-            near = near[:len(near) // 2]
-    if not len(near):
+    if len(near):
+        L0, g0, V, off, gid, _ = vertices(w, arch, x, t, near, z > 0, coupled=False)
+    else:
         L0, g0, V, off, gid = L, g, np.zeros((0, w.size)), np.zeros(0), np.zeros(0, int)
     n_groups = int(gid.max()) + 1 if gid.size else 0
 
@@ -255,7 +238,7 @@ def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
         f = 1.0 / np.sqrt(e + mu)
         b = f * (Ve.T @ g0)
         A = f[:, None] * (Ve.T @ V.T)
-        u = hull_qp(A, b, gid, lin=off, exact=False) if V.shape[0] else np.zeros(0)
+        u = hull_qp(A, b, gid, lin=off) if V.shape[0] else np.zeros(0)
         d = -(Ve @ (f * (b + A @ u)))
         pred = m0 - model(d)
         Lt = float(loss_ref((w + d)[None], arch, x, t)[0])   # NumPy: no thread start-up
