@@ -159,8 +159,9 @@ def report(cfg: Config, ctx) -> str:
              f"The first students of each main run quenched for at most {cfg.max_iter} Newton "
              f"iterations (relunet.quench). Certificate: smooth (|grad| <= {cfg.gtol:g}, no "
              f"pre-activation within {cfg.gap:g} of its kink) or kink (every pre-activation "
-             f"on its kink, |z| <= {cfg.eps_on:g}, or farther than {cfg.gap:g}; kinks of one "
-             f"kink families' normals independent; Clarke measure <= {cfg.gtol:g}). Values: median [10%, 90%].",
+             f"on its kink, |z| <= {cfg.eps_on:g}, or farther than {cfg.gap:g}; the kink "
+             f"families' normals independent; Clarke measure <= {cfg.gtol:g}). Values: "
+             "median [10%, 90%].",
              "", "| | momentum | adadelta |", "|---|---|---|"]
     opts = optimizers(d)
 
