@@ -337,6 +337,11 @@ def hull_qp(A, b, gid, lin=None, exact: bool = True):
         return np.zeros(0)
     lin = np.zeros(n) if lin is None else lin
     if np.any(lin):
+        # -lin.u = -v.(A u) needs A^T v = lin, solvable exactly only if A has full column
+        # rank: a ridge of 1e-8 |A| rows (an extra 1e-16 |A|^2 |u|^2 / 2) makes it so
+        eps = 1e-8 * max(np.abs(A).max(), 1e-300)
+        A = np.vstack([A, eps * np.eye(n)])
+        b = np.concatenate([b, np.zeros(n)])
         v = np.linalg.lstsq(A.T, lin, rcond=None)[0]
         rhs = v - b
     else:

@@ -27,10 +27,13 @@ At the current point w:
 
        m(d) = L0 + g0.d + d.(H + mu I) d / 2 + sum_families max(0, J_f.d + off_f),
 
-   J_f, off_f the gradient and value changes when family f switches on.
-   The maximum is exact to first order at V-shaped kinks (the loss rises on
-   both sides, the kinks a descent method piles up on) and an upper bound at
-   ridges. This is the convex piecewise model of bundle and prox-linear
+   J_f, off_f the gradient and value changes when family f switches on,
+   over the V-shaped kinks (the loss rises on both sides; the kinks a descent
+   method piles up on), where the maximum is exact to first order. A ridge
+   (the loss falls on both sides) keeps the piece of the side it is on: an
+   upper bound that is tight at d = 0, so a decrease of the model is a
+   decrease of the loss to first order (max(0, .) over a ridge would not be
+   tight there, and its steps climbed; measured). This is the convex piecewise model of bundle and prox-linear
    methods (Lewis & Wright 2016, Math. Program. 158:501), with the exact
    Hessian of the piece as its curvature (the VU idea of Mifflin &
    Sagastizabal 2005, Math. Program. 104:583: Newton along the kinks, a
@@ -46,7 +49,10 @@ At the current point w:
    does not increase, and mu shrinks or grows with the ratio of actual to
    predicted decrease. The loss never increases (beyond 4 ulp of rounding
    noise in the last, ~1e-18 steps, where a decrease is invisible in L
-   itself). A network whose damping reaches MU_MAX without a decrease is
+   itself). If no damping gives a decrease (the model misses kinks that
+   interact), one gradient-sampling step is tried (Burke, Lewis & Overton
+   2005: the shortest vector in the hull of gradients sampled within 1e-7,
+   halving steps along it); a network that cannot descend that way either is
    reported as stalled.
 
 The certificate
@@ -220,7 +226,15 @@ def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
     mu = min(max(mu, mu_min), MU_MAX)
     near = _near_entries(z, delta)
     if len(near):
-        L0, g0, V, off, gid, _ = vertices(w, arch, x, t, near, z > 0, coupled=False)
+        L0, g0, V, off, gid, info = vertices(w, arch, x, t, near, z > 0, coupled=False)
+        # max(0, J.d + off) is tight at d = 0 only for a V-shaped kink (the jump points
+        # up the normal). A ridge keeps the side it is on: its piece joins the base.
+        normals = np.array([info["Nz"][f[0]] for f in info["families"]])
+        vee = np.einsum("fp,fp->f", V, normals) > 0
+        on = np.array([z[tuple(near[f[0]] - [1, 0, 0])] > 0 for f in info["families"]])
+        ridge_on = ~vee & on
+        L0, g0 = L0 + off[ridge_on].sum(), g0 + V[ridge_on].sum(axis=0)
+        V, off, gid = V[vee], off[vee], np.arange(int(vee.sum()))
     else:
         L0, g0, V, off, gid = L, g, np.zeros((0, w.size)), np.zeros(0), np.zeros(0, int)
     n_groups = int(gid.max()) + 1 if gid.size else 0
@@ -251,7 +265,40 @@ def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
         mu = max(4.0 * mu, 1e-8)
         if mu > MU_MAX:
             break
+    w2, L2 = _sampling_step(w, L, arch, x, t)
+    if L2 < L:
+        return w2, L2, min(mu, 1.0), True
     return w, L, min(mu, MU_MAX), False
+
+
+def _sampling_step(w, L, arch, x, t, n_samples: int = 40, radius: float = 1e-7):
+    """Fallback when no step of the model lowers the loss: one gradient-sampling step.
+
+    Gradients at w and at n_samples points within ``radius`` (deterministic
+    directions), the shortest vector g_min of their hull (NNLS with a heavy
+    row for the convex weights: Burke, Lewis & Overton 2005), then halving
+    steps along -g_min from |d| = 0.1 until the loss decreases. Returns (w, L)
+    unchanged if none does.
+    """
+    from scipy.optimize import nnls
+    U = np.random.default_rng(0).standard_normal((n_samples, w.size))
+    U *= radius / np.linalg.norm(U, axis=1, keepdims=True)
+    Ws = np.vstack([w, w + U])
+    _, G = masked_loss_and_grad(Ws, arch, x, t, preactivations(Ws, arch, x) > 0)
+    big = 1e3 * max(np.abs(G).max(), 1e-300)
+    u, _ = nnls(np.vstack([G.T, big * np.ones(len(G))]),
+                np.concatenate([np.zeros(w.size), [big]]), maxiter=50 * len(G))
+    d = -(G.T @ u)
+    nd = np.linalg.norm(d)
+    if nd == 0.0:
+        return w, L
+    step = 0.1 / nd
+    for _ in range(40):
+        Lt = float(loss_ref((w + step * d)[None], arch, x, t)[0])
+        if Lt < L:
+            return w + step * d, Lt
+        step *= 0.5
+    return w, L
 
 
 # =============================================================================
