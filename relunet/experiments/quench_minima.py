@@ -109,7 +109,7 @@ def optimizers(d) -> list[str]:
 
 
 def plot(cfg: Config, ctx) -> list[str]:
-    from ..plots import OPT_COLORS, OPT_LABELS, figure, log_axis, savefig
+    from ..plots import OPT_COLORS, OPT_LABELS, figure, savefig
     d = ctx.results(NAME, cfg).load_array("quench")
     fig, (a, b, c) = figure(3, 1, width=3.3, height=2.9)
     lo = min(min(d[f"{o}_loss"].min(), d[f"{o}_loss0"].min()) for o in optimizers(d))
@@ -133,7 +133,7 @@ def plot(cfg: Config, ctx) -> list[str]:
         m1 = np.maximum(d[f"{opt}_measure"], 1e-17)
         c.scatter(m0, m1, s=8, alpha=0.6, color=OPT_COLORS[opt], label=OPT_LABELS[opt])
     c.axhline(cfg.gtol, color="k", lw=0.8, ls=":", label=f"certificate: {cfg.gtol:g}")
-    log_axis(c, "x")
+    c.set_xscale("log")
     c.set_yscale("log")
     c.set_xlabel("stationarity measure of the student")
     c.set_ylabel("after quenching")
@@ -190,17 +190,22 @@ def report(cfg: Config, ctx) -> str:
             key = "stalled (no step of the model lowers the loss)" if r.startswith("stalled") \
                 else "iteration budget spent"
             reasons[key] = reasons.get(key, 0) + 1
-    descended = all(np.median(d[f"{o}_loss0"] - d[f"{o}_loss"]) > 1e-3 for o in opts)
+    stationary = {o: float(np.mean(d[f"{o}_raw_certified"])) for o in opts}
     lines += ["", "Why the rest are not certified: " + (", ".join(
         f"{k}: {v}" for k, v in reasons.items()) or "-") + ".", "",
         "| claim | ours | verdict |", "|---|---|---|",
         "| the trained students are local minima (Sec. 3.2) | "
         + "; ".join(f"{o}: {int(d[f'{o}_raw_certified'].sum())} of {len(d[f'{o}_loss'])} "
-                    f"students stationary, quenching lowers the MSE by "
-                    f"{fmt(np.median(d[f'{o}_loss0'] - d[f'{o}_loss']))} (median)"
-                    for o in opts)
-        + " | " + ("differs: the students are not at rest; a second-order descent keeps "
-                   "lowering their loss, so the paper's 'local minima' are points on slow "
-                   "slopes of the landscape" if descended else
-                   "reproduced: quenching changes little") + " |", ""]
+                    f"students are certified stationary points; quenching lowers the MSE by "
+                    f"{fmt(np.median(d[f'{o}_loss0'] - d[f'{o}_loss']))} (median, up to "
+                    f"{fmt(np.max(d[f'{o}_loss0'] - d[f'{o}_loss']))}) and moves them "
+                    f"{fmt(np.median(d[f'{o}_moved']))}" for o in opts)
+        + " | " + ("reproduced: most students are at rest" if min(stationary.values()) >= 0.5
+                   else "differs: the students are not at rest (not stationary, still "
+                   "descending under a second-order method); the landscape experiments use "
+                   "the quenched points, and only the certified ones are called minima") + " |",
+        "| the quenched points are minima | " + "; ".join(
+            f"{o}: " + ", ".join(f"{k} {v}" for k, v in type_counts(d, o).items()) for o in opts)
+        + " | unknown for the uncertified majority: the quench's budget ends before a "
+        "certificate (see the reasons above) |", ""]
     return "\n".join(lines)
