@@ -42,10 +42,9 @@ Register blocking (16 ymm registers on AVX2), each choice measured on a
   through the chunk: the 30 sums of a layer cost 3 passes over the points and
   no horizontal reduction until the end of the step (85%; 2 x 6 tiles: 75%).
 
-Every sum has the order written here (the kernel is compiled without
-fast-math flags; only the optimizer update, ``fused.apply_update``, uses them),
-so results do not depend on the thread count or on which other networks
-share the stack.
+Every sum has the order written here (the kernel and the optimizer update,
+``fused.apply_update``, are compiled without fast-math flags), so results do
+not depend on the thread count or on which other networks share the stack.
 
 Scratch buffer of one network (element offsets, L = lanes, CM = row stride)::
 

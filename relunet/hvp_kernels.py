@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._numba import FASTMATH
+from ._numba import STRICT
 from .kernels import _forward_one, _forward_ref_acts, check_data
 from .net import Arch, check_stack
 
@@ -119,7 +119,7 @@ def hessian_ref(W, arch, x, t) -> np.ndarray:
 # =============================================================================
 # numba: forward/backward pass that keeps dL/dz of every layer
 # =============================================================================
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=STRICT)
 def _backward_keep(w, A, Y, T, K, N, n_in, n_out, DY, DZ):
     """Fills DY[o, s] = dL/dy and DZ[l, j, s] = dL/dz_l (l = 1..K)."""
     S = T.shape[1]
@@ -152,7 +152,7 @@ def _backward_keep(w, A, Y, T, K, N, n_in, n_out, DY, DZ):
                         DZ[layer - 1, i, s] += wji * DZ[layer, j, s]
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=STRICT)
 def _first_nonzero_layer(v, K, N, n_in):
     """First affine map (1..K+1) whose block of v is nonzero; K+2 if v == 0."""
     first = N * n_in + N                     # end of layer 1's block
@@ -170,7 +170,7 @@ def _first_nonzero_layer(v, K, N, n_in):
 # =============================================================================
 # numba: the R-pass (one direction v of one network)
 # =============================================================================
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=STRICT)
 def _rop_one(w, v, A, DY, DZ, K, N, n_in, n_out, RA, RD, RDp, hv):
     """hv[P] = H v, given the kept A, DY, DZ of network w. Buffers RA (K+1, width,
     S); RD, RDp (width, S). Layers before the first nonzero block of v have
@@ -283,7 +283,7 @@ def _rop_one(w, v, A, DY, DZ, K, N, n_in, n_out, RA, RD, RDp, hv):
 # =============================================================================
 # numba: batched kernels
 # =============================================================================
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@njit(cache=True, parallel=True, fastmath=STRICT)
 def rop_kernel(W, X, T, V, unit, K, N, block):
     """HV[m, d] = H(W[m]) v_d for every network m and direction d: (M, D, P).
 

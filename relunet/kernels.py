@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._numba import FASTMATH
+from ._numba import STRICT
 from .net import Arch, check_stack
 
 __all__ = ["forward", "forward_ref", "loss", "loss_ref", "loss_and_grad",
@@ -125,7 +125,7 @@ def loss_and_grad_ref(W, arch: Arch, x, t):
 # =============================================================================
 # numba kernels: one network per prange iteration
 # =============================================================================
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=STRICT)
 def _forward_one(w, X, A, K, N, n_in, n_out, Y):
     """Forward pass of one network. Keeps A[l, j, s] = h_l (A[0] = inputs) for
     the backward pass; writes outputs Y[o, s]."""
@@ -161,7 +161,7 @@ def _forward_one(w, X, A, K, N, n_in, n_out, Y):
                 Y[o, s] += woi * A[K, i, s]
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=STRICT)
 def _loss_one(Y, T):
     n_out, S = T.shape
     acc = 0.0
@@ -172,7 +172,7 @@ def _loss_one(Y, T):
     return acc / (S * n_out)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=STRICT)
 def _backward_one(w, A, Y, T, K, N, n_in, n_out, D, Dp, g):
     """Backward pass of one network. Overwrites g[P] with dL/dw.
 
@@ -232,7 +232,7 @@ def _backward_one(w, A, Y, T, K, N, n_in, n_out, D, Dp, g):
             D, Dp = Dp, D
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@njit(cache=True, parallel=True, fastmath=STRICT)
 def _forward_kernel(W, X, K, N, n_out):
     M = W.shape[0]
     n_in, S = X.shape
@@ -243,7 +243,7 @@ def _forward_kernel(W, X, K, N, n_out):
     return Yall
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@njit(cache=True, parallel=True, fastmath=STRICT)
 def _loss_kernel(W, X, T, K, N):
     M = W.shape[0]
     n_in, S = X.shape
@@ -257,7 +257,7 @@ def _loss_kernel(W, X, T, K, N):
     return out
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@njit(cache=True, parallel=True, fastmath=STRICT)
 def _loss_and_grad_kernel(W, X, T, K, N):
     M, P = W.shape
     n_in, S = X.shape

@@ -66,7 +66,7 @@ import numpy as np
 from numba import njit
 
 from . import _codegen
-from ._numba import FASTMATH
+from ._numba import STRICT
 from .fused import OPT_CODES, apply_update, pack_points
 from .kernels import _backward_one, _forward_one, _loss_one, check_data
 from .net import Arch, check_stack
@@ -91,7 +91,7 @@ class TrainResult:
 # =============================================================================
 # Generic fallback (any width): the kernels.py building blocks in one loop
 # =============================================================================
-@njit(cache=True, nogil=True, fastmath=FASTMATH)
+@njit(cache=True, nogil=True, fastmath=STRICT)
 def _train_range_generic(W, S1, S2, X, T, K, N, steps, record_every, opt, lr, h1, h2, h3,
                          hist, status, done, final, m0, m1):
     """Same contract as the generated ``train_range``, for any N (slower)."""
