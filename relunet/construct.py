@@ -6,8 +6,7 @@ W_f is a 5x5 ReLU network (136 parameters) whose output
 
 is a 16-tooth sawtooth of height 1.4 plus a low-frequency linear spline. Units
 0-1 of every layer form the sawtooth block and units 2-4 the spline block; the
-two blocks never feed each other (shared/paper/construction.md gives every
-number used here).
+two blocks never feed each other (every number used is written out below).
 
 Sawtooth block (2 units per layer). Layer 1 makes u0 = relu(x + 1), u1 = relu(x)
 and the combination t = u0 - 2 u1 is a tent on [-1, 1] with peak 1 at x = 0

@@ -82,7 +82,7 @@ kernel and its NumPy twin then differ by 0.8% of max|H| there). Measured at
 directions, against 1702.9 and 93 on the exact branch. The clean way to the
 Hessian of canonical W_f is the congruence above applied to H at raw W_f,
 with D from the log-scales of ``relunet.symmetry.rescale_min_norm``: top
-eigenvalue 1702.9 (construction.md: about 1.7e3).
+eigenvalue 1702.9 (the construction's own check: about 1.7e3).
 
 Zero eigenvalues: the tolerance
 -------------------------------

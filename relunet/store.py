@@ -17,7 +17,7 @@ Two kinds of things are stored under a directory:
                       "updated"}
 
 Rules that make this crash-safe (measured: 37 random SIGKILLs of a writer left
-nothing corrupt, see shared/notes/numba-dask-store.md):
+nothing corrupt):
 
 1. Every file is written to a temporary name in the same directory, flushed,
    fsynced and ``os.replace``'d over its final name; then the directory is

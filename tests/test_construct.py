@@ -1,4 +1,4 @@
-"""W_f fits what the paper says it fits (construction.md)."""
+"""W_f fits what the paper says it fits (the construction in relunet/construct.py)."""
 import numpy as np
 import pytest
 

@@ -197,10 +197,10 @@ def test_wf_canonical_top_eigenvalue(wf):
     wr, info = symmetry.rescale_min_norm(w, WF_ARCH, return_info=True)
     D = scale_vector(WF_ARCH, np.exp(info["log_scales"][0]))
     np.testing.assert_allclose(D * w, wr, rtol=1e-12, atol=1e-12)   # same rescaling
-    assert abs(np.linalg.norm(wr) - 11.71) < 0.01         # construction.md: about 11.7
+    assert abs(np.linalg.norm(wr) - 11.71) < 0.01         # the construction's check: about 11.7
     lam_c = np.linalg.eigvalsh(H / np.outer(D, D))
     lam = np.linalg.eigvalsh(H)
-    assert 1.6e3 < lam_c[-1] < 1.8e3                      # construction.md: about 1.7e3
+    assert 1.6e3 < lam_c[-1] < 1.8e3                      # the construction's check: about 1.7e3
     assert lam[-1] > 5 * lam_c[-1]                        # raw W_f: 1.47e4, much stiffer
     # Sylvester's law of inertia: same counts of negative/zero/positive eigenvalues
     s, sc = hs.spectrum_summary(lam), hs.spectrum_summary(lam_c)

@@ -145,7 +145,7 @@ def test_tie_broken_by_incoming_row():
 def test_wf_canonical_norm():
     w = build_wf()
     wc, info = canonicalize(w, WF_ARCH, return_info=True)
-    # construction.md: raw norm ~50.7, ~11.7 after rescaling; measured 11.714833028
+    # the construction's check: raw norm ~50.7, ~11.7 after rescaling; measured 11.714833028
     np.testing.assert_allclose(np.linalg.norm(w), 50.7407, atol=1e-3)
     assert abs(np.linalg.norm(wc) - 11.7) < 0.05
     assert info["converged"][0] and not info["dead"].any()   # zero blocks, no dead unit

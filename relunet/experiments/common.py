@@ -12,7 +12,7 @@ import numpy as np
 from ..engine import TrainConfig, load_run, run_training
 from ..kernels import forward
 
-#: Keras 2.0 / construction.md defaults (TrainConfig fills them in too)
+#: the two optimizers, with Keras 2.0's defaults (TrainConfig fills them in)
 OPTIMIZERS = ("momentum", "adadelta")
 
 
