@@ -33,8 +33,9 @@ At the current point w:
    (the loss falls on both sides) keeps the piece of the side it is on: an
    upper bound that is tight at d = 0, so a decrease of the model is a
    decrease of the loss to first order (max(0, .) over a ridge would not be
-   tight there, and its steps climbed; measured). This is the convex piecewise model of bundle and prox-linear
-   methods (Lewis & Wright 2016, Math. Program. 158:501), with the exact
+   tight there, and its steps climbed; measured). This is the convex
+   piecewise model of bundle and prox-linear methods (Lewis & Wright 2016,
+   Math. Program. 158:501), with the exact
    Hessian of the piece as its curvature (the VU idea of Mifflin &
    Sagastizabal 2005, Math. Program. 104:583: Newton along the kinks, a
    sharp model across them).
@@ -90,7 +91,6 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import scipy.linalg
-from scipy.optimize import lsq_linear
 
 from .hessian import _one_blas_thread, hessian
 from .kernels import loss, loss_ref
@@ -378,7 +378,8 @@ def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
         why = "stalled: no decrease from the model's step" if stalled[m] else \
             f"not certified after {iters[m]} iterations"
         reason[m] = f"{why}; {reason[m]}"
-    return QuenchResult(W=Wc, loss0=loss(W0, arch, x, t), loss=loss(Wc, arch, x, t), moved=np.linalg.norm(Wc - W0, axis=1),
+    return QuenchResult(W=Wc, loss0=loss(W0, arch, x, t), loss=loss(Wc, arch, x, t),
+                        moved=np.linalg.norm(Wc - W0, axis=1),
                         iterations=iters, certified=cert["certified"], kind=cert["kind"],
                         measure=cert["measure"], n_kinks=cert["n_kinks"],
                         min_gap=cert["min_gap"], rank=cert["rank"], coupled=cert["coupled"],
@@ -442,8 +443,9 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
 
     A curvature counts as zero when |lambda| <= tol_rel * max|lambda|.
 
-    Returns a dict of (M,) arrays: ``type`` ('global-minimum' for zero loss, 'minimum', 'saddle', 'kink-minimum',
-    'kink-saddle', 'degenerate-kink' or 'uncertified'), ``index`` (negative
+    Returns a dict of (M,) arrays: ``type`` ('global-minimum' for zero loss,
+    'minimum', 'saddle', 'kink-minimum', 'kink-saddle', 'degenerate-kink' or
+    'uncertified'), ``index`` (negative
     curvatures, plus ridge creases), ``n_flat`` (zero curvatures beyond the
     symmetry modes: dead units and other flat directions), ``n_sym`` (rescaling
     modes removed), ``n_creases``, ``min_curv`` (lowest reduced eigenvalue).

@@ -1,5 +1,4 @@
 """Every experiment end to end at smoke scale: files, report sections, resume, --plot-only."""
-import os
 import time
 
 import pytest

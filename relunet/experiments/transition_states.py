@@ -83,7 +83,7 @@ def report(cfg: Config, ctx) -> str:
              f"|grad| <= {cfg.gtol:g}, one negative curvature after removing the rescaling "
              f"modes, no pre-activation within {cfg.gap:g} of its kink.", "",
              "| quantity | value |", "|---|---|",
-             f"| outcome | " + ", ".join(f"{k}: {v}" for k, v in kinds.items()) + " |",
+             "| outcome | " + ", ".join(f"{k}: {v}" for k, v in kinds.items()) + " |",
              f"| certified index-1 saddles | {int(ok.sum())} of {n} |",
              f"| barrier from W_f (E_ts - 0), certified | {q(d['E'][ok])} |",
              f"| barrier from the minimum (E_ts - E_end), certified | "
