@@ -63,16 +63,18 @@ With eps_on (default 1e-10) the distance to a kink that counts as "on it" and
 gap (default 1e-6) a margin:
 
 * **smooth**: no pre-activation within ``gap`` of 0, and |grad L| <= gtol
-  (default 1e-9). Then L is a polynomial in a ball around w of radius at
-  least gap / max_a |dz_a/dw| (reported as ``smooth_radius``), and w is a
-  stationary point of it.
+  (default 1e-9). Then L is a polynomial in a ball around w of radius about
+  gap / max_a |dz_a/dw| (to first order; the normals are
+  :func:`relunet.kinks.preactivation_grads`), and w is a stationary point
+  of it.
 * **zero-loss**: L(w) = 0 exactly, a global minimum of a sum of squares
   (W_f itself: 1,426 of its pre-activations sit exactly on kinks).
 * **kink**: every pre-activation is either on its kink (|z_a| <= eps_on) or
   farther than ``gap``; the kink families' normals are linearly independent
   (so every on/off pattern of them occurs arbitrarily close to w); and the
-  Clarke measure, dist(0, conv of the one-sided gradients) =
-  min_{lam in [0,1]} |g_off + J lam|, is at most gtol. This is Clarke
+  Clarke measure, dist(0, conv of the one-sided gradients) (for lone kinks
+  min_{lam in [0,1]} |g_off + J lam|; :func:`relunet.kinks.clarke_measure`),
+  is at most gtol. This is Clarke
   eps-stationarity in the sense of gradient sampling (Burke, Lewis & Overton
   2005, SIAM J. Optim. 15:751): 0 lies within gtol of the hull of the
   gradients of every piece that touches a ball of radius eps_on / min|dz_a/dw|.
@@ -114,16 +116,16 @@ class QuenchResult:
 
     W: np.ndarray            # (M, P) quenched networks
     loss0: np.ndarray        # (M,) loss before
-    loss: np.ndarray         # (M,) loss after (never larger than loss0)
+    loss: np.ndarray         # (M,) loss after (never larger than loss0, up to 4 ulp)
     moved: np.ndarray        # (M,) |W - W0|
     iterations: np.ndarray   # (M,) Newton iterations
     certified: np.ndarray    # (M,) bool: smooth or kink certificate holds
-    kind: np.ndarray         # (M,) str: 'smooth', 'kink' or 'uncertified'
+    kind: np.ndarray         # (M,) str: 'smooth', 'kink', 'zero-loss' or 'uncertified'
     measure: np.ndarray      # (M,) |grad| (smooth) or Clarke measure (kink)
     n_kinks: np.ndarray      # (M,) pre-activations on their kink (|z| <= eps_on)
     min_gap: np.ndarray      # (M,) smallest |z| among those not on a kink
-    rank: np.ndarray         # (M,) rank of the kink normals
-    coupled: np.ndarray      # (M,) bool: a point with kinks in two layers
+    rank: np.ndarray         # (M,) rank of the kink families' normals
+    coupled: np.ndarray      # (M,) bool: a point with kinks in several layers (enumerated)
     reason: np.ndarray       # (M,) str: why uncertified ('' if certified)
 
     def __len__(self):
