@@ -116,8 +116,9 @@ def main(argv=None):
         q = np.quantile(r.fmax_final, [0.0, 0.5, 1.0])
         print(f"  converged at fmax {a.fmax:g}: {r.converged.mean():.0%} of bands; "
               f"final max force min/median/max {q[0]:.3g} / {q[1]:.3g} / {q[2]:.3g}")
-        print(f"  highest image above W_f: median {np.median(r.barrier()):.4g}; path/chord median "
-              f"{np.median(r.distance[:, -1] / chord):.3g}, max {np.max(r.distance[:, -1] / chord):.3g}")
+        print(f"  highest image above W_f: median {np.median(r.barrier()):.4g}; "
+              f"path/chord median {np.median(r.distance[:, -1] / chord):.3g}, "
+              f"max {np.max(r.distance[:, -1] / chord):.3g}")
         out.update(neb_images=r.images, neb_energies=r.energies, neb_converged=r.converged,
                    neb_iterations=r.iterations, neb_fmax_final=r.fmax_final)
     if a.method in ("both", "string"):
@@ -133,11 +134,15 @@ def main(argv=None):
               f"sampled min-norm <= {a.gs_tol:g}): "
               f"{conv.mean():.0%} of bands; iterations of converged bands median "
               f"{int(np.median(r.iterations[conv])) if conv.any() else 0}")
-        print(f"  barrier change over the window median {np.median(bc) if bc.size else np.inf:.3g}; "
-              f"sampled min-norm median {np.nanmedian(r.peak_measure) if np.isfinite(r.peak_measure).any() else np.nan:.3g}")
+        pm = (np.nanmedian(r.peak_measure) if np.isfinite(r.peak_measure).any()
+              else np.nan)
+        print(f"  barrier change over the window median "
+              f"{np.median(bc) if bc.size else np.inf:.3g}; "
+              f"sampled min-norm median {pm:.3g}")
         print(f"  path maximum above W_f: median {np.median(r.barrier()):.4g}; climbing image "
-              f"median {np.median(r.energies.max(1) - r.energies[:, 0]):.4g}; path/chord median "
-              f"{np.median(r.distance[:, -1] / chord):.3g}, max {np.max(r.distance[:, -1] / chord):.3g}")
+              f"median {np.median(r.energies.max(1) - r.energies[:, 0]):.4g}; "
+              f"path/chord median {np.median(r.distance[:, -1] / chord):.3g}, "
+              f"max {np.max(r.distance[:, -1] / chord):.3g}")
         out.update(string_images=r.images, string_energies=r.energies,
                    string_converged=r.converged, string_iterations=r.iterations,
                    string_peak_energy=r.peak_energy, string_barrier_change=r.barrier_change,

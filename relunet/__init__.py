@@ -1,7 +1,7 @@
 """relunet: the energy landscape of a small ReLU network (Gamst & Walker 2017)."""
 from . import _numba  # noqa: F401  (sets up a writable numba cache first)
-from .net import Arch, init_stack
 from .kernels import forward, loss, loss_and_grad
+from .net import Arch, init_stack
 from .optim import Adadelta, Momentum, make_optimizer
 from .train import TrainResult, train_stack
 

@@ -12,9 +12,9 @@
   the NEB bands changed in their last bits on another CPU. Measured here
   (3,200 networks, 341 points): loss_and_grad 18.4 -> 40 ms, 200 exact
   Hessians 170 -> 370 ms (2.2x: the sums no longer vectorise). The fused
-  training kernels (fused.py) vectorise by hand and were strict already. Results still differ in the last bits
-  from the NumPy references (another order of summation): tests compare with
-  tolerances there.
+  training kernels (fused.py) vectorise by hand and were strict already.
+  Results still differ in the last bits from the NumPy references (another
+  order of summation): tests compare with tolerances there.
 """
 from __future__ import annotations
 

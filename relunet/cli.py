@@ -48,8 +48,16 @@ import threading
 import warnings
 from pathlib import Path
 
-from .engine import (EngineError, NumbaCacheError, TrainConfig, _quiet_logs, chunk_validator,
-                     load_run, run_interruptibly, run_training)
+from .engine import (
+    EngineError,
+    NumbaCacheError,
+    TrainConfig,
+    _quiet_logs,
+    chunk_validator,
+    load_run,
+    run_interruptibly,
+    run_training,
+)
 from .optim import make_optimizer
 from .store import ManifestError, RunStore
 

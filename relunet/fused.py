@@ -43,8 +43,6 @@ from numba.core import cgutils
 from numba.core.datamodel import default_manager
 from numba.extending import intrinsic, models, register_model
 
-
-
 __all__ = ["Vec", "lanes", "vload", "vstore", "vsplat", "vfma", "vadd", "vsub", "vmul",
            "vrelu", "vmask", "vhsum", "pack_points", "apply_update", "OPT_CODES"]
 

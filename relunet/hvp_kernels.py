@@ -72,7 +72,7 @@ def hvp_ref(W, arch, x, t, V) -> np.ndarray:
     W, X, T, V = prepare(W, arch, x, t, V)
     v, r = arch.unpack(W), arch.unpack(V)
     acts, y = _forward_ref_acts(W, arch, X)            # h_l (M, N_l, S), y (M, n_out, S)
-    masks = [None] + [acts[l] > 0 for l in range(1, arch.K + 1)]   # relu'(z_l) = [h_l > 0]
+    masks = [None] + [acts[layer] > 0 for layer in range(1, arch.K + 1)]  # relu'(z_l) = [h_l > 0]
     scale = 2.0 / (X.shape[1] * arch.n_out)
 
     def tr(a):

@@ -519,9 +519,12 @@ class StringResult:
     peak_t: np.ndarray          # (Bn,) position of the peak on that segment, in [0, 1]
     peak_distance: np.ndarray   # (Bn,) arc length from the start to the peak
     peak_point: np.ndarray      # (Bn, D)
-    barrier_change: np.ndarray  # (Bn,) max - min of the watched barrier over the last window (inf: none)
-    peak_measure: np.ndarray    # (Bn,) sampled min-norm perpendicular force at the peak images (nan: not measured)
-    fperp: np.ndarray           # (Bn, B-2) single-point |F_perp| per movable image (diagnostic only)
+    barrier_change: np.ndarray  # (Bn,) max - min of the watched barrier over the last window
+    #                             (inf: none)
+    peak_measure: np.ndarray    # (Bn,) sampled min-norm perpendicular force at the peak images
+    #                             (nan: not measured)
+    fperp: np.ndarray           # (Bn, B-2) single-point |F_perp| per movable image
+    #                             (diagnostic only)
     dense_distance: np.ndarray  # (Bn, M) arc length of the dense profile
     dense_energies: np.ndarray  # (Bn, M) energies of the dense profile
 

@@ -124,12 +124,12 @@ def apply_rescaling(W, arch: Arch, log_scales) -> np.ndarray:
     if not np.all(np.isfinite(u)):
         raise ValueError("log_scales contains non-finite values")
     c = np.exp(u)                                             # (M, K, N)
-    for l, (Wl, bl) in enumerate(_layers(W, arch)):           # l = 0..K (0-based)
-        if l < arch.K:
-            Wl *= c[:, l, :, None]
-            bl *= c[:, l, :]
-        if l > 0:
-            Wl /= c[:, l - 1, None, :]
+    for layer, (Wl, bl) in enumerate(_layers(W, arch)):       # layer = 0..K (0-based)
+        if layer < arch.K:
+            Wl *= c[:, layer, :, None]
+            bl *= c[:, layer, :]
+        if layer > 0:
+            Wl /= c[:, layer - 1, None, :]
     return _out(W, was_1d, dtype)
 
 
@@ -145,12 +145,12 @@ def apply_permutation(W, arch: Arch, perms) -> np.ndarray:
             np.sort(p, axis=-1), np.broadcast_to(np.arange(arch.N), p.shape)):
         raise ValueError("perms must hold a permutation of 0..N-1 in every (m, l) row")
     layers = _layers(W, arch)
-    for l in range(arch.K):
-        Wl, bl = layers[l]
-        Wn, _ = layers[l + 1]
-        Wl[...] = np.take_along_axis(Wl, p[:, l, :, None], axis=1)
-        bl[...] = np.take_along_axis(bl, p[:, l, :], axis=1)
-        Wn[...] = np.take_along_axis(Wn, p[:, l, None, :], axis=2)
+    for layer in range(arch.K):
+        Wl, bl = layers[layer]
+        Wn, _ = layers[layer + 1]
+        Wl[...] = np.take_along_axis(Wl, p[:, layer, :, None], axis=1)
+        bl[...] = np.take_along_axis(bl, p[:, layer, :], axis=1)
+        Wn[...] = np.take_along_axis(Wn, p[:, layer, None, :], axis=2)
     return _out(W, was_1d, dtype)
 
 
@@ -169,9 +169,9 @@ def dead_units(W, arch: Arch) -> np.ndarray:
         fed = r
     co = [None] * arch.K
     used = np.ones((W.shape[0], arch.n_out), dtype=bool)  # the outputs are always used
-    for l in range(arch.K - 1, -1, -1):
-        co[l] = ((L[l + 1][0] != 0) & used[:, :, None]).any(axis=1)
-        used = co[l]
+    for layer in range(arch.K - 1, -1, -1):
+        co[layer] = ((L[layer + 1][0] != 0) & used[:, :, None]).any(axis=1)
+        used = co[layer]
     return ~(np.stack(reach, axis=1) & np.stack(co, axis=1))
 
 
@@ -181,18 +181,18 @@ def _unit_sums(Q, u):
     K = u.shape[1]
     e2u = np.exp(2.0 * u)
     In, Out, V, F = np.empty_like(u), np.empty_like(u), [], 0.0
-    for l, (Qw, Qb) in enumerate(Q):
+    for layer, (Qw, Qb) in enumerate(Q):
         Vw = Qw.copy()
-        if l < K:
-            Vw *= e2u[:, l, :, None]
-            Vb = Qb * e2u[:, l, :]
+        if layer < K:
+            Vw *= e2u[:, layer, :, None]
+            Vb = Qb * e2u[:, layer, :]
         else:
             Vb = Qb
-        if l > 0:
-            Vw /= e2u[:, l - 1, None, :]
-            Out[:, l - 1, :] = Vw.sum(axis=1)
-        if l < K:
-            In[:, l, :] = Vw.sum(axis=2) + Vb
+        if layer > 0:
+            Vw /= e2u[:, layer - 1, None, :]
+            Out[:, layer - 1, :] = Vw.sum(axis=1)
+        if layer < K:
+            In[:, layer, :] = Vw.sum(axis=2) + Vb
         V.append(Vw)
         F = F + Vw.sum(axis=(1, 2)) + Vb.sum(axis=1)
     return F, In, Out, V
@@ -209,16 +209,16 @@ def _block_tridiag_solve(diag, off, g):
     K, N = diag.shape[1:]
     D = diag[:, :, :, None] * np.eye(N)                   # (M', K, N, N)
     S, y = [D[:, 0]], [g[:, 0]]
-    for l in range(1, K):
-        Bt = np.swapaxes(off[l - 1], 1, 2)
+    for layer in range(1, K):
+        Bt = np.swapaxes(off[layer - 1], 1, 2)
         Z = np.linalg.solve(S[-1], np.concatenate([Bt, y[-1][:, :, None]], axis=2))
-        S.append(D[:, l] - off[l - 1] @ Z[:, :, :-1])
-        y.append(g[:, l] - (off[l - 1] @ Z[:, :, -1:])[:, :, 0])
+        S.append(D[:, layer] - off[layer - 1] @ Z[:, :, :-1])
+        y.append(g[:, layer] - (off[layer - 1] @ Z[:, :, -1:])[:, :, 0])
     x = [None] * K
     x[K - 1] = np.linalg.solve(S[K - 1], y[K - 1][:, :, None])[:, :, 0]
-    for l in range(K - 2, -1, -1):
-        r = y[l] - (np.swapaxes(off[l], 1, 2) @ x[l + 1][:, :, None])[:, :, 0]
-        x[l] = np.linalg.solve(S[l], r[:, :, None])[:, :, 0]
+    for layer in range(K - 2, -1, -1):
+        r = y[layer] - (np.swapaxes(off[layer], 1, 2) @ x[layer + 1][:, :, None])[:, :, 0]
+        x[layer] = np.linalg.solve(S[layer], r[:, :, None])[:, :, 0]
     return np.stack(x, axis=1)
 
 
@@ -297,11 +297,11 @@ def rescale_min_norm(W, arch: Arch, gtol: float = 1e-11, max_iter: int = 100,
     norm_before = np.linalg.norm(W64, axis=1)
     dead = dead_units(W64, arch)
     L = _layers(W64, arch)
-    for l in range(arch.K):                       # zero all parameters touching dead units
-        L[l][0][dead[:, l]] = 0.0
-        L[l][1][dead[:, l]] = 0.0
-        Wn = L[l + 1][0]
-        Wn[np.broadcast_to(dead[:, l, None, :], Wn.shape)] = 0.0
+    for layer in range(arch.K):                   # zero all parameters touching dead units
+        L[layer][0][dead[:, layer]] = 0.0
+        L[layer][1][dead[:, layer]] = 0.0
+        Wn = L[layer + 1][0]
+        Wn[np.broadcast_to(dead[:, layer, None, :], Wn.shape)] = 0.0
     Q = [(Wl ** 2, bl ** 2) for Wl, bl in L]
     u, conv, it, rel = _newton(Q, dead, gtol, int(max_iter))
     Wr = apply_rescaling(W64, arch, u)
@@ -344,9 +344,9 @@ def sort_units(W, arch: Arch, tie_rtol: float = 1e-9, return_perm: bool = False)
     M, K, N = W64.shape[0], arch.K, arch.N
     perms = np.empty((M, K, N), dtype=np.intp)
     L = _layers(W64, arch)
-    for l in range(K):
-        Wl, bl = L[l]
-        Wn = L[l + 1][0]
+    for layer in range(K):
+        Wl, bl = L[layer]
+        Wn = L[layer + 1][0]
         s = (Wl ** 2).sum(axis=2) + bl ** 2                         # (M, N)
         p = np.argsort(s, axis=1, kind="stable")
         ss = np.take_along_axis(s, p, axis=1)
@@ -355,7 +355,7 @@ def sort_units(W, arch: Arch, tie_rtol: float = 1e-9, return_perm: bool = False)
             keys = np.concatenate([s[m][:, None], Wl[m], bl[m][:, None],
                                    np.sort(Wn[m], axis=0).T], axis=1)
             p[m] = sorted(range(N), key=functools.cmp_to_key(_tie_cmp(keys, tie_rtol)))
-        perms[:, l] = p
+        perms[:, layer] = p
         Wl[...] = np.take_along_axis(Wl, p[:, :, None], axis=1)
         bl[...] = np.take_along_axis(bl, p, axis=1)
         Wn[...] = np.take_along_axis(Wn, p[:, None, :], axis=2)
@@ -410,15 +410,15 @@ def _align(A, B, arch):
     """
     B = B.copy()
     LA, LB = _layers(A[None], arch), _layers(B[None], arch)
-    for l in range(arch.K):
-        ra = np.concatenate([LA[l][0][0], LA[l][1][0][:, None]], axis=1)
-        rb = np.concatenate([LB[l][0][0], LB[l][1][0][:, None]], axis=1)
+    for layer in range(arch.K):
+        ra = np.concatenate([LA[layer][0][0], LA[layer][1][0][:, None]], axis=1)
+        rb = np.concatenate([LB[layer][0][0], LB[layer][1][0][:, None]], axis=1)
         cost = ((ra[:, None, :] - rb[None, :, :]) ** 2).sum(axis=2)
-        if l == arch.K - 1:
-            oa, ob = LA[l + 1][0][0].T, LB[l + 1][0][0].T
+        if layer == arch.K - 1:
+            oa, ob = LA[layer + 1][0][0].T, LB[layer + 1][0][0].T
             cost += ((oa[:, None, :] - ob[None, :, :]) ** 2).sum(axis=2)
         _, cols = linear_sum_assignment(cost)          # unit a of A <- unit cols[a] of B
-        Wl, bl, Wn = LB[l][0][0], LB[l][1][0], LB[l + 1][0][0]
+        Wl, bl, Wn = LB[layer][0][0], LB[layer][1][0], LB[layer + 1][0][0]
         Wl[...], bl[...], Wn[...] = Wl[cols], bl[cols], Wn[:, cols]
     return B
 

@@ -3,8 +3,14 @@ import numpy as np
 import pytest
 
 from relunet import kernels as kn
-from relunet.construct import (WF_ARCH, build_wf, default_heights, f_closed_form,
-                               sawtooth_block, combine_blocks)
+from relunet.construct import (
+    WF_ARCH,
+    build_wf,
+    combine_blocks,
+    default_heights,
+    f_closed_form,
+    sawtooth_block,
+)
 from relunet.data import sample_points, training_set, wf_training_set
 from relunet.knots import knots, linear_regions
 from relunet.net import Arch, init_stack

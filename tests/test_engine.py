@@ -12,8 +12,15 @@ import numpy as np
 import pytest
 
 from relunet import engine
-from relunet.engine import (EngineError, RunData, TrainConfig, load_run, network_seeds,
-                            run_training, teacher_data)
+from relunet.engine import (
+    EngineError,
+    RunData,
+    TrainConfig,
+    load_run,
+    network_seeds,
+    run_training,
+    teacher_data,
+)
 from relunet.net import init_stack
 from relunet.store import RunStore
 

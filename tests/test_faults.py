@@ -23,8 +23,16 @@ import pytest
 
 from relunet import engine, store
 from relunet.cli import main
-from relunet.engine import (EngineError, NumbaCacheError, RunData, TrainConfig, load_run,
-                            network_seeds, run_training, teacher_data)
+from relunet.engine import (
+    EngineError,
+    NumbaCacheError,
+    RunData,
+    TrainConfig,
+    load_run,
+    network_seeds,
+    run_training,
+    teacher_data,
+)
 from relunet.net import init_stack
 from relunet.store import DamagedRunError, ManifestError, RunStore
 

@@ -3,8 +3,14 @@ import numpy as np
 import pytest
 
 from relunet.construct import WF_ARCH, build_wf
-from relunet.geometry import (distances_from, embed_2d, pairwise_distances, path_angles,
-                              path_functions, path_length)
+from relunet.geometry import (
+    distances_from,
+    embed_2d,
+    pairwise_distances,
+    path_angles,
+    path_functions,
+    path_length,
+)
 from relunet.kernels import forward_ref
 from relunet.net import Arch, init_stack
 from relunet.symmetry import canonicalize, random_symmetry

@@ -6,6 +6,7 @@ import pytest
 from relunet import kernels as kn
 from relunet.gradcheck import block_errors, directional_check, fd_gradient
 from relunet.net import Arch, init_stack
+
 from netcases import data_off_kinks, random_stack
 
 
@@ -20,9 +21,9 @@ def test_kernels_match_numpy_twins(K, N, rng):
                                    rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(kn.loss(W, arch, x, t), kn.loss_ref(W, arch, x, t),
                                    rtol=1e-12, atol=1e-14)
-        l, g = kn.loss_and_grad(W, arch, x, t)
+        loss, g = kn.loss_and_grad(W, arch, x, t)
         lr, gr = kn.loss_and_grad_ref(W, arch, x, t)
-        np.testing.assert_allclose(l, lr, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(loss, lr, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(g, gr, rtol=1e-10, atol=1e-12)
 
 
@@ -32,9 +33,9 @@ def test_multi_input_output_matches_twin(rng):
     x = rng.standard_normal((31, 3))
     t = rng.standard_normal((31, 2))
     np.testing.assert_allclose(kn.forward(W, arch, x), kn.forward_ref(W, arch, x), rtol=1e-12)
-    l, g = kn.loss_and_grad(W, arch, x, t)
+    loss, g = kn.loss_and_grad(W, arch, x, t)
     lr, gr = kn.loss_and_grad_ref(W, arch, x, t)
-    np.testing.assert_allclose(l, lr, rtol=1e-12)
+    np.testing.assert_allclose(loss, lr, rtol=1e-12)
     np.testing.assert_allclose(g, gr, rtol=1e-10, atol=1e-12)
 
 
@@ -76,10 +77,10 @@ def test_stack_is_bit_identical_to_single_calls(rng):
     arch = Arch(5, 5)
     W = init_stack(arch, np.arange(1000))
     x, t = wf_training_set()
-    l, g = kn.loss_and_grad(W, arch, x, t)          # one kernel call for 1,000 networks
+    loss, g = kn.loss_and_grad(W, arch, x, t)       # one kernel call for 1,000 networks
     for m in range(0, 1000, 37):
         l1, g1 = kn.loss_and_grad(W[m], arch, x, t)
-        assert l1[0] == l[m]
+        assert l1[0] == loss[m]
         assert np.array_equal(g1[0], g[m])
 
 

@@ -9,8 +9,18 @@ import pytest
 from scipy.integrate import solve_ivp
 
 from relunet import Arch, init_stack, kernels
-from relunet.neb import (NEBResult, dense_profile, linear_path, min_norm_hull, neb, neb_forces,
-                         reparametrize, sampled_min_norm, string_method, tangents)
+from relunet.neb import (
+    NEBResult,
+    dense_profile,
+    linear_path,
+    min_norm_hull,
+    neb,
+    neb_forces,
+    reparametrize,
+    sampled_min_norm,
+    string_method,
+    tangents,
+)
 from relunet.potentials import MB_MINIMA, MB_SADDLES, crease_well, double_well, mueller_brown
 
 MB_A, MB_B, MB_C = (np.array(MB_MINIMA[k][0]) for k in "ABC")

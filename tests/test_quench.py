@@ -11,17 +11,23 @@ from scipy.optimize import nnls
 from relunet import Arch, init_stack, kernels
 from relunet.construct import WF_ARCH, build_wf
 from relunet.data import wf_training_set
-from relunet.kinks import (clarke_measure, jumps, masked_loss_and_grad, preactivation_grads,
-                           preactivations)
+from relunet.kinks import (
+    clarke_measure,
+    jumps,
+    masked_loss_and_grad,
+    preactivation_grads,
+    preactivations,
+)
 from relunet.quench import certify, classify, quench, symmetry_modes
+
 from netcases import data_off_kinks, random_stack
 
 
 def onto_kink(w, arch, x, entry, iters=6):
     """Newton-project w onto the kink z_entry = 0 along the kink normal."""
-    l, j, s = entry
+    layer, j, s = entry
     for _ in range(iters):
-        z = preactivations(w[None], arch, x)[0][l - 1, j, s]
+        z = preactivations(w[None], arch, x)[0][layer - 1, j, s]
         n = preactivation_grads(w, arch, x, [entry])[0]
         w = w - z * n / (n @ n)
     return w
@@ -57,8 +63,8 @@ def test_jump_is_the_gradient_difference_across_the_kink(rng):
     W = random_stack(arch, 1, rng)
     x, t = data_off_kinks(W, arch, 30, rng)
     Z = np.abs(preactivations(W, arch, x)[0])
-    l, j, s = np.unravel_index(np.argmin(Z), Z.shape)
-    entry = (l + 1, j, s)
+    layer, j, s = np.unravel_index(np.argmin(Z), Z.shape)
+    entry = (layer + 1, j, s)
     w = onto_kink(W[0], arch, x, entry)
     J, c, Nz = jumps(w, arch, x, t, [entry])
     n = Nz[0] / np.linalg.norm(Nz[0])
@@ -78,9 +84,9 @@ def test_clarke_measure_against_a_brute_force_grid(rng):
     order = np.argsort(Z.ravel())
     entries = []
     for i in order:                                # two kinks of one layer at two points
-        l, j, s = np.unravel_index(i, Z.shape)
-        if all(e[2] != s for e in entries) and (not entries or entries[0][0] == l + 1):
-            entries.append((l + 1, j, s))
+        layer, j, s = np.unravel_index(i, Z.shape)
+        if all(e[2] != s for e in entries) and (not entries or entries[0][0] == layer + 1):
+            entries.append((layer + 1, j, s))
         if len(entries) == 2:
             break
     w = W[0]

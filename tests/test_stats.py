@@ -102,8 +102,9 @@ def test_lowess_robustness_resists_outlier(rng):
     plain = lowess(x, y, frac=0.3, it=0)[1]
     robust = lowess(x, y, frac=0.3, it=3)[1]
     # r = floor(0.3 * 101) = 30 neighbours: offsets -14..14 and one at 15, so
-    # h = 15 grid steps (weight 0 at 15); the weights are symmetric about x = 0.5, so the local line's value there is the weighted
-    # mean, lifted by 10 * 1 / sum_k (1 - (|k|/15)^3)^3 = 10 / 17.35 ~ 0.576
+    # h = 15 grid steps (weight 0 at 15); the weights are symmetric about x = 0.5,
+    # so the local line's value there is the weighted mean, lifted by
+    # 10 * 1 / sum_k (1 - (|k|/15)^3)^3 = 10 / 17.35 ~ 0.576
     lift = 10.0 / np.sum((1 - (np.abs(np.arange(-14, 15)) / 15) ** 3) ** 3)
     assert abs(plain[50] - 1.0 - lift) < 0.02 and lift > 0.5
     assert abs(robust[50] - 1.0) < 0.03

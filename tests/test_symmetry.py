@@ -6,9 +6,16 @@ from scipy.optimize import minimize
 from relunet.construct import WF_ARCH, build_wf
 from relunet.kernels import forward_ref
 from relunet.net import Arch, init_stack
-from relunet.symmetry import (apply_permutation, apply_rescaling, canonicalize, dead_units,
-                              distance_modulo_symmetry, random_symmetry, rescale_min_norm,
-                              sort_units)
+from relunet.symmetry import (
+    apply_permutation,
+    apply_rescaling,
+    canonicalize,
+    dead_units,
+    distance_modulo_symmetry,
+    random_symmetry,
+    rescale_min_norm,
+    sort_units,
+)
 
 A34 = Arch(3, 4)
 X_DENSE = np.linspace(-3.0, 3.0, 2001)
@@ -32,8 +39,9 @@ def assert_same_function(W1, W2, arch):
 def unit_sums(W, arch):
     """Independent per-unit squared norms In (incoming + bias), Out (outgoing): (M, K, N)."""
     v = arch.unpack(np.atleast_2d(W))
-    In = np.stack([(v[f"W{l}"] ** 2).sum(2) + v[f"b{l}"] ** 2 for l in range(1, arch.K + 1)], 1)
-    nxt = [f"W{l}" for l in range(2, arch.K + 1)] + ["Wout"]
+    In = np.stack([(v[f"W{layer}"] ** 2).sum(2) + v[f"b{layer}"] ** 2
+                   for layer in range(1, arch.K + 1)], 1)
+    nxt = [f"W{layer}" for layer in range(2, arch.K + 1)] + ["Wout"]
     Out = np.stack([(v[n] ** 2).sum(1) for n in nxt], 1)
     return In, Out
 
@@ -283,9 +291,10 @@ def test_block_tridiagonal_newton_solve_matches_dense():
     m, K, N = 3, 4, 3
     off = [-rng.uniform(0, 1, size=(m, N, N)) for _ in range(K - 1)]
     H = np.zeros((m, K * N, K * N))
-    for l in range(1, K):
-        H[:, l * N:(l + 1) * N, (l - 1) * N:l * N] = off[l - 1]
-        H[:, (l - 1) * N:l * N, l * N:(l + 1) * N] = np.swapaxes(off[l - 1], 1, 2)
+    for layer in range(1, K):
+        H[:, layer * N:(layer + 1) * N, (layer - 1) * N:layer * N] = off[layer - 1]
+        H[:, (layer - 1) * N:layer * N, layer * N:(layer + 1) * N] = np.swapaxes(
+            off[layer - 1], 1, 2)
     diag = np.abs(H).sum(axis=2).reshape(m, K, N) + 0.5     # diagonally dominant: PD
     H += np.stack([np.diag(d) for d in diag.reshape(m, -1)])
     g = rng.normal(size=(m, K, N))

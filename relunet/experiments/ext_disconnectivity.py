@@ -124,8 +124,8 @@ class Config:
 
 PRESETS = {
     "smoke": dict(n_minima=(("momentum", 4), ("adadelta", 4)), k_neighbours=2,
-                  wf_neighbours=2, n_images=6, wf_images=8, max_iter=40, regrid_every=10, regrid_until=20,
-                  check_every=5, window=3, n_levels=20),
+                  wf_neighbours=2, n_images=6, wf_images=8, max_iter=40, regrid_every=10,
+                  regrid_until=20, check_every=5, window=3, n_levels=20),
     "default": dict(),
     "paper": dict(n_minima=(("momentum", 100), ("adadelta", 100)), k_neighbours=4,
                   wf_neighbours=8, n_images=32, wf_images=64, max_iter=4000,

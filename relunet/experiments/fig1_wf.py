@@ -56,7 +56,8 @@ def _draw_network(ax, w, arch):
     ypos = lambda n: np.arange(n)[::-1] - (n - 1) / 2.0  # noqa: E731
     sizes = [1] + [arch.N] * arch.K + [1]
     pos = [np.column_stack([np.full(n, col), ypos(n)]) for col, n in enumerate(sizes)]
-    wmax = max(np.abs(w).max(), 1e-12)
+    # unused (noqa): widths below scale as min(1, |w|/2), not |w|/wmax; was wmax meant?
+    wmax = max(np.abs(w).max(), 1e-12)  # noqa: F841
     for layer in range(1, L):
         Wl = v[arch.layer_blocks(layer)[0]]           # (out, in)
         for j in range(Wl.shape[0]):

@@ -16,8 +16,7 @@ import numpy as np
 from ..construct import WF_ARCH, WF_KNOTS, build_wf, default_heights
 from ..kernels import forward
 from .base import check_scale, config_dict
-from .common import (OPTIMIZERS, fit_summary, fmt, main_config, quantile_table, train,
-                     usable)
+from .common import OPTIMIZERS, fit_summary, fmt, main_config, quantile_table, train, usable
 
 NAME = "fig2_fits"
 TITLE = "Figs. 2-3: mean, typical and best fits of trained 5x5 students"
@@ -86,8 +85,17 @@ def compute(cfg: Config, ctx) -> None:
 
 
 def plot(cfg: Config, ctx) -> list[str]:
-    from ..plots import (F_COLOR, FIT_COLOR, MEAN_COLOR, OPT_COLORS, OPT_LABELS, figure,
-                         log_axis, mean_band, savefig)
+    from ..plots import (
+        F_COLOR,
+        FIT_COLOR,
+        MEAN_COLOR,
+        OPT_COLORS,
+        OPT_LABELS,
+        figure,
+        log_axis,
+        mean_band,
+        savefig,
+    )
     d = ctx.results(NAME, cfg).load_array("summary")
     xs, f = d["xs"], d["f"]
     files = []
@@ -112,9 +120,9 @@ def plot(cfg: Config, ctx) -> list[str]:
     fig, axes = figure(2, 1, width=3.6, height=2.7, sharey=True)
     for ax, opt in zip(axes, OPTIMIZERS):
         ax.plot(xs, f, color=F_COLOR, label="f")
-        for k, (y, l) in enumerate(zip(d[f"{opt}_best_fit"], d[f"{opt}_best_loss"])):
+        for k, (y, mse) in enumerate(zip(d[f"{opt}_best_fit"], d[f"{opt}_best_loss"])):
             ax.plot(xs, y, color=OPT_COLORS[opt], alpha=1.0 - 0.3 * k, lw=1.0,
-                    label=f"#{k + 1}: MSE {fmt(l)}")
+                    label=f"#{k + 1}: MSE {fmt(mse)}")
         ax.set_title(f"best {OPT_LABELS[opt]} fits")
         ax.set_xlabel("x")
         ax.legend(loc="upper left", fontsize=7)

@@ -6,9 +6,10 @@ eigenvalues with scipy) at canonical W_f, at the canonical quenched minima
 for comparison, at the raw trained students of both optimizers. At a quenched
 point that sits on kinks the Hessian is that of the relu'(0) = 0 piece; its
 type (kink minimum or saddle) comes from the quench's classification, which
-uses the Hessian along the kink manifold instead. Canonicalisation changes the spectrum (rescaling a unit is not
-an orthogonal change of coordinates), so every network is taken in the same
-de-symmetrised coordinates as the NEB experiment.
+uses the Hessian along the kink manifold instead. Canonicalisation changes the
+spectrum (rescaling a unit is not an orthogonal change of coordinates), so
+every network is taken in the same de-symmetrised coordinates as the NEB
+experiment.
 """
 from __future__ import annotations
 
