@@ -176,8 +176,16 @@ def _loss_one(Y, T):
 def _backward_one(w, A, Y, T, K, N, n_in, n_out, D, Dp, g):
     """Backward pass of one network. Overwrites g[P] with dL/dw.
 
-    Uses D[o, s] for dL/dy, then D/Dp alternately for dL/dh of each layer
-    (both (N', S) buffers)."""
+    Scratch buffers D, Dp (both (width, S), width = max(N, n_in, n_out)):
+    dL/dy goes into Dp[o, s]; dL/dh_K into D; in each hidden layer l = K..1,
+    dL/dz_l is formed in place in D (zeroed where h_l = 0), then for l > 1
+    dL/dh_{l-1} goes into Dp and the two names are swapped, so D always holds
+    the current layer.
+    The caller's D and Dp are not restored: both are scratch.
+
+    Parameter offsets are computed inline from K, N, n_in (numba cannot read
+    ``Arch.table``); the tests hold them to the table through the NumPy twin
+    (see net.py)."""
     S = T.shape[1]
     scale = 2.0 / (S * n_out)
     P = w.shape[0]

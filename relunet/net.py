@@ -7,8 +7,16 @@ N ReLU units and one linear output:
 
 Every network is ONE flat float vector of P parameters; a stack of M networks
 is an array ``W[M, P]``. The single table built here, ``Arch.table``, says
-where each named block lives in that vector, and everything else (kernels,
-symmetry, NEB, Hessian) reads offsets from it instead of re-deriving them.
+where each named block lives in that vector. Python code (the kernels' NumPy
+twins, construct, symmetry, kinks, ...) reads offsets from it through
+``unpack``, ``offset`` and ``layer_blocks``. The numba kernels cannot read a
+Python table, so they do re-derive the offsets: ``kernels.py`` and
+``hvp_kernels.py`` compute them inline from K, N and n_in, and ``_codegen.py``
+writes them into the generated training kernel (this vector's order, each
+entry widened to a vector of lanes). Nothing checks those formulas against
+the table directly; the tests do it indirectly, holding every kernel to its
+NumPy twin (and the fused training kernel to a NumPy training step), which
+reads the table, so an offset that drifts from it fails them.
 
 Letters used in shape comments throughout the package:
 
