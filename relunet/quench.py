@@ -96,8 +96,14 @@ import scipy.linalg
 
 from .hessian import _one_blas_thread, hessian
 from .kernels import loss, loss_ref
-from .kinks import (clarke_measure, hull_qp, masked_loss_and_grad,
-                    preactivation_grads, preactivations, vertices)
+from .kinks import (
+    clarke_measure,
+    hull_qp,
+    masked_loss_and_grad,
+    preactivation_grads,
+    preactivations,
+    vertices,
+)
 from .net import Arch, check_stack
 
 __all__ = ["quench", "certify", "classify", "QuenchResult", "symmetry_modes"]
