@@ -22,6 +22,11 @@ named piece, or on a blend of two pieces:
   unit j of layer l from point s). Switching unit a from off to on (all other
   masks fixed) changes the gradient by exactly J_a, because only point s's
   path through a changes and relu(0) = 0 leaves every other quantity as it is.
+* :func:`kink_families`, :func:`kink_groups`, :func:`vertices`: kinks that
+  switch together (parallel normals), kinks that interact (one point, several
+  layers), and the gradient and value of every piece around a point.
+* :func:`hull_qp`: the shortest vector of a Minkowski sum of hulls (a small
+  quadratic program), used for the Clarke measure and the quench's step.
 * :func:`clarke_measure`: the distance from 0 to the convex hull of the
   one-sided gradients around a point whose pre-activations in a set A sit on
   their kinks.
@@ -68,7 +73,8 @@ from .kernels import check_data
 from .net import Arch, check_stack
 
 __all__ = ["preactivations", "masked_loss_and_grad", "preactivation_grads", "jumps",
-           "clarke_measure", "ClarkeResult"]
+           "kink_families", "kink_groups", "vertices", "hull_qp", "clarke_measure",
+           "ClarkeResult", "MAX_GROUP"]
 
 
 def _data(W, arch, x, t=None):
