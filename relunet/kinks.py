@@ -325,18 +325,14 @@ def vertices(w, arch: Arch, x, t, entries, masks=None, coupled: bool = True):
     return Ls[0], Gs[0], Gs[1:] - Gs[0], Ls[1:] - Ls[0], np.array(gid, dtype=np.int64), info
 
 
-def hull_qp(A, b, gid, lin=None, exact: bool = True):
+def hull_qp(A, b, gid, lin=None):
     """min_u |A u + b|^2 / 2 - lin.u  subject to u >= 0 and, per group k, sum_{gid = k} u <= 1.
 
     First the box relaxation 0 <= u <= 1 is solved exactly by BVLS. Groups of
     one vertex make that the whole problem; if the relaxed solution also meets
-    every group's sum it is the solution. Otherwise (coupled kinks) and only
-    when ``exact``, SLSQP starts from it (scaled to feasibility); the result
-    is made exactly feasible (clipped, group sums scaled to <= 1). With
-    ``exact=False`` the relaxed solution is returned: the quench's step uses
-    it, which amounts to a model with a SUM over each group's pieces instead
-    of their maximum (still convex, still an upper bound of the loss to first
-    order, exact for lone kinks).
+    every group's sum it is the solution. Otherwise (coupled kinks) SLSQP
+    starts from it (scaled to feasibility) and the result is made exactly
+    feasible (clipped, group sums scaled to <= 1).
     """
     n = A.shape[1]
     if n == 0:
@@ -355,7 +351,7 @@ def hull_qp(A, b, gid, lin=None, exact: bool = True):
     u = np.clip(lsq_linear(A, rhs, bounds=(0.0, 1.0), method="bvls", tol=1e-14).x, 0.0, 1.0)
     G = np.zeros((gid.max() + 1, n))
     G[gid, np.arange(n)] = 1.0
-    if not exact or np.all(G @ u <= 1.0):
+    if np.all(G @ u <= 1.0):
         return u
     from scipy.optimize import minimize
     AtA, Atb = A.T @ A, A.T @ b
