@@ -10,8 +10,19 @@ In energy-landscape practice a *quench* is a descent to the nearest minimum
 (pele's ``lbfgs_cpp``, GMIN and OPTIM: Wales, "Energy Landscapes", CUP 2003);
 here it also hands back a certificate that a reader can check.
 
-The method: Newton steps on the piecewise model of the loss
------------------------------------------------------------
+Stage 1: the descent
+--------------------
+The trained students are not near a minimum: they sit on long, weakly curved
+descents (dozens of negative curvatures of order -1e-2) that training has not
+finished. Newton steps on the piecewise model crawl there (each step is held
+back by the kinks it would cross: ~1e-5 of MSE per iteration, measured), while
+L-BFGS crosses kinks freely at the cost of one gradient. So a quench first
+runs :func:`descend`, batched L-BFGS as in pele and GMIN, until it stalls at a
+kink, stagnates or spends its budget (``descent_iter``); the second stage
+finishes from there.
+
+Stage 2: Newton steps on the piecewise model of the loss
+--------------------------------------------------------
 Each network is treated separately (the loop is batched: all networks that
 are still moving share one call of the exact-Hessian kernel per iteration).
 At the current point w:
@@ -106,7 +117,8 @@ from .kinks import (
 )
 from .net import Arch, check_stack
 
-__all__ = ["quench", "certify", "classify", "QuenchResult", "symmetry_modes"]
+__all__ = ["quench", "descend", "certify", "classify", "QuenchResult", "DescentResult",
+           "symmetry_modes"]
 
 GTOL = 1e-9        #: certified when the (Clarke) gradient measure is at most this
 EPS_ON = 1e-10     #: |z| at most this: the pre-activation sits on its kink
@@ -124,7 +136,8 @@ class QuenchResult:
     loss0: np.ndarray        # (M,) loss before
     loss: np.ndarray         # (M,) loss after (never larger than loss0, up to 4 ulp)
     moved: np.ndarray        # (M,) |W - W0|
-    iterations: np.ndarray   # (M,) Newton iterations
+    descent_iterations: np.ndarray   # (M,) L-BFGS steps of the first stage (descend)
+    iterations: np.ndarray   # (M,) Newton iterations of the second stage
     certified: np.ndarray    # (M,) bool: smooth or kink certificate holds
     kind: np.ndarray         # (M,) str: 'smooth', 'kink', 'zero-loss' or 'uncertified'
     measure: np.ndarray      # (M,) |grad| (smooth) or Clarke measure (kink)
@@ -310,22 +323,175 @@ def _sampling_step(w, L, arch, x, t, n_samples: int = 40, radius: float = 1e-7):
 
 
 # =============================================================================
+# Stage 1: the descent (batched L-BFGS, as pele and GMIN quench)
+# =============================================================================
+@dataclass
+class DescentResult:
+    """Networks after :func:`descend`; every array has a leading M axis."""
+
+    W: np.ndarray            # (M, P) networks after the descent
+    loss: np.ndarray         # (M,) loss (kernel rounding), never above the start
+    iterations: np.ndarray   # (M,) accepted L-BFGS steps
+    evaluations: np.ndarray  # (M,) loss-and-gradient evaluations
+    reason: np.ndarray       # (M,) str: why the descent stopped
+
+
+def _two_loop(G, S, Y, rho, n_mem, head):
+    """L-BFGS directions -H G for a stack (Nocedal & Wright 2006, Alg. 7.4).
+
+    S, Y (M, m, P) hold the pairs in ring buffers (the newest in slot
+    head - 1), rho = 1 / s.y, n_mem pairs valid per network; H0 = (s.y / y.y) I
+    from the newest pair (I when there is none).
+    """
+    M, memory, _ = S.shape
+    rows = np.arange(M)
+    q = -G.copy()
+    alpha = np.zeros((M, memory))
+    for k in range(memory):                      # newest to oldest
+        slot = (head - 1 - k) % memory
+        ok = k < n_mem
+        alpha[:, k] = np.where(ok, rho[rows, slot] * np.sum(S[rows, slot] * q, axis=1), 0.0)
+        q -= alpha[:, k, None] * Y[rows, slot]
+    newest = (head - 1) % memory
+    sy = np.sum(S[rows, newest] * Y[rows, newest], axis=1)
+    yy = np.sum(Y[rows, newest] ** 2, axis=1)
+    d = np.where(n_mem > 0, sy / np.where(yy > 0, yy, 1.0), 1.0)[:, None] * q
+    for k in range(memory - 1, -1, -1):          # oldest to newest
+        slot = (head - 1 - k) % memory
+        ok = k < n_mem
+        beta = rho[rows, slot] * np.sum(Y[rows, slot] * d, axis=1)
+        d += np.where(ok, alpha[:, k] - beta, 0.0)[:, None] * S[rows, slot]
+    return d
+
+
+def descend(W, arch: Arch, x, t, max_iter: int = 2000, memory: int = 20,
+            max_step: float = 0.5, gtol: float = GTOL, patience: int = 25,
+            progress=None) -> DescentResult:
+    """Batched L-BFGS with a backtracking (Armijo) line search over a stack of networks.
+
+    The first stage of a quench, as in pele's ``LBFGS`` and GMIN: limited-memory
+    BFGS directions (Nocedal & Wright 2006, Alg. 7.4, the two-loop recursion with
+    H0 = s.y / y.y), steps capped at ``max_step`` in weight norm, and halving
+    until the loss falls by at least 1e-4 of the predicted first-order decrease.
+    On the piecewise-smooth loss this is what a smooth method does well: it runs
+    down the long, weakly curved descents that training has not finished (the
+    trained students sit on them with dozens of negative curvatures of order
+    -1e-2), crossing kinks freely, at the cost of one batched kernel call per
+    trial step. It is also what it does badly: it stalls where the gradient
+    jumps (Lewis & Overton 2013, Math. Program. 141:135), and there the Newton
+    stage of :func:`quench` takes over. A pair (s, y) is kept only if
+    s.y > 1e-10 |s| |y| (across a kink it may not be), so the inverse-Hessian
+    model stays positive definite; a direction that is not a descent, or a line
+    search that fails, clears the memory and retries along -grad.
+
+    A network stops when |grad| <= gtol, when a steepest-descent line search
+    fails too (a kink: nothing in the direction of -grad decreases the loss
+    over 30 halvings), when the loss has fallen by less than 1e-14 of itself in
+    ``patience`` consecutive steps, or after ``max_iter`` steps. Every network
+    is treated on its own: the stack and its chunking do not change any bit.
+    """
+    from .kernels import loss_and_grad
+    W = np.array(check_stack(W, arch), dtype=np.float64)
+    for name, v in (("max_iter", max_iter), ("memory", memory), ("patience", patience)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    if not (np.isfinite(max_step) and max_step > 0):
+        raise ValueError(f"max_step must be a finite number > 0, got {max_step!r}")
+    M, P = W.shape
+    L, G = loss_and_grad(W, arch, x, t)
+    S, Y = np.zeros((M, memory, P)), np.zeros((M, memory, P))
+    rho = np.zeros((M, memory))
+    n_mem = np.zeros(M, int)             # pairs held
+    head = np.zeros(M, int)              # slot of the next pair
+    iters = np.zeros(M, int)
+    evals = np.ones(M, int)
+    slow = np.zeros(M, int)              # consecutive steps with a negligible decrease
+    reason = np.full(M, f"iteration budget ({max_iter}) spent", dtype=object)
+    active = np.ones(M, bool)
+    gn = np.linalg.norm(G, axis=1)
+    active[gn <= gtol] = False
+    reason[gn <= gtol] = "gradient norm <= gtol"
+    for _ in range(max_iter):
+        a = np.flatnonzero(active)
+        if a.size == 0:
+            break
+        d = _two_loop(G[a], S[a], Y[a], rho[a], n_mem[a], head[a])
+        gd = np.sum(G[a] * d, axis=1)
+        bad = ~(gd < 0) | ~np.all(np.isfinite(d), axis=1)
+        d[bad] = -G[a[bad]]
+        n_mem[a[bad]] = 0
+        nd = np.linalg.norm(d, axis=1)
+        d *= np.minimum(1.0, max_step / np.where(nd > 0, nd, 1.0))[:, None]
+        gd = np.sum(G[a] * d, axis=1)
+        # --- backtracking line search, batched over the networks still searching
+        step = np.ones(a.size)
+        Lnew, Gnew = L[a].copy(), G[a].copy()
+        found = np.zeros(a.size, bool)
+        for _ in range(30):
+            pend = np.flatnonzero(~found)
+            if pend.size == 0:
+                break
+            Lt, Gt = loss_and_grad(W[a[pend]] + step[pend, None] * d[pend], arch, x, t)
+            evals[a[pend]] += 1
+            good = np.isfinite(Lt) & (Lt <= L[a[pend]] + 1e-4 * step[pend] * gd[pend])
+            Lnew[pend[good]], Gnew[pend[good]] = Lt[good], Gt[good]
+            found[pend[good]] = True
+            step[pend[~good]] *= 0.5
+        # --- failed searches: clear the memory once, then stop (a kink)
+        fail = a[~found]
+        stop = fail[(n_mem[fail] == 0) & ~bad[~found]]
+        active[stop] = False
+        reason[stop] = "line search failed along -grad (a kink)"
+        n_mem[fail] = 0
+        # --- accepted steps: update the networks and the memory
+        i = np.flatnonzero(found)
+        m = a[i]
+        s_ = step[i, None] * d[i]
+        y_ = Gnew[i] - G[m]
+        sy_ = np.sum(s_ * y_, axis=1)
+        keep = sy_ > 1e-10 * np.linalg.norm(s_, axis=1) * np.linalg.norm(y_, axis=1)
+        mk = m[keep]
+        S[mk, head[mk]], Y[mk, head[mk]], rho[mk, head[mk]] = s_[keep], y_[keep], 1.0 / sy_[keep]
+        head[mk] = (head[mk] + 1) % memory
+        n_mem[mk] = np.minimum(n_mem[mk] + 1, memory)
+        small = L[m] - Lnew[i] <= 1e-14 * np.abs(L[m])
+        slow[m] = np.where(small, slow[m] + 1, 0)
+        W[m] += s_
+        L[m], G[m] = Lnew[i], Gnew[i]
+        iters[m] += 1
+        conv = np.linalg.norm(G[m], axis=1) <= gtol
+        stag = ~conv & (slow[m] >= patience)
+        active[m[conv | stag]] = False
+        reason[m[conv]] = "gradient norm <= gtol"
+        reason[m[stag]] = f"loss stagnant for {patience} steps"
+        if progress is not None:
+            progress(int((~active).sum()), M)
+    return DescentResult(W=W, loss=L, iterations=iters, evaluations=evals,
+                         reason=reason.astype(str))
+
+
+# =============================================================================
 # The batched driver
 # =============================================================================
 def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
            eps_on: float = EPS_ON, gap: float = GAP, delta: float = DELTA,
-           mu0: float = 1e-3, certify_every: int = 5,
+           mu0: float = 1e-3, certify_every: int = 5, descent_iter: int = 1000,
            progress=None) -> QuenchResult:
     """Quench a stack of networks to certified stationary points (module docstring).
+
+    Two stages: ``descent_iter`` batched L-BFGS steps (:func:`descend`; 0 skips
+    it) run down the long smooth descents cheaply, then at most ``max_iter``
+    Newton iterations on the piecewise model finish at the kinks and certify.
 
     Parameters
     ----------
     W : (M, P) or (P,) networks (float32 is promoted to float64).
     arch, x, t : architecture and training data.
     max_iter : Newton iterations at most per network.
+    descent_iter : L-BFGS steps at most per network before the Newton stage.
     gtol, eps_on, gap : the certificate's tolerances.
     delta : pre-activations within delta of 0 are treated as kinks by the step.
-    radius, max_radius : initial and largest trust radius.
+    mu0 : initial Levenberg-Marquardt damping.
     certify_every : check the certificate every this many iterations.
     progress : optional callable(n_done, n_total).
 
@@ -342,6 +508,8 @@ def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
     for name, v in (("max_iter", max_iter), ("certify_every", certify_every)):
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    if not isinstance(descent_iter, (int, np.integer)) or descent_iter < 0:
+        raise ValueError(f"descent_iter must be an integer >= 0, got {descent_iter!r}")
     for name, v in (("gtol", gtol), ("eps_on", eps_on), ("gap", gap), ("delta", delta),
                     ("mu0", mu0)):
         if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
@@ -349,12 +517,18 @@ def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
     if gap <= eps_on:
         raise ValueError(f"gap must be larger than eps_on, got gap={gap}, eps_on={eps_on}")
     M = len(W0)
-    Wc = W0.copy()
-    L0 = loss_ref(W0, arch, x, t)          # the same (NumPy) rounding as every trial step
-    Lc = L0.copy()
+    d_iters = np.zeros(M, int)
+    if descent_iter:
+        if progress is not None:
+            progress(0, M)
+        dr = descend(W0, arch, x, t, max_iter=int(descent_iter), gtol=gtol)
+        Wc, d_iters = dr.W, dr.iterations
+    else:
+        Wc = W0.copy()
+    Lc = loss_ref(Wc, arch, x, t)          # the same (NumPy) rounding as every trial step
     mu = np.full(M, float(mu0))
     iters = np.zeros(M, int)
-    done = loss(W0, arch, x, t) == 0.0     # a zero loss is a global minimum already
+    done = loss(Wc, arch, x, t) == 0.0     # a zero loss is a global minimum already
     stalled = np.zeros(M, bool)
     for it in range(max_iter):
         act = np.flatnonzero(~done)
@@ -388,7 +562,8 @@ def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
         reason[m] = f"{why}; {reason[m]}"
     return QuenchResult(W=Wc, loss0=loss(W0, arch, x, t), loss=loss(Wc, arch, x, t),
                         moved=np.linalg.norm(Wc - W0, axis=1),
-                        iterations=iters, certified=cert["certified"], kind=cert["kind"],
+                        descent_iterations=d_iters, iterations=iters,
+                        certified=cert["certified"], kind=cert["kind"],
                         measure=cert["measure"], n_kinks=cert["n_kinks"],
                         min_gap=cert["min_gap"], rank=cert["rank"], coupled=cert["coupled"],
                         reason=reason.astype(str))

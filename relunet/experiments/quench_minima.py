@@ -3,8 +3,9 @@
 Training stops after a step budget, not at a critical point. Before the
 landscape experiments (Fig. 4, the Hessian spectra, the geometry of the
 minima, the disconnectivity graph) use the students as "local minima", each
-is quenched (relunet.quench: trust-region Newton on the loss's piecewise
-model, loss never increasing) until it carries a stationarity certificate
+is quenched (relunet.quench: batched L-BFGS down the smooth descents, then
+trust-region Newton on the loss's piecewise model, the loss never
+increasing) until it carries a stationarity certificate
 (smooth: |grad| <= 1e-9 off all kinks; kink: Clarke measure <= 1e-9) or its
 iteration budget is spent. Every point is then classified (minimum, saddle,
 kink minimum, ...) and de-symmetrised (relunet.symmetry.canonicalize) for the
@@ -37,16 +38,20 @@ TYPES = ("minimum", "kink-minimum", "degenerate-kink", "saddle", "kink-saddle", 
 class Config:
     scale: str = "default"
     n_networks: tuple = (("momentum", 100), ("adadelta", 50))   # first usable students
-    max_iter: int = 100           # Newton iterations per network at most
+    descent_iter: int = 2000      # L-BFGS steps per network at most (stage 1)
+    max_iter: int = 100           # Newton iterations per network at most (stage 2)
     gtol: float = GTOL
     eps_on: float = EPS_ON
     gap: float = GAP
 
 
 PRESETS = {
-    "smoke": dict(n_networks=(("momentum", 4), ("adadelta", 4)), max_iter=20),
-    "default": dict(n_networks=(("momentum", 100), ("adadelta", 50)), max_iter=100),
-    "paper": dict(n_networks=(("momentum", 1000), ("adadelta", 1000)), max_iter=2000),
+    "smoke": dict(n_networks=(("momentum", 4), ("adadelta", 4)), descent_iter=100,
+                  max_iter=20),
+    "default": dict(n_networks=(("momentum", 100), ("adadelta", 50)), descent_iter=2000,
+                    max_iter=100),
+    "paper": dict(n_networks=(("momentum", 1000), ("adadelta", 1000)), descent_iter=20000,
+                  max_iter=2000),
 }
 
 
@@ -74,7 +79,8 @@ def compute(cfg: Config, ctx) -> None:
             if bar is not None:
                 bar.n = done
                 bar.refresh()
-        q = quench(W0, WF_ARCH, x, t, max_iter=cfg.max_iter, gtol=cfg.gtol,
+        q = quench(W0, WF_ARCH, x, t, max_iter=cfg.max_iter, descent_iter=cfg.descent_iter,
+                   gtol=cfg.gtol,
                    eps_on=cfg.eps_on, gap=cfg.gap, progress=progress)
         if bar is not None:
             bar.close()
@@ -86,6 +92,7 @@ def compute(cfg: Config, ctx) -> None:
             f"{opt}_Wc": canonicalize(q.W, WF_ARCH), f"{opt}_W0c": canonicalize(W0, WF_ARCH),
             f"{opt}_loss0": q.loss0, f"{opt}_loss": q.loss, f"{opt}_moved": q.moved,
             f"{opt}_iterations": q.iterations, f"{opt}_certified": q.certified,
+            f"{opt}_descent_iterations": q.descent_iterations,
             f"{opt}_kind": q.kind, f"{opt}_measure": q.measure, f"{opt}_n_kinks": q.n_kinks,
             f"{opt}_reason": q.reason, f"{opt}_type": cl["type"], f"{opt}_index_neg": cl["index"],
             f"{opt}_n_flat": cl["n_flat"], f"{opt}_raw_measure": raw["measure"],
@@ -156,8 +163,10 @@ def report(cfg: Config, ctx) -> str:
             return "-"
         return f"{fmt(np.median(v))} [{fmt(np.quantile(v, 0.1))}, {fmt(np.quantile(v, 0.9))}]"
     lines = [f"## {TITLE}", "", "![quench](ext_quench.png)", "",
-             f"The first students of each main run quenched for at most {cfg.max_iter} Newton "
-             f"iterations (relunet.quench). Certificate: smooth (|grad| <= {cfg.gtol:g}, no "
+             f"The first students of each main run quenched (relunet.quench) in two stages: "
+             f"at most {cfg.descent_iter} batched L-BFGS steps down the smooth descents, then "
+             f"at most {cfg.max_iter} Newton iterations on the loss's piecewise model to "
+             f"finish at the kinks and certify. Certificate: smooth (|grad| <= {cfg.gtol:g}, no "
              f"pre-activation within {cfg.gap:g} of its kink) or kink (every pre-activation "
              f"on its kink, |z| <= {cfg.eps_on:g}, or farther than {cfg.gap:g}; the kink "
              f"families' normals independent; Clarke measure <= {cfg.gtol:g}). Values: "
@@ -182,7 +191,9 @@ def report(cfg: Config, ctx) -> str:
         row("distance moved", lambda o: q(d[f"{o}_moved"])),
         row("measure after (uncertified ones)", lambda o: q(d[f"{o}_measure"][
             ~d[f"{o}_certified"]]) if np.any(~d[f"{o}_certified"]) else "-"),
-        row("iterations", lambda o: q(d[f"{o}_iterations"])),
+        row("L-BFGS steps (stage 1)", lambda o: q(d[f"{o}_descent_iterations"])
+            if f"{o}_descent_iterations" in d else "-"),
+        row("Newton iterations (stage 2)", lambda o: q(d[f"{o}_iterations"])),
     ]
     reasons = {}
     for o in opts:
