@@ -421,7 +421,7 @@ def test_full_disk_is_one_line_with_resume(run, monkeypatch, capsys):
 
 
 def test_status_into_a_closed_pipe_is_quiet(trained):
-    p = subprocess.run(f"{sys.executable} -m relunet.cli status {trained} | head -c 10",
+    p = subprocess.run(f"{sys.executable} -m relunet.run.cli status {trained} | head -c 10",
                        shell=True, capture_output=True, text=True, timeout=60,
                        executable="/bin/bash")
     assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
