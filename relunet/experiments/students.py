@@ -8,8 +8,6 @@ and trained (or resumed) on first use.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from ..kernels import forward
@@ -17,24 +15,16 @@ from ..run.config import TrainConfig, run_dir
 from ..run.engine import run_training
 from ..run.rundata import load_run
 
-__all__ = ["OPTIMIZERS", "chunk_size_for", "train", "main_config", "usable", "fit_summary"]
+__all__ = ["OPTIMIZERS", "train", "main_config", "usable", "fit_summary"]
 
 #: the two optimizers, with Keras 2.0's defaults (TrainConfig fills them in)
 OPTIMIZERS = ("momentum", "adadelta")
 
 
-def chunk_size_for(n_models: int) -> int:
-    """Chunks small enough for a useful progress bar, large enough to amortise."""
-    return int(min(256, max(4, n_models // 8)))
-
-
 def train(cfg: TrainConfig, ctx):
     """Train (or resume, or just load) a run; returns its RunData."""
     path = run_dir(ctx.store, cfg)
-    eng = ctx.engine
-    if eng.chunk_size is None:
-        eng = dataclasses.replace(eng, chunk_size=chunk_size_for(cfg.n_models))
-    run_training(cfg, path, **eng.kwargs())
+    run_training(cfg, path, **ctx.engine.kwargs())
     return load_run(path)
 
 

@@ -203,7 +203,8 @@ class EngineOptions:
     """
 
     chunk_size: int | None = flag(None, "networks per task", type=count,
-                                  default_help="256 for a new run; a run keeps its own")
+                                  default_help="models/8, 4 to 256, for a new run; a run keeps "
+                                               "its own")
     scheduler: str | None = flag(None, "dask scheduler address, e.g. tcp://HOST:8786",
                                  exclusive="cluster", metavar="ADDR")
     scheduler_file: str | None = flag(None, "dask scheduler file", exclusive="cluster",

@@ -49,11 +49,16 @@ from .config import EngineOptions, TrainConfig, initial_stack, network_seeds, te
 from .faults import chunk_failure, self_repairing
 from .store import MAX_CHUNKS, RunStore
 
-__all__ = ["run_training", "chunk_validator", "run_estimate", "MAX_CHUNK_BYTES",
-           "DEFAULT_CHUNK"]
+__all__ = ["run_training", "default_chunk_size", "chunk_validator", "run_estimate",
+           "MAX_CHUNK_BYTES"]
 
 MAX_CHUNK_BYTES = 2 << 30      # worker memory of one chunk (weights, state, history)
-DEFAULT_CHUNK = 256
+
+
+def default_chunk_size(n_models: int) -> int:
+    """Networks per chunk of a new run: about 8 chunks (a useful progress bar), 4 to
+    256 networks each (enough to amortise a task)."""
+    return int(min(256, max(4, n_models // 8)))
 
 
 def run_training(config: TrainConfig, store_dir, *, chunk_size: int | None = None,
@@ -63,11 +68,13 @@ def run_training(config: TrainConfig, store_dir, *, chunk_size: int | None = Non
                  progress: bool = True, max_in_flight: int | None = None) -> Path:
     """Train (or finish training) the run ``config`` in ``store_dir``; return its path.
 
-    ``chunk_size`` networks per task (default 256 for a new run; an existing
-    run keeps its own). ``numba_threads``: threads of the kernel on each
-    worker (default: all). ``retries``: resubmissions of a chunk whose worker
-    died. ``max_in_flight``: chunks submitted at a time (default: twice the
-    cluster's worker threads, at least 2). Everything is checked (arguments,
+    The engine arguments are the fields of :class:`relunet.run.config.EngineOptions`
+    (``EngineOptions.kwargs()``): ``chunk_size`` networks per task (default for a
+    new run: :func:`default_chunk_size`; an existing run keeps its own),
+    ``numba_threads`` threads of the kernel on each worker (default: all),
+    ``retries`` resubmissions of a chunk whose worker died. ``max_in_flight``:
+    chunks submitted at a time (default: twice the cluster's worker threads, at
+    least 2). Everything is checked (arguments,
     config against a stored run, sizes, a writable place) before the run
     directory is created; a failed call leaves no new directory behind.
     A complete, intact run returns at once, without a cluster (also when its
@@ -92,7 +99,7 @@ def run_training(config: TrainConfig, store_dir, *, chunk_size: int | None = Non
     if run.path.exists() and not run.path.is_dir():
         raise ValueError(f"{run.path} is a file, not a run directory: give --run a directory")
     created = not run.path.exists()
-    layout, done_items = chunk_size or DEFAULT_CHUNK, 0
+    layout, done_items = chunk_size or default_chunk_size(config.n_models), 0
     if run.exists():
         m = run.check_config(cfg_dict)
         if m["n_items"] != config.n_models:
@@ -108,8 +115,8 @@ def run_training(config: TrainConfig, store_dir, *, chunk_size: int | None = Non
     where = scheduler or (f"scheduler file {scheduler_file}" if scheduler_file else "local")
     # the cluster first: if it cannot be reached, no directory was made
     with connect(scheduler, scheduler_file, local_processes, connect_timeout) as client, \
-            run.open_writer(cfg_dict, config.n_models, chunk_size, kind="train",
-                            validate=validate) as writer:
+            run.open_writer(cfg_dict, config.n_models, chunk_size if run.exists() else layout,
+                            kind="train", validate=validate) as writer:
         try:
             _train_todo(writer, client, config, cfg_dict, numba_threads, retries, progress,
                         max_in_flight, where, as_completed, tqdm)
