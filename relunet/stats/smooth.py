@@ -1,13 +1,7 @@
-"""Lowess smoothing and logistic regression for the basin experiment (Fig. 5).
+"""Lowess smoothing (Cleveland 1979, J. Amer. Statist. Assoc. 74, 829-836), NumPy only.
 
-Gamst & Walker (2017), Sec. 3.4 / Fig. 5, jitter the global minimum W_f by noise of
-L2 norm ``r``, retrain, and plot the final loss against ``r`` with a lowess curve,
-plus a logistic fit of P(return to the global minimum | r). Both methods are
-written here in plain NumPy, readable first; SciPy serves only as the tests'
-reference.
+Fig. 5 draws it through the final losses of the restarts against their noise norm.
 
-Lowess (Cleveland 1979, J. Amer. Statist. Assoc. 74, 829-836)
---------------------------------------------------------------
 At an evaluation point x0, take the r = floor(frac * n) data points nearest to x0
 (at least 2, at most n; see below),
 let h be the distance from x0 to the r-th nearest of them, and give point k the
@@ -47,59 +41,18 @@ stops iterating when the MAD is ~0). We stop likewise when s < 1e-7 * mean|e|; a
 neighbourhood whose robustness weights are all zero keeps its previous fit. Worse,
 where most runs return (loss ~0), the bisquare weights treat the others as
 outliers and the robust curve collapses onto 0 instead of showing the mean loss.
-
-Logistic regression (McCullagh & Nelder 1989, Generalized Linear Models, Ch. 4)
-------------------------------------------------------------------------------
-Model: P(y = 1 | x) = p(x) = 1 / (1 + exp(-(b0 + b1 x))). With the design X = [1, x]
-(n, 2), the log-likelihood and its derivatives are::
-
-    l(beta)   = sum_i y_i eta_i - log(1 + exp(eta_i)),     eta = X beta
-    grad l    = X'(y - p),        -Hess l = X'WX,   W = diag(p (1 - p)).
-
-Newton's method (= iteratively reweighted least squares for the canonical link)::
-
-    beta <- beta + (X'WX)^{-1} X'(y - p),
-
-halving the step if the log-likelihood would decrease. Standard errors come from
-the inverse Fisher information at the optimum: se = sqrt(diag((X'WX)^{-1})). x is
-centred and scaled before the iteration for conditioning; coefficients and
-covariance are mapped back exactly.
-
-The MLE does not exist when all y are equal (status 'constant'; e.g. Adadelta
-never returns in Fig. 5) or when the classes are (quasi-)separated (Albert &
-Anderson 1984): with one regressor this happens iff max x over one class is <= min
-x over the other, a check made in closed form before iterating, so these cases
-return at once instead of driving coefficients to infinity. A constant x with
-mixed y leaves the slope unidentifiable (status 'degenerate', intercept only).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["lowess", "logistic_fit", "LogisticFit"]
+from ._check import vector
+
+__all__ = ["lowess", "neighbours"]
 
 
-def _vector(a, name: str, allow_empty: bool = False) -> np.ndarray:
-    """Return ``a`` as a finite 1-D float64 array or raise ValueError naming it."""
-    arr = np.asarray(a)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
-    if arr.size == 0 and not allow_empty:
-        raise ValueError(f"{name} must be non-empty")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must contain only finite values")
-    return arr
-
-
-# ----------------------------------------------------------------------------
-# lowess
-# ----------------------------------------------------------------------------
 def _bandwidth(xs: np.ndarray, x0: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
     """Distance h to the r-th nearest point of sorted ``xs`` (n,) for each x0 (m,).
 
@@ -230,8 +183,8 @@ def lowess(x, y, frac: float = 2.0 / 3.0, it: int = 0, delta: float = 0.0,
         fitted values there, so ``xs, ys = lowess(x, y)`` unpacks. Otherwise shape
         (m,): fitted values at ``xvals`` in the order given.
     """
-    x = _vector(x, "x")
-    y = _vector(y, "y")
+    x = vector(x, "x")
+    y = vector(y, "y")
     if x.size != y.size:
         raise ValueError(f"x and y must have the same length, got {x.size} and "
                          f"{y.size}")
@@ -241,7 +194,7 @@ def lowess(x, y, frac: float = 2.0 / 3.0, it: int = 0, delta: float = 0.0,
         raise ValueError(f"it must be an integer >= 0, got {it!r}")
     if not (isinstance(delta, (int, float, np.floating)) and 0.0 <= delta < np.inf):
         raise ValueError(f"delta must be a finite number >= 0, got {delta!r}")
-    xv = None if xvals is None else _vector(xvals, "xvals", allow_empty=True)
+    xv = None if xvals is None else vector(xvals, "xvals", allow_empty=True)
 
     order = np.argsort(x, kind="stable")
     xs, ys = x[order], y[order]  # (n,) sorted data
@@ -274,163 +227,3 @@ def lowess(x, y, frac: float = 2.0 / 3.0, it: int = 0, delta: float = 0.0,
     out = np.empty(xv.size)
     out[o] = _local_linear(xs, ys, rw, xv[o], r, fb)
     return out
-
-
-# ----------------------------------------------------------------------------
-# logistic regression
-# ----------------------------------------------------------------------------
-def _expit(eta):
-    """1 / (1 + exp(-eta)) without overflow warnings."""
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(eta, dtype=np.float64)))
-
-
-@dataclass(frozen=True)
-class LogisticFit:
-    """Result of :func:`logistic_fit`; p(x) = 1 / (1 + exp(-(b0 + b1 x))).
-
-    status is 'ok' (MLE found), 'constant' (all y equal; coef = (+-inf, 0), stderr
-    inf, predict is the constant 0 or 1), 'separable' (classes (quasi-)separated at
-    x = c; coef and stderr are NaN / inf, and predict is a step at c: the class seen
-    on each side, and at x == c the fraction of ones among the data tied at c, or
-    1/2 if none -- the limit of the diverging MLE), or 'degenerate' (x has no
-    spread and y is mixed: the slope is not identifiable; intercept-only fit,
-    slope NaN, predict is the mean of y).
-    """
-
-    coef: np.ndarray  # (2,) intercept b0, slope b1
-    stderr: np.ndarray  # (2,) sqrt(diag(inverse Fisher information))
-    loglik: float  # log-likelihood at coef (its supremum when no MLE exists)
-    n_iter: int
-    converged: bool
-    separable: bool
-    status: str
-    n: int
-    step: tuple | None = None  # separable only: (c, sign, p(c)); sign +1: ones above c
-
-    def predict(self, xnew) -> np.ndarray:
-        """Fitted P(y = 1) at ``xnew`` (any shape; same shape returned)."""
-        xn = np.asarray(xnew, dtype=np.float64)
-        if self.status == "constant":
-            return np.full(xn.shape, 1.0 if self.coef[0] > 0 else 0.0)
-        if self.status == "degenerate":
-            return np.full(xn.shape, float(_expit(self.coef[0])))
-        if self.status == "separable":
-            c, sign, pc = self.step
-            return np.where(xn == c, pc, (sign * (xn - c) > 0).astype(np.float64))
-        return _expit(self.coef[0] + self.coef[1] * xn)
-
-    @property
-    def x_half(self) -> float:
-        """x where p = 1/2: -b0 / b1 (the step point c if separable; else NaN)."""
-        if self.status == "separable":
-            return float(self.step[0])
-        b0, b1 = self.coef
-        if self.status != "ok" or b1 == 0:
-            return float("nan")
-        return float(-b0 / b1)
-
-    def summary(self) -> str:
-        """One line: status, coefficients with standard errors, x_half, loglik."""
-        b0, b1 = self.coef
-        s0, s1 = self.stderr
-        return (f"logistic [{self.status}] n={self.n}: b0={b0:.6g} (se {s0:.3g}), "
-                f"b1={b1:.6g} (se {s1:.3g}), x_half={self.x_half:.6g}, "
-                f"loglik={self.loglik:.6g}, {self.n_iter} Newton steps"
-                f"{'' if self.converged else ' (not converged)'}")
-
-
-def _bernoulli_loglik(y, p):
-    """sum y log p + (1 - y) log(1 - p), with 0 log 0 = 0."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(y == 1, np.log(p), np.log1p(-p))
-    return float(np.sum(np.where((p == y), 0.0, t)))
-
-
-def logistic_fit(x, y, max_iter: int = 100, tol: float = 1e-10) -> LogisticFit:
-    """Maximum-likelihood logistic regression of 0/1 ``y`` on ``x`` by Newton/IRLS.
-
-    Parameters
-    ----------
-    x : array_like (n,)
-        Finite regressor values.
-    y : array_like (n,)
-        Outcomes, 0/1 (bool or numbers equal to 0 or 1).
-    max_iter : int
-        Most Newton steps.
-    tol : float
-        Stop when every coefficient step (in standardised units) is below
-        tol * (1 + |coefficient|).
-
-    Returns
-    -------
-    LogisticFit
-        See its docstring for the meaning of each status.
-    """
-    x = _vector(x, "x")
-    y = _vector(y, "y")
-    if x.size != y.size:
-        raise ValueError(f"x and y must have the same length, got {x.size} and "
-                         f"{y.size}")
-    if not np.all((y == 0) | (y == 1)):
-        raise ValueError("y must contain only 0/1 (or booleans)")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) \
-            or max_iter < 1:
-        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-    if not (isinstance(tol, (int, float, np.floating)) and tol > 0):
-        raise ValueError(f"tol must be a number > 0, got {tol!r}")
-    n = x.size
-    inf2, nan2 = np.full(2, np.inf), np.full(2, np.nan)
-
-    # -- no MLE: constant outcome, or (quasi-)separated classes ----------------
-    ybar = y.mean()
-    if ybar in (0.0, 1.0):
-        return LogisticFit(np.array([np.inf if ybar else -np.inf, 0.0]), inf2, 0.0,
-                           0, False, False, "constant", n)
-    x0, x1 = x[y == 0], x[y == 1]
-    if x.min() == x.max():  # slope not identifiable: intercept-only MLE
-        se0 = 1.0 / math.sqrt(n * ybar * (1.0 - ybar))
-        return LogisticFit(np.array([math.log(ybar / (1.0 - ybar)), np.nan]),
-                           np.array([se0, np.nan]),
-                           _bernoulli_loglik(y, np.full(n, ybar)), 0, True, False,
-                           "degenerate", n)
-    for sign, lo, hi in ((1, x0, x1), (-1, x1, x0)):
-        if lo.max() <= hi.min():  # all `lo`-class x <= all `hi`-class x
-            c = 0.5 * (lo.max() + hi.min())  # gap midpoint; = tie value if quasi
-            tied = x == c
-            pc = float(y[tied].mean()) if tied.any() else 0.5
-            ll = _bernoulli_loglik(y[tied], np.full(tied.sum(), pc))  # others: p = y
-            return LogisticFit(nan2, inf2, ll, 0, False, True, "separable", n,
-                               (float(c), sign, pc))
-
-    # -- Newton / IRLS on standardised x ------------------------------------------
-    mu, sd = x.mean(), x.std()
-    X = np.column_stack([np.ones(n), (x - mu) / sd])  # (n, 2)
-
-    def loglik(beta):
-        eta = X @ beta
-        return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
-
-    beta = np.array([math.log(ybar / (1.0 - ybar)), 0.0])
-    ll = loglik(beta)
-    converged, k = False, 0
-    for k in range(1, max_iter + 1):
-        p = _expit(X @ beta)
-        info = X.T @ (X * (p * (1.0 - p))[:, None])  # (2, 2) X'WX
-        step = np.linalg.solve(info, X.T @ (y - p))
-        t = 1.0
-        while True:  # step halving keeps the log-likelihood monotone
-            cand = beta + t * step
-            ll_c = loglik(cand)
-            if ll_c >= ll - 1e-12 * abs(ll) or t < 1e-10:
-                break
-            t *= 0.5
-        beta, ll = cand, ll_c
-        if np.all(np.abs(t * step) <= tol * (1.0 + np.abs(beta))):
-            converged = True
-            break
-    p = _expit(X @ beta)
-    cov_std = np.linalg.inv(X.T @ (X * (p * (1.0 - p))[:, None]))
-    A = np.array([[1.0, -mu / sd], [0.0, 1.0 / sd]])  # beta_x = A beta_std
-    coef = A @ beta
-    cov = A @ cov_std @ A.T
-    return LogisticFit(coef, np.sqrt(np.diag(cov)), ll, k, converged, False, "ok", n)
