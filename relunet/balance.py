@@ -63,17 +63,17 @@ def block_tridiag_solve(diag, off, g):
     """
     K, N = diag.shape[1:]
     D = diag[:, :, :, None] * np.eye(N)                   # (M', K, N, N)
-    S, y = [D[:, 0]], [g[:, 0]]
+    schur, y = [D[:, 0]], [g[:, 0]]                       # Schur complements, right sides
     for layer in range(1, K):
         Bt = np.swapaxes(off[layer - 1], 1, 2)
-        Z = np.linalg.solve(S[-1], np.concatenate([Bt, y[-1][:, :, None]], axis=2))
-        S.append(D[:, layer] - off[layer - 1] @ Z[:, :, :-1])
+        Z = np.linalg.solve(schur[-1], np.concatenate([Bt, y[-1][:, :, None]], axis=2))
+        schur.append(D[:, layer] - off[layer - 1] @ Z[:, :, :-1])
         y.append(g[:, layer] - (off[layer - 1] @ Z[:, :, -1:])[:, :, 0])
     x = [None] * K
-    x[K - 1] = np.linalg.solve(S[K - 1], y[K - 1][:, :, None])[:, :, 0]
+    x[K - 1] = np.linalg.solve(schur[K - 1], y[K - 1][:, :, None])[:, :, 0]
     for layer in range(K - 2, -1, -1):
         r = y[layer] - (np.swapaxes(off[layer], 1, 2) @ x[layer + 1][:, :, None])[:, :, 0]
-        x[layer] = np.linalg.solve(S[layer], r[:, :, None])[:, :, 0]
+        x[layer] = np.linalg.solve(schur[layer], r[:, :, None])[:, :, 0]
     return np.stack(x, axis=1)
 
 

@@ -14,10 +14,10 @@ weight 1 and the rest 0.) The fit at x0 is the intercept a of the local weighted
 least-squares line, in local coordinates d_k = x_k - x0::
 
     (a, b) = argmin  sum_k w_k (y_k - a - b d_k)^2
-    a = (S2 T0 - S1 T1) / (S0 S2 - S1^2),   S_j = sum w d^j,  T_j = sum w d^j y.
+    a = (A2 C0 - A1 C1) / (A0 A2 - A1^2),   A_j = sum w d^j,  C_j = sum w d^j y.
 
 Where the weighted spread of d is zero (one point, or ties only) the line is
-undefined and the weighted mean T0 / S0 is used instead.
+undefined and the weighted mean C0 / A0 is used instead.
 
 The neighbour count is that of Cleveland's own Fortran and C code and of R:
 ``r = max(2, floor(frac * n + 1e-7))``, capped at n (R's ``clowess``: ``ns =
@@ -110,18 +110,18 @@ def _local_linear(xs, ys, rw, x0, r, fallback=None, block=1 << 20) -> np.ndarray
         xc = xe[(e - s) // 2]
         z = xb - xc
         Z = np.column_stack([np.ones_like(z), z, z * z, ys[c0:c1], z * ys[c0:c1]])
-        M0, M1, M2, N0, N1 = (w @ (Z * rw[c0:c1, None])).T  # each (mb,)
+        ac0, ac1, ac2, cc0, cc1 = (w @ (Z * rw[c0:c1, None])).T  # A_j, C_j about xc
         dx = xe - xc
-        S0, S1, S2 = M0, M1 - dx * M0, M2 - 2.0 * dx * M1 + dx * dx * M0
-        T0, T1 = N0, N1 - dx * N0
-        det = S0 * S2 - S1 * S1
+        A0, A1, A2 = ac0, ac1 - dx * ac0, ac2 - 2.0 * dx * ac1 + dx * dx * ac0
+        C0, C1 = cc0, cc1 - dx * cc0
+        det = A0 * A2 - A1 * A1
         with np.errstate(divide="ignore", invalid="ignore"):
-            # zero spread: weighted variance det/S0^2 below (1e-7 h)^2
-            flat = det <= 1e-14 * (h[s:e] ** 2) * S0 * S0
-            line = (S2 * T0 - S1 * T1) / np.where(flat, 1.0, det)
-            out[s:e] = np.where(flat, T0 / S0, line)
+            # zero spread: weighted variance det/A0^2 below (1e-7 h)^2
+            flat = det <= 1e-14 * (h[s:e] ** 2) * A0 * A0
+            line = (A2 * C0 - A1 * C1) / np.where(flat, 1.0, det)
+            out[s:e] = np.where(flat, C0 / A0, line)
         s = e
-    bad = ~np.isfinite(out)  # only S0 == 0: all robustness weights zero
+    bad = ~np.isfinite(out)  # only A0 == 0: all robustness weights zero
     if np.any(bad):
         out[bad] = np.nan if fallback is None else fallback[bad]
     return out
