@@ -78,7 +78,7 @@ def load_run(store_dir, on_damaged: str = "raise") -> RunData:
     """Read a training run, finished or not (see :class:`RunData`).
 
     Every chunk is verified (fingerprint, item range, seeds, file hash). A
-    damaged or foreign chunk raises :class:`store.DamagedRunError` naming it
+    damaged or foreign chunk raises :class:`relunet.run.store.DamagedRunError` naming it
     and the fix (``on_damaged="raise"``), or is left out and listed in
     ``RunData.damaged`` (``"skip"``).
     """
