@@ -4,11 +4,11 @@
     python run_all.py --scale smoke        # seconds
     python run_all.py --scale paper --scheduler tcp://HOST:8786
 
-See ``python run_all.py --help`` and relunet/experiments/runner.py.
+See ``python run_all.py --help`` and relunet/run/runner.py.
 """
 import sys
 
-from relunet.experiments.runner import main
+from relunet.run.runner import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -457,20 +457,20 @@ def barrier_matrix(graph):
     """
     E, ends, e = _graph(graph)
     n = E.size
-    B = np.full((n, n), np.inf)
-    B[np.arange(n), np.arange(n)] = E
+    barrier = np.full((n, n), np.inf)
+    barrier[np.arange(n), np.arange(n)] = E
     component = {i: [i] for i in range(n)}  # representative -> members
     sets = _LowestFirstUnionFind(_energy_rank(E))
     for k in np.argsort(e, kind="stable"):
         a, b = sets.find(ends[k, 0]), sets.find(ends[k, 1])
         if a == b:
             continue
-        A, Bm = component.pop(a), component.pop(b)
-        B[np.ix_(A, Bm)] = e[k]
-        B[np.ix_(Bm, A)] = e[k]
+        ca, cb = component.pop(a), component.pop(b)
+        barrier[np.ix_(ca, cb)] = e[k]
+        barrier[np.ix_(cb, ca)] = e[k]
         sets.union(a, b)
-        component[sets.find(a)] = A + Bm
-    return B
+        component[sets.find(a)] = ca + cb
+    return barrier
 
 
 # ----------------------------------------------------------------------------

@@ -28,12 +28,9 @@ of exponentials of linear forms), with
                                     incoming weights+bias / outgoing weights,
 
 so the optimum is the *balanced* network: every hidden unit has as much
-(squared) weight coming in as going out. We minimise F by Newton's method
-(exact Hessian: 4 (In_k + Out_k) on the diagonal, -4 W_l[j, i]^2 between
-units joined by a weight; block tridiagonal over layers, solved by block
-elimination) with Armijo backtracking, vectorised over the stack, until
-max_k |In_k - Out_k| / (In_k + Out_k) <= gtol (about 6-13 iterations for
-Glorot-initialised 5x5 networks; W_f takes 9).
+(squared) weight coming in as going out. F is minimised by Newton's method
+with a block-tridiagonal Hessian (:mod:`relunet.balance`), until
+max_k |In_k - Out_k| / (In_k + Out_k) <= gtol.
 
 Dead units. Call a hidden unit *live* if it lies on a path of non-zero
 parameters from the input or a bias to the output, and *dead* otherwise (e.g.
@@ -73,6 +70,7 @@ import functools
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .balance import newton, unit_sums
 from .net import Arch, check_stack
 
 __all__ = ["apply_rescaling", "apply_permutation", "dead_units", "rescale_min_norm",
@@ -175,104 +173,6 @@ def dead_units(W, arch: Arch) -> np.ndarray:
     return ~(np.stack(reach, axis=1) & np.stack(co, axis=1))
 
 
-def _unit_sums(Q, u):
-    """Rescaled squares. Q: squared blocks; u (M', K, N). Returns (F, In, Out, V):
-    F (M',), In/Out (M', K, N), V[l] rescaled squared W_{l+1} (for the Hessian)."""
-    K = u.shape[1]
-    e2u = np.exp(2.0 * u)
-    In, Out, V, F = np.empty_like(u), np.empty_like(u), [], 0.0
-    for layer, (Qw, Qb) in enumerate(Q):
-        Vw = Qw.copy()
-        if layer < K:
-            Vw *= e2u[:, layer, :, None]
-            Vb = Qb * e2u[:, layer, :]
-        else:
-            Vb = Qb
-        if layer > 0:
-            Vw /= e2u[:, layer - 1, None, :]
-            Out[:, layer - 1, :] = Vw.sum(axis=1)
-        if layer < K:
-            In[:, layer, :] = Vw.sum(axis=2) + Vb
-        V.append(Vw)
-        F = F + Vw.sum(axis=(1, 2)) + Vb.sum(axis=1)
-    return F, In, Out, V
-
-
-def _block_tridiag_solve(diag, off, g):
-    """Solve H x = g for the Newton Hessian, per network (block Thomas algorithm).
-
-    H is block tridiagonal over layers: diagonal blocks diag(diag[:, l]) (M', N, N),
-    block (l, l-1) = off[l-1] (M', N, N), block (l-1, l) its transpose. Every
-    Schur complement of the positive definite H is positive definite. Costs
-    K N^3 per network instead of (K N)^3, and keeps LAPACK calls tiny.
-    """
-    K, N = diag.shape[1:]
-    D = diag[:, :, :, None] * np.eye(N)                   # (M', K, N, N)
-    S, y = [D[:, 0]], [g[:, 0]]
-    for layer in range(1, K):
-        Bt = np.swapaxes(off[layer - 1], 1, 2)
-        Z = np.linalg.solve(S[-1], np.concatenate([Bt, y[-1][:, :, None]], axis=2))
-        S.append(D[:, layer] - off[layer - 1] @ Z[:, :, :-1])
-        y.append(g[:, layer] - (off[layer - 1] @ Z[:, :, -1:])[:, :, 0])
-    x = [None] * K
-    x[K - 1] = np.linalg.solve(S[K - 1], y[K - 1][:, :, None])[:, :, 0]
-    for layer in range(K - 2, -1, -1):
-        r = y[layer] - (np.swapaxes(off[layer], 1, 2) @ x[layer + 1][:, :, None])[:, :, 0]
-        x[layer] = np.linalg.solve(S[layer], r[:, :, None])[:, :, 0]
-    return np.stack(x, axis=1)
-
-
-def _newton(Q, dead, gtol, max_iter):
-    """Minimise F(u) for every network; returns u, converged, iterations, rel. gradient."""
-    M, K, N = dead.shape
-    u = np.zeros((M, K, N))
-    it = np.zeros(M, dtype=int)
-    conv = np.zeros(M, dtype=bool)
-    rel = np.full(M, np.inf)
-    act = np.arange(M)
-    live = ~dead
-    with np.errstate(over="ignore", invalid="ignore"):
-        for _ in range(max_iter + 1):
-            if act.size == 0:
-                break
-            Qa = [(Qw[act], Qb[act]) for Qw, Qb in Q]
-            F, In, Out, V = _unit_sums(Qa, u[act])
-            g = 2.0 * (In - Out)                                   # dF/du
-            tot = In + Out
-            r = np.where(live[act], np.abs(In - Out) / np.where(tot > 0, tot, 1.0), 0.0)
-            rel[act] = r.reshape(act.size, -1).max(axis=1)
-            done = rel[act] <= gtol
-            conv[act[done]] = True
-            if it[act].max(initial=0) >= max_iter:
-                break
-            keep = ~done
-            act, F, g, V, tot = act[keep], F[keep], g[keep], [v[keep] for v in V], tot[keep]
-            Qa = [(Qw[keep], Qb[keep]) for Qw, Qb in Qa]
-            if act.size == 0:
-                break
-            m = act.size
-            diag = np.where(live[act], 4.0 * tot, 1.0)    # dead units: step 0
-            d = -_block_tridiag_solve(diag, [-4.0 * v for v in V[1:K]], g).reshape(m, K * N)
-            g = g.reshape(m, K * N)
-            slope = np.einsum("mi,mi->m", g, d)
-            t = np.ones(m)
-            pending = np.arange(m)
-            for _ls in range(60):                           # Armijo backtracking
-                uu = u[act[pending]] + t[pending, None, None] * d[pending].reshape(-1, K, N)
-                Ft = _unit_sums([(Qw[pending], Qb[pending]) for Qw, Qb in Qa], uu)[0]
-                ok = Ft <= F[pending] + 1e-4 * t[pending] * slope[pending] \
-                    + 1e-13 * F[pending]
-                t[pending[~ok]] *= 0.5
-                pending = pending[~ok]
-                if pending.size == 0:
-                    break
-            t[pending] = 0.0                      # line search failed: stop, unconverged
-            u[act] += t[:, None, None] * d.reshape(m, K, N)
-            it[act] += 1
-            act = act[t > 0]
-    return u, conv, it, rel
-
-
 def rescale_min_norm(W, arch: Arch, gtol: float = 1e-11, max_iter: int = 100,
                      return_info: bool = False):
     """Rescale hidden units to minimise the L2 norm of each network (module docstring).
@@ -303,9 +203,9 @@ def rescale_min_norm(W, arch: Arch, gtol: float = 1e-11, max_iter: int = 100,
         Wn = L[layer + 1][0]
         Wn[np.broadcast_to(dead[:, layer, None, :], Wn.shape)] = 0.0
     Q = [(Wl ** 2, bl ** 2) for Wl, bl in L]
-    u, conv, it, rel = _newton(Q, dead, gtol, int(max_iter))
+    u, conv, it, rel = newton(Q, dead, gtol, int(max_iter))
     Wr = apply_rescaling(W64, arch, u)
-    _, In, Out, _ = _unit_sums(Q, u)
+    _, In, Out, _ = unit_sums(Q, u)
     info = dict(converged=conv, iterations=it, rel_grad=rel,
                 grad_norm=np.linalg.norm(2.0 * (In - Out), axis=(1, 2)),
                 log_scales=u, dead=dead, norm_before=norm_before,

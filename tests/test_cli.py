@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from relunet.cli import main
-from relunet.engine import TrainConfig, load_run, network_seeds, teacher_data
 from relunet.net import init_stack
+from relunet.run import TrainConfig, load_run, network_seeds, teacher_data
+from relunet.run.cli import main
 
 STEPS = 100_000     # about 0.3 s per chunk of two 2x3 networks here: a wide kill window
 ARGS = ["--K", "2", "--N", "3", "--optimizer", "momentum", "--models", "16",
@@ -37,7 +37,7 @@ def reference_W():
 
 
 def start_and_wait_for_first_chunk(run_dir):
-    proc = subprocess.Popen([sys.executable, "-m", "relunet.cli", "train", "--run",
+    proc = subprocess.Popen([sys.executable, "-m", "relunet.run.cli", "train", "--run",
                              str(run_dir)] + ARGS, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     manifest = run_dir / "manifest.json"

@@ -11,18 +11,18 @@ import time
 import numpy as np
 import pytest
 
-from relunet import engine
-from relunet.engine import (
+from relunet.net import init_stack
+from relunet.run import (
     EngineError,
     RunData,
     TrainConfig,
+    engine,
     load_run,
     network_seeds,
     run_training,
     teacher_data,
 )
-from relunet.net import init_stack
-from relunet.store import RunStore
+from relunet.run.store import RunStore
 
 # tiny: 2x3 students, 10 networks, 60 steps (history every 20)
 CFG = TrainConfig(K=2, N=3, optimizer="momentum", n_models=10, steps=60, record_every=20)

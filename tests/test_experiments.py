@@ -4,7 +4,7 @@ import time
 import pytest
 
 from relunet.experiments import names
-from relunet.experiments.runner import main
+from relunet.run.runner import main
 
 
 @pytest.fixture(scope="module")

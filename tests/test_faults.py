@@ -21,20 +21,23 @@ import time
 import numpy as np
 import pytest
 
-from relunet import engine, store
-from relunet.cli import main
-from relunet.engine import (
+from relunet.net import init_stack
+from relunet.run import (
     EngineError,
     NumbaCacheError,
     RunData,
     TrainConfig,
+    engine,
+    faults,
+    files,
     load_run,
     network_seeds,
     run_training,
     teacher_data,
+    writer,
 )
-from relunet.net import init_stack
-from relunet.store import DamagedRunError, ManifestError, RunStore
+from relunet.run.cli import main
+from relunet.run.store import DamagedRunError, ManifestError, RunStore
 
 CFG = TrainConfig(K=2, N=3, optimizer="momentum", n_models=8, steps=40, record_every=20)
 ARGS = ["--K", "2", "--N", "3", "--optimizer", "momentum", "--models", "8", "--steps", "40",
@@ -137,7 +140,7 @@ def test_two_clients_of_one_cluster_with_different_chunk_sizes_and_a_ctrl_c(tmp_
                              stdout=subprocess.PIPE, text=True)
     try:
         addr = sched.stdout.readline().strip()
-        procs = [subprocess.Popen([sys.executable, "-m", "relunet.cli", "train", "--run",
+        procs = [subprocess.Popen([sys.executable, "-m", "relunet.run.cli", "train", "--run",
                                    str(tmp_path / n), "--chunk-size", cs, "--scheduler", addr]
                                   + args, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -164,7 +167,7 @@ def test_scheduler_lost_mid_run_is_one_line_with_resume(tmp_path):
     sched = subprocess.Popen([sys.executable, "-c", _SHARED_CLUSTER], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
     addr = sched.stdout.readline().strip()
-    proc = subprocess.Popen([sys.executable, "-m", "relunet.cli", "train", "--run", str(run),
+    proc = subprocess.Popen([sys.executable, "-m", "relunet.run.cli", "train", "--run", str(run),
                              "--scheduler", addr, "--chunk-size", "2", "--K", "2", "--N", "3",
                              "--optimizer", "momentum", "--models", "16", "--steps",
                              "1000000", "--quiet"], stderr=subprocess.PIPE, text=True)
@@ -251,7 +254,7 @@ def test_chunk_of_another_run_is_foreign(run, tmp_path):
     # also when the manifest's hash is updated to match (a deliberate forgery):
     # the embedded fingerprint and the seeds still tell
     m = json.loads((run / "manifest.json").read_text())
-    m["chunks"]["0"]["sha256"] = store._sha256_file(run / "chunk-00000.npz")
+    m["chunks"]["0"]["sha256"] = files._sha256_file(run / "chunk-00000.npz")
     (run / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(DamagedRunError, match="chunk 0 belongs to another run"):
         load_run(run)
@@ -337,12 +340,12 @@ def test_failure_mapping_of_lost_workers_and_schedulers():
     from concurrent.futures import CancelledError
 
     from distributed.scheduler import KilledWorker
-    e = engine._chunk_failure(KilledWorker("k", "w", 3), 3, 6, 8, "tcp://h:1", 2)
+    e = faults.chunk_failure(KilledWorker("k", "w", 3), 3, 6, 8, "tcp://h:1", 2)
     assert isinstance(e, EngineError) and "chunk 3 (networks 6..7) killed its worker 3" in str(e)
     assert "lower --chunk-size" in str(e)
-    e = engine._chunk_failure(CancelledError("k"), 0, 0, 2, "tcp://h:1", 2)
+    e = faults.chunk_failure(CancelledError("k"), 0, 0, 2, "tcp://h:1", 2)
     assert "lost the dask scheduler at tcp://h:1" in str(e)
-    e = engine._chunk_failure(ValueError("x\ny"), 0, 0, 2, "local", 2)
+    e = faults.chunk_failure(ValueError("x\ny"), 0, 0, 2, "local", 2)
     assert str(e) == "chunk 0 (networks 0..1) failed: ValueError: x y"
 
 
@@ -382,7 +385,7 @@ def test_read_only_run(run, tmp_path, monkeypatch, capsys):
     # a finished run needs no writing at all
     def refuse(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied", str(run / ".lock"))
-    monkeypatch.setattr(store.RunWriter, "__init__", refuse)
+    monkeypatch.setattr(writer.RunWriter, "__init__", refuse)
     assert main(["train", "--run", str(run), "--quiet"]) == 0
     assert "progress     4/4 chunks" in capsys.readouterr().out
     monkeypatch.undo()
@@ -399,7 +402,7 @@ def test_read_only_run(run, tmp_path, monkeypatch, capsys):
     # the write itself fails (read-only file system found late)
     def no_tmp(*a, **k):
         raise OSError(errno.EROFS, "Read-only file system", str(run))
-    monkeypatch.setattr(store.tempfile, "mkstemp", no_tmp)
+    monkeypatch.setattr(files.tempfile, "mkstemp", no_tmp)
     assert main(["train", "--run", str(run), "--quiet"]) == 1
     one_line_error(capsys, "is read-only", "resume with:")
 
@@ -412,13 +415,13 @@ def test_full_disk_is_one_line_with_resume(run, monkeypatch, capsys):
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(run / "x.tmp"))
-    monkeypatch.setattr(store.tempfile, "mkstemp", full)
+    monkeypatch.setattr(files.tempfile, "mkstemp", full)
     assert main(["train", "--run", str(run), "--quiet"]) == 1
     one_line_error(capsys, "the disk is full", f"resume with: relunet train --run {run}")
 
 
 def test_status_into_a_closed_pipe_is_quiet(trained):
-    p = subprocess.run(f"{sys.executable} -m relunet.cli status {trained} | head -c 10",
+    p = subprocess.run(f"{sys.executable} -m relunet.run.cli status {trained} | head -c 10",
                        shell=True, capture_output=True, text=True, timeout=60,
                        executable="/bin/bash")
     assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
@@ -450,12 +453,12 @@ def test_corrupt_numba_cache_file_is_deleted_and_recompiled(tmp_path, monkeypatc
     f = _import_fresh(src, "cached_mod_b").f
     with pytest.raises(Exception) as e:                            # numba itself fails
         f(1.0)
-    bad = engine.numba_cache_files(e.value)
+    bad = faults.numba_cache_files(e.value)
     assert bad and all(os.path.dirname(b) == os.path.dirname(str(files[0])) for b in bad)
     for p in files:
         p.write_bytes(p.read_bytes()[:7])
     f = _import_fresh(src, "cached_mod_c").f
-    value, repaired = engine._self_repairing(lambda: f(1.0))
+    value, repaired = faults.self_repairing(lambda: f(1.0))
     assert value == 2.5 and repaired
     assert _import_fresh(src, "cached_mod_d").f(2.0) == 3.5        # the cache works again
 
@@ -463,7 +466,7 @@ def test_corrupt_numba_cache_file_is_deleted_and_recompiled(tmp_path, monkeypatc
 @pytest.mark.slow
 def test_corrupt_kernel_cache_repairs_itself_in_a_real_run(tmp_path):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "nc")}
-    cmd = [sys.executable, "-m", "relunet.cli", "train", "--chunk-size", "4"] + ARGS
+    cmd = [sys.executable, "-m", "relunet.run.cli", "train", "--chunk-size", "4"] + ARGS
     p = subprocess.run(cmd + ["--run", str(tmp_path / "a")], env=env, capture_output=True,
                        text=True, timeout=300)
     assert p.returncode == 0, p.stderr
@@ -491,7 +494,7 @@ def test_unrepairable_numba_cache_is_one_line_naming_the_folder(tmp_path):
         type(_load_index)(code, {})(Index())
 
     with pytest.raises(NumbaCacheError) as e:
-        engine._self_repairing(fail)
+        faults.self_repairing(fail)
     msg = str(e.value)
     assert f"clear the numba cache at {tmp_path}" in msg and "\n" not in msg
 
@@ -514,7 +517,7 @@ def test_run_all_repairs_a_corrupt_numba_cache_or_says_what_to_clear(tmp_path, m
     import dataclasses
     import types
 
-    from relunet.experiments import runner
+    from relunet.run import runner
 
     @dataclasses.dataclass(frozen=True)
     class FakeConfig:
@@ -585,7 +588,7 @@ def test_ctrl_c_of_run_all_inside_a_numba_kernel(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_with_local_processes_is_quick_and_quiet(tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "relunet.cli", "train", "--run", str(run),
+    cmd = [sys.executable, "-m", "relunet.run.cli", "train", "--run", str(run),
            "--local-processes", "2", "--K", "2", "--N", "3", "--optimizer", "momentum",
            "--models", "8", "--chunk-size", "1", "--steps", "300000", "--quiet"]
 
@@ -601,8 +604,8 @@ def test_ctrl_c_with_local_processes_is_quick_and_quiet(tmp_path):
 
 
 def test_timing_of_an_interrupted_experiment_is_not_lost(tmp_path):
-    from relunet.experiments import runner
-    from relunet.experiments.base import Context
+    from relunet.experiments.frame import Context
+    from relunet.run import runner
     ctx = Context(store=tmp_path, figures=tmp_path)
     runner.save_partial_timing(ctx, "smoke", "fig1_wf", 3.0)
     runner.save_partial_timing(ctx, "smoke", "fig1_wf", 1.5)
@@ -666,14 +669,14 @@ def test_chunks_are_streamed_with_a_bounded_number_in_flight(tmp_path, monkeypat
         worst.append(len(submitted) - len(stored))
         return submit(self, *a, **k)
 
-    write = store.RunWriter.write_chunk
+    write = writer.RunWriter.write_chunk
 
     def count(self, *a, **k):
         stored.append(1)
         return write(self, *a, **k)
 
     monkeypatch.setattr(Client, "submit", spy)
-    monkeypatch.setattr(store.RunWriter, "write_chunk", count)
+    monkeypatch.setattr(writer.RunWriter, "write_chunk", count)
     run_training(CFG, tmp_path, chunk_size=1, max_in_flight=3, progress=False)
     assert len(submitted) == 8 and max(worst) == 3
     assert_reference(tmp_path)

@@ -21,7 +21,7 @@ from relunet.neb import (
     string_method,
     tangents,
 )
-from relunet.potentials import MB_MINIMA, MB_SADDLES, crease_well, double_well, mueller_brown
+from relunet.neb_surfaces import MB_MINIMA, MB_SADDLES, crease_well, double_well, mueller_brown
 
 MB_A, MB_B, MB_C = (np.array(MB_MINIMA[k][0]) for k in "ABC")
 MB_KW = dict(n_images=16, fmax=1e-3, dt=1e-3, max_step=0.01, max_iter=5000)

@@ -1,7 +1,7 @@
 """Transition-state refinement (P-RFO with the exact Hessian) on surfaces with known saddles."""
 import numpy as np
 
-from relunet.potentials import MB_SADDLES, double_well, mueller_brown
+from relunet.neb_surfaces import MB_SADDLES, double_well, mueller_brown
 from relunet.saddle import find_saddles, prfo_step
 
 

@@ -6,8 +6,9 @@ import threading
 import numpy as np
 import pytest
 
-from relunet import store as st
-from relunet.store import RunStore, Store, atomic_write, config_diff, fingerprint
+from relunet.run import files as st
+from relunet.run.files import atomic_write, config_diff, fingerprint
+from relunet.run.store import MAX_CHUNKS, DamagedRunError, RunStore, Store
 
 
 def _listing(d):
@@ -220,7 +221,7 @@ def test_writer_quarantines_a_damaged_chunk_and_records_why(tmp_path):
         for i in range(3):
             w.write_chunk(i, _chunk(*w.chunk_range(i)))
     (tmp_path / "chunk-00002.npz").write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(st.DamagedRunError, match=r"chunk 2 was modified or replaced"):
+    with pytest.raises(DamagedRunError, match=r"chunk 2 was modified or replaced"):
         RunStore(tmp_path).load()
     snap = RunStore(tmp_path).load(on_damaged="skip")
     assert snap.chunks_done == [0, 1] and list(snap.damaged) == [2] and snap.n_done == 8
@@ -237,4 +238,4 @@ def test_writer_quarantines_a_damaged_chunk_and_records_why(tmp_path):
 
 def test_too_many_chunks_are_refused(tmp_path):
     with pytest.raises(ValueError, match="use chunks of at least 11"):
-        RunStore(tmp_path).open_writer(CFG, n_items=st.MAX_CHUNKS * 10 + 1, chunk_size=1)
+        RunStore(tmp_path).open_writer(CFG, n_items=MAX_CHUNKS * 10 + 1, chunk_size=1)

@@ -286,7 +286,7 @@ def test_unconverged_is_reported_and_dtype_kept():
 
 
 def test_block_tridiagonal_newton_solve_matches_dense():
-    from relunet.symmetry import _block_tridiag_solve
+    from relunet.balance import block_tridiag_solve
     rng = np.random.default_rng(8)
     m, K, N = 3, 4, 3
     off = [-rng.uniform(0, 1, size=(m, N, N)) for _ in range(K - 1)]
@@ -299,5 +299,5 @@ def test_block_tridiagonal_newton_solve_matches_dense():
     H += np.stack([np.diag(d) for d in diag.reshape(m, -1)])
     g = rng.normal(size=(m, K, N))
     want = np.linalg.solve(H, g.reshape(m, -1, 1))[:, :, 0]
-    np.testing.assert_allclose(_block_tridiag_solve(diag, off, g).reshape(m, -1), want,
+    np.testing.assert_allclose(block_tridiag_solve(diag, off, g).reshape(m, -1), want,
                                rtol=1e-10, atol=1e-12)

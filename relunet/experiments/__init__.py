@@ -1,7 +1,11 @@
 """The experiments of Gamst & Walker (2017), one module each, in figure order.
 
-``REGISTRY`` lists them; :mod:`relunet.experiments.runner` (behind
-``run_all.py``) computes, plots and reports each in turn.
+:func:`registry` lists them; :mod:`relunet.run.runner` (behind ``run_all.py``)
+computes, plots and reports each in turn. What every module defines, and what
+the frame does for it (presets, compute once, store), is in
+:mod:`relunet.experiments.frame`; the trained students they share in
+:mod:`relunet.experiments.students`; the Markdown of the report (claims
+tables) in :mod:`relunet.experiments.tables`.
 """
 from __future__ import annotations
 

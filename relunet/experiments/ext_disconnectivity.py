@@ -85,11 +85,13 @@ from ..construct import WF_ARCH
 from ..data import wf_training_set
 from ..geometry import pairwise_distances
 from ..kernels import loss, loss_and_grad
-from .base import Timer, check_scale, config_dict
-from .common import OPTIMIZERS, fmt
+from .frame import Timer, preset
+from .students import OPTIMIZERS
+from .tables import fmt
 
 NAME = "ext_disconnectivity"
 TITLE = "Beyond the paper: the disconnectivity graph of W_f and the quenched minima"
+RESULT = "graph"
 
 #: quench types that are minima (certified), in order of preference
 MINIMUM_TYPES = ("global-minimum", "minimum", "kink-minimum")
@@ -133,8 +135,7 @@ PRESETS = {
 }
 
 
-def config(scale: str) -> Config:
-    return Config(scale=check_scale(scale), **PRESETS[scale])
+config = preset(Config, PRESETS)
 
 
 # ----------------------------------------------------------------------------
@@ -206,13 +207,10 @@ def choose_edges(D, k, k0=0, spanning_tree=True) -> np.ndarray:
 # ----------------------------------------------------------------------------
 # compute
 # ----------------------------------------------------------------------------
-def compute(cfg: Config, ctx) -> None:
+def compute(cfg: Config, ctx) -> dict:
     from ..neb import linear_path, string_method
     from . import quench_minima
-    st = ctx.results(NAME, cfg)
     qd = quench_minima.quenched(cfg.scale, ctx)
-    if st.has("graph") and not ctx.force:
-        return
     timer = Timer()
     x, t = wf_training_set()
     pool, group, source, cert, types = [qd["wf_c"][None, :]], [-1], [-1], [True], ["W_f"]
@@ -264,21 +262,20 @@ def compute(cfg: Config, ctx) -> None:
     line = linear_path(P[pairs[:, 0]], P[pairs[:, 1]], n_line)
     line_E = loss(line.reshape(-1, P.shape[1]), WF_ARCH, x, t).reshape(len(pairs), n_line)
     chord = np.linalg.norm(P[pairs[:, 1]] - P[pairs[:, 0]], axis=1)
-    st.save_array("graph", minima=P, energies=E, group=group, source=source, certified=cert,
-                  types=types.astype(str), distances=D, pairs=pairs, edge_energy=edge_E,
-                  path_max=path_max, image_max=image_max, converged=conv,
-                  band_converged=res.converged, wf_edges=wf, wf_path_max=wf_path_max,
-                  wf_converged=wf_conv, iterations=res.iterations,
-                  peak_point=res.peak_point,
-                  barrier_change=res.barrier_change, peak_measure=res.peak_measure,
-                  path_length=res.distance[:, -1], chord=chord, line_max=line_E.max(axis=1),
-                  dense_distance=res.dense_distance, dense_energies=res.dense_energies,
-                  offered=np.array([offered.get(o, 0) for o in OPTIMIZERS]),
-                  n_duplicates=np.array([int((~keep).sum())]),
-                  seconds=np.array([timer()]), band_seconds=np.array([t_bands]),
-                  wf_seconds=np.array([timer() - t_bands]),
-                  constant_mse=np.array([float(np.var(t))]))
-    st.save_json("config", config_dict(cfg))
+    return dict(minima=P, energies=E, group=group, source=source, certified=cert,
+                types=types.astype(str), distances=D, pairs=pairs, edge_energy=edge_E,
+                path_max=path_max, image_max=image_max, converged=conv,
+                band_converged=res.converged, wf_edges=wf, wf_path_max=wf_path_max,
+                wf_converged=wf_conv, iterations=res.iterations,
+                peak_point=res.peak_point,
+                barrier_change=res.barrier_change, peak_measure=res.peak_measure,
+                path_length=res.distance[:, -1], chord=chord, line_max=line_E.max(axis=1),
+                dense_distance=res.dense_distance, dense_energies=res.dense_energies,
+                offered=np.array([offered.get(o, 0) for o in OPTIMIZERS]),
+                n_duplicates=np.array([int((~keep).sum())]),
+                seconds=np.array([timer()]), band_seconds=np.array([t_bands]),
+                wf_seconds=np.array([timer() - t_bands]),
+                constant_mse=np.array([float(np.var(t))]))
 
 
 # ----------------------------------------------------------------------------
@@ -289,7 +286,7 @@ def graph(cfg: Config, ctx, energy: str = "edge_energy"):
     weighted by ``energy``: "edge_energy" (path maxima, W_f's bands the lower of
     their two relaxations) or "path_max" (path maxima of the first relaxation)."""
     from .. import disconnectivity as dg
-    d = ctx.results(NAME, cfg).load_array("graph")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     E = d["energies"]
     edges = np.column_stack([d["pairs"], d[energy]])
     B = dg.barrier_matrix((E, edges))

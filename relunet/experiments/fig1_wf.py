@@ -14,10 +14,12 @@ from ..construct import WF_ARCH, build_wf, default_heights
 from ..data import wf_training_set
 from ..kernels import forward, loss
 from ..knots import knots
-from .base import check_scale, config_dict
+from .frame import preset
+from .tables import table
 
 NAME = "fig1_wf"
 TITLE = "Fig. 1: the hand-built network W_f and its function f"
+RESULT = "wf"
 
 
 @dataclass(frozen=True)
@@ -27,14 +29,10 @@ class Config:
     n_plot: int = 4001          # points on which f is drawn
 
 
-def config(scale: str) -> Config:
-    return Config(scale=check_scale(scale))
+config = preset(Config)          # the same at every scale
 
 
-def compute(cfg: Config, ctx) -> None:
-    st = ctx.results(NAME, cfg)
-    if st.has("wf") and not ctx.force:
-        return
+def compute(cfg: Config, ctx) -> dict:
     from ..symmetry import canonicalize
     h = default_heights(cfg.heights_seed)
     w = build_wf(h)
@@ -42,11 +40,9 @@ def compute(cfg: Config, ctx) -> None:
     xs = np.linspace(-1, 1, cfg.n_plot)
     kn = knots(w, WF_ARCH)
     wc = canonicalize(w[None, :], WF_ARCH)[0]
-    st.save_array("wf", w=w, w_canonical=wc, heights=h, x=x, t=t, xs=xs,
-                  ys=forward(w, WF_ARCH, xs)[0], knots=kn,
-                  knot_values=forward(w, WF_ARCH, kn)[0],
-                  loss=loss(w, WF_ARCH, x, t))
-    st.save_json("config", config_dict(cfg))
+    return dict(w=w, w_canonical=wc, heights=h, x=x, t=t, xs=xs,
+                ys=forward(w, WF_ARCH, xs)[0], knots=kn, knot_values=forward(w, WF_ARCH, kn)[0],
+                loss=loss(w, WF_ARCH, x, t))
 
 
 def _draw_network(ax, w, arch):
@@ -93,7 +89,7 @@ def _draw_network(ax, w, arch):
 
 def plot(cfg: Config, ctx) -> list[str]:
     from ..plots import F_COLOR, figure, savefig
-    d = ctx.results(NAME, cfg).load_array("wf")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     fig, (a0, a1) = figure(2, 1, width=4.2, height=3.4,
                            gridspec_kw=dict(width_ratios=[1.1, 1]))
     _draw_network(a0, d["w"], WF_ARCH)
@@ -110,21 +106,22 @@ def plot(cfg: Config, ctx) -> list[str]:
 
 
 def report(cfg: Config, ctx) -> str:
-    d = ctx.results(NAME, cfg).load_array("wf")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     nw = np.linalg.norm(d["w"])
     nc = np.linalg.norm(d["w_canonical"])
     h = ", ".join(f"{v:.4f}" for v in d["heights"])
     return "\n".join([
         f"## {TITLE}", "",
         "![fig1](fig1_wf.png)", "",
-        "| quantity | ours | paper | verdict |", "|---|---|---|---|",
-        f"| parameters | {WF_ARCH.P} | 136 (5x5) | reproduced |",
-        f"| knots of f in [-1, 1] | {d['knots'].size} | 35 (the hand construction) | reproduced |",
-        f"| training points | {d['x'].size} distinct | 341 (authors' script: 350 rows) | "
-        "reproduced (341-point variant) |",
-        f"| loss of W_f on its training set | {float(d['loss'][0])!r} | 0 | reproduced |",
-        f"| spline heights | [{h}] | unknown (no seed) | our documented default |",
-        f"| L2 norm raw / canonical | {nw:.2f} / {nc:.2f} | unknown | "
-        "the construction's own check: about 50.7 / 11.7 |",
+        *table(("quantity", "ours", "paper", "verdict"), [
+            ("parameters", f"{WF_ARCH.P}", "136 (5x5)", "reproduced"),
+            ("knots of f in [-1, 1]", f"{d['knots'].size}", "35 (the hand construction)",
+             "reproduced"),
+            ("training points", f"{d['x'].size} distinct", "341 (authors' script: 350 rows)",
+             "reproduced (341-point variant)"),
+            ("loss of W_f on its training set", f"{float(d['loss'][0])!r}", "0", "reproduced"),
+            ("spline heights", f"[{h}]", "unknown (no seed)", "our documented default"),
+            ("L2 norm raw / canonical", f"{nw:.2f} / {nc:.2f}", "unknown",
+             "the construction's own check: about 50.7 / 11.7")]),
         "",
     ])

@@ -15,11 +15,13 @@ import numpy as np
 
 from ..construct import WF_ARCH, WF_KNOTS, build_wf, default_heights
 from ..kernels import forward
-from .base import check_scale, config_dict
-from .common import OPTIMIZERS, fit_summary, fmt, main_config, quantile_table, train, usable
+from .frame import preset
+from .students import OPTIMIZERS, fit_summary, main_config, train, usable
+from .tables import claims, fmt, quantile_table
 
 NAME = "fig2_fits"
 TITLE = "Figs. 2-3: mean, typical and best fits of trained 5x5 students"
+RESULT = "summary"
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,7 @@ PRESETS = {
 }
 
 
-def config(scale: str) -> Config:
-    return Config(scale=check_scale(scale), **PRESETS[scale])
+config = preset(Config, PRESETS)
 
 
 def train_configs(cfg: Config) -> dict:
@@ -53,14 +54,11 @@ def train_configs(cfg: Config) -> dict:
 
 def main_runs(cfg: Config, ctx) -> dict:
     """The main training runs (trained or resumed on first use)."""
-    return {opt: train(tc, ctx, f"main-{opt}") for opt, tc in train_configs(cfg).items()}
+    return {opt: train(tc, ctx) for opt, tc in train_configs(cfg).items()}
 
 
-def compute(cfg: Config, ctx) -> None:
-    st = ctx.results(NAME, cfg)
+def compute(cfg: Config, ctx) -> dict:
     runs = main_runs(cfg, ctx)             # resumes; a no-op when complete
-    if st.has("summary") and not ctx.force:
-        return
     xs = np.linspace(-1, 1, cfg.n_plot)
     out = {"xs": xs, "f": forward(build_wf(), WF_ARCH, xs)[0]}
     for opt, run in runs.items():
@@ -80,8 +78,7 @@ def compute(cfg: Config, ctx) -> None:
             f"{opt}_history_q": np.nanquantile(run.history[ok], [0.1, 0.5, 0.9], axis=0)
             if ok.any() else np.zeros((3, 0)),
         })
-    st.save_array("summary", **out)
-    st.save_json("config", config_dict(cfg))
+    return out
 
 
 def plot(cfg: Config, ctx) -> list[str]:
@@ -96,7 +93,7 @@ def plot(cfg: Config, ctx) -> list[str]:
         mean_band,
         savefig,
     )
-    d = ctx.results(NAME, cfg).load_array("summary")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     xs, f = d["xs"], d["f"]
     files = []
     # Fig. 2: typical fit | mean +- sd (momentum) | mean +- sd (Adadelta)
@@ -160,7 +157,7 @@ def plot(cfg: Config, ctx) -> list[str]:
 
 
 def report(cfg: Config, ctx) -> str:
-    d = ctx.results(NAME, cfg).load_array("summary")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     lines = [f"## {TITLE}", "",
              "![fig2](fig2_mean_fit.png)", "", "![fig3](fig3_best_fits.png)", "",
              "![loss distribution](fig2c_loss_distribution.png)", "",
@@ -189,18 +186,17 @@ def report(cfg: Config, ctx) -> str:
     follows = all(to_smooth[o] < 0.5 * to_f[o] for o in OPTIMIZERS)
     never = all(share[o] == 0 for o in OPTIMIZERS)
     ada_better = best["adadelta"] < best["momentum"]
-    lines += ["", "| claim of the paper | ours | verdict |", "|---|---|---|",
-              f"| no student finds the high-frequency part (global minimum) | shares "
-              f"{share['momentum']:.4f} (GD), {share['adadelta']:.4f} (Adadelta) | "
-              f"{'reproduced' if never else 'differs: some students reach the global minimum'} |",
-              "| the mean fit follows the low-frequency spline (Fig. 2) | RMS distance of "
-              "the mean fit to spline + 0.7 (the tooth-free part of f) vs to f: "
-              + ", ".join(f"{fmt(to_smooth[o])} vs {fmt(to_f[o])} ({o})" for o in OPTIMIZERS)
-              + " | " + ("reproduced: the mean fits are far closer to the tooth-free curve"
-                         if follows else "differs: a mean fit is not much closer to the "
-                         "tooth-free curve than to f") + " |",
-              f"| best fits: Adadelta better than GD, but not optimal | best MSE "
-              f"{fmt(best['adadelta'])} (Adadelta) vs {fmt(best['momentum'])} (GD) | "
-              f"{'reproduced' if ada_better and never else 'differs'} |",
-              "| MSE values of the fits | the paper prints none | unknown in the paper |", ""]
+    lines += ["", *claims(
+        ("no student finds the high-frequency part (global minimum)",
+         f"shares {share['momentum']:.4f} (GD), {share['adadelta']:.4f} (Adadelta)",
+         "reproduced" if never else "differs: some students reach the global minimum"),
+        ("the mean fit follows the low-frequency spline (Fig. 2)",
+         "RMS distance of the mean fit to spline + 0.7 (the tooth-free part of f) vs to f: "
+         + ", ".join(f"{fmt(to_smooth[o])} vs {fmt(to_f[o])} ({o})" for o in OPTIMIZERS),
+         "reproduced: the mean fits are far closer to the tooth-free curve" if follows else
+         "differs: a mean fit is not much closer to the tooth-free curve than to f"),
+        ("best fits: Adadelta better than GD, but not optimal",
+         f"best MSE {fmt(best['adadelta'])} (Adadelta) vs {fmt(best['momentum'])} (GD)",
+         "reproduced" if ada_better and never else "differs"),
+        ("MSE values of the fits", "the paper prints none", "unknown in the paper"))]
     return "\n".join(lines)

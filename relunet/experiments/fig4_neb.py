@@ -49,11 +49,12 @@ from ..data import wf_training_set
 from ..geometry import path_angles, path_functions
 from ..kernels import loss_and_grad
 from ..neb import string_method
-from .base import check_scale, config_dict
-from .common import fmt
+from .frame import preset
+from .tables import fmt
 
 NAME = "fig4_neb"
 TITLE = "Fig. 4: minimum energy paths (string method) from W_f to local minima"
+RESULT = "bands"
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,7 @@ PRESETS = {
 }
 
 
-def config(scale: str) -> Config:
-    return Config(scale=check_scale(scale), **PRESETS[scale])
+config = preset(Config, PRESETS)
 
 
 def endpoints(cfg: Config, ctx):
@@ -120,11 +120,8 @@ def _relax(cfg: Config, wf, ends, n_images: int, max_iter: int):
                          climb=cfg.climb, watch=cfg.watch)
 
 
-def compute(cfg: Config, ctx) -> None:
-    st = ctx.results(NAME, cfg)
+def compute(cfg: Config, ctx) -> dict:
     wf, ends, idx = endpoints(cfg, ctx)
-    if st.has("bands") and not ctx.force:
-        return
     t0 = time.perf_counter()
     res = _relax(cfg, wf, ends, cfg.n_images, cfg.max_iter)
     t_main = time.perf_counter() - t0
@@ -139,8 +136,8 @@ def compute(cfg: Config, ctx) -> None:
     xs = np.linspace(-1, 1, cfg.n_plot)
     ex = res.images[cfg.example]
     empty = np.zeros(0)
-    st.save_array(
-        "bands", images=res.images.astype(np.float32), energies=res.energies,
+    return dict(
+        images=res.images.astype(np.float32), energies=res.energies,
         distance=res.distance, converged=res.converged, iterations=res.iterations,
         peak_energy=res.peak_energy, peak_segment=res.peak_segment, peak_t=res.peak_t,
         peak_distance=res.peak_distance, peak_point=res.peak_point.astype(np.float32),
@@ -156,7 +153,6 @@ def compute(cfg: Config, ctx) -> None:
         study_converged=fine.converged if fine is not None else empty.astype(bool),
         study_iterations=fine.iterations if fine is not None else empty.astype(int),
         seconds=np.array([t_main, t_study]))
-    st.save_json("config", config_dict(cfg))
 
 
 def _straight_max(wf, ends, n):
@@ -213,7 +209,7 @@ def plot(cfg: Config, ctx) -> list[str]:
     import matplotlib.pyplot as plt
 
     from ..plots import F_COLOR, colored_line, figure, savefig
-    d = ctx.results(NAME, cfg).load_array("bands")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     fig, axes = figure(2, 2, width=4.0, height=3.1)
     (a, b), (c, dd) = axes
     conv = d["converged"]
@@ -255,7 +251,7 @@ def _q(v):
 
 
 def report(cfg: Config, ctx) -> str:
-    d = ctx.results(NAME, cfg).load_array("bands")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     E, conv = d["energies"], d["converged"].astype(bool)
     n = len(E)
     img = d["images"].astype(np.float64)

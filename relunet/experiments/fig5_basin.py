@@ -16,13 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine import TrainConfig
+from ..run.config import TrainConfig
 from ..stats import logistic_fit, lowess
-from .base import check_scale, config_dict
-from .common import OPTIMIZERS, fmt, train, usable
+from .frame import preset
+from .students import OPTIMIZERS, train, usable
+from .tables import claims, fmt
 
 NAME = "fig5_basin"
 TITLE = "Fig. 5: the basin of the global minimum under noise"
+RESULT = "basin"
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,7 @@ PRESETS = {
 }
 
 
-def config(scale: str) -> Config:
-    return Config(scale=check_scale(scale), **PRESETS[scale])
+config = preset(Config, PRESETS)
 
 
 def train_config(cfg: Config, opt: str) -> TrainConfig:
@@ -57,11 +58,8 @@ def train_config(cfg: Config, opt: str) -> TrainConfig:
                        init_radius=(cfg.radius_lo, cfg.radius_hi))
 
 
-def compute(cfg: Config, ctx) -> None:
-    st = ctx.results(NAME, cfg)
-    runs = {opt: train(train_config(cfg, opt), ctx, f"basin-{opt}") for opt in OPTIMIZERS}
-    if st.has("basin") and not ctx.force:
-        return
+def compute(cfg: Config, ctx) -> dict:
+    runs = {opt: train(train_config(cfg, opt), ctx) for opt in OPTIMIZERS}
     grid = np.linspace(cfg.radius_lo, cfg.radius_hi, 201)
     out = {"grid": grid}
     for opt, run in runs.items():
@@ -88,13 +86,12 @@ def compute(cfg: Config, ctx) -> None:
             f"{opt}_fit_status": np.array(fit.status),
             f"{opt}_fit_summary": np.array(fit.summary()),
         })
-    st.save_array("basin", **out)
-    st.save_json("config", config_dict(cfg))
+    return out
 
 
 def plot(cfg: Config, ctx) -> list[str]:
     from ..plots import F_COLOR, MEAN_COLOR, OPT_COLORS, OPT_LABELS, figure, savefig
-    d = ctx.results(NAME, cfg).load_array("basin")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     fig, axes = figure(2, 1, width=4.0, height=3.1)
     for ax, opt in zip(axes, OPTIMIZERS):
         ok = d[f"{opt}_status"] == 0
@@ -123,7 +120,7 @@ def plot(cfg: Config, ctx) -> list[str]:
 
 
 def report(cfg: Config, ctx) -> str:
-    d = ctx.results(NAME, cfg).load_array("basin")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     lines = [f"## {TITLE}", "", "![fig5](fig5_basin.png)", "",
              f"{cfg.n_restarts:,} restarts per optimizer (paper: 4,096) from canonical W_f "
              f"plus noise of norm ~ U({cfg.radius_lo:g}, {cfg.radius_hi:g}), {cfg.steps:,} "
@@ -144,15 +141,14 @@ def report(cfg: Config, ctx) -> str:
         lines.append(f"| {opt} | {int(ok.sum())} ({int((~ok).sum())}) | {shares[opt]:.3f} | "
                      f"{coefs} | {d[f'{opt}_fit_status']} |")
     xh = float(d["momentum_x_half"][0])
-    lines += ["", "| claim of the paper | ours | verdict |", "|---|---|---|",
-              f"| GD returns for small noise; the basin radius is about 2 (from the NEB "
-              f"profiles) | 50% return at noise norm {fmt(xh)} | "
-              + ("reproduced (returns for small noise; the 50% point lies well inside the "
-                 "NEB basin radius of Fig. 4, since a restart must also be pulled back by "
-                 "training)" if shares["momentum"] > 0 else
-                 "differs: no GD restart returned") + "; the paper prints no logistic "
-              "coefficients (unknown) |",
-              f"| Adadelta never returns (probability identically 0) | share "
-              f"{shares['adadelta']:.3f}, fit status {d['adadelta_fit_status']} | "
-              + ("reproduced" if shares["adadelta"] == 0 else "differs") + " |", ""]
+    lines += ["", *claims(
+        ("GD returns for small noise; the basin radius is about 2 (from the NEB profiles)",
+         f"50% return at noise norm {fmt(xh)}",
+         ("reproduced (returns for small noise; the 50% point lies well inside the NEB basin "
+          "radius of Fig. 4, since a restart must also be pulled back by training)"
+          if shares["momentum"] > 0 else "differs: no GD restart returned")
+         + "; the paper prints no logistic coefficients (unknown)"),
+        ("Adadelta never returns (probability identically 0)",
+         f"share {shares['adadelta']:.3f}, fit status {d['adadelta_fit_status']}",
+         "reproduced" if shares["adadelta"] == 0 else "differs"))]
     return "\n".join(lines)

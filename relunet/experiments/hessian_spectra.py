@@ -22,11 +22,13 @@ from ..data import wf_training_set
 from ..hessian import TOL_ABS, TOL_REL, eigen, hessian, spectrum_summary
 from ..symmetry import apply_rescaling, canonicalize, dead_units
 from . import fig2_fits, quench_minima
-from .base import check_scale, config_dict
-from .common import OPTIMIZERS, fmt, usable
+from .frame import preset
+from .students import OPTIMIZERS, usable
+from .tables import CLAIM, claims, fmt
 
 NAME = "hessian_spectra"
 TITLE = "Hessian eigenvalue spectra at W_f and at the trained minima"
+RESULT = "spectra"
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,7 @@ PRESETS = {"smoke": dict(n_networks=8), "default": dict(n_networks=1024),
            "paper": dict(n_networks=4096)}
 
 
-def config(scale: str) -> Config:
-    return Config(scale=check_scale(scale), **PRESETS[scale])
+config = preset(Config, PRESETS)
 
 
 def _spectra(W, x, t, batch):
@@ -70,11 +71,8 @@ def wf_canonical_spectrum(x, t) -> np.ndarray:
     return eigen(H / np.outer(D, D))
 
 
-def compute(cfg: Config, ctx) -> None:
-    st = ctx.results(NAME, cfg)
+def compute(cfg: Config, ctx) -> dict:
     runs = fig2_fits.main_runs(fig2_fits.config(cfg.scale), ctx)
-    if st.has("spectra") and not ctx.force:
-        return
     qd = quench_minima.quenched(cfg.scale, ctx)
     x, t = wf_training_set()
     out = {"wf_evals": wf_canonical_spectrum(x, t),
@@ -90,13 +88,12 @@ def compute(cfg: Config, ctx) -> None:
         out[f"{opt}_q_evals"] = _spectra(Wq, x, t, cfg.batch)
         out[f"{opt}_q_loss"] = qd[f"{opt}_loss"]
         out[f"{opt}_q_type"] = qd[f"{opt}_type"]
-    st.save_array("spectra", **out)
-    st.save_json("config", config_dict(cfg))
+    return out
 
 
 def plot(cfg: Config, ctx) -> list[str]:
     from ..plots import F_COLOR, OPT_COLORS, OPT_LABELS, figure, savefig
-    d = ctx.results(NAME, cfg).load_array("spectra")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     fig, (a0, a1) = figure(2, 1, width=3.9, height=3.0)
     idx = np.arange(WF_ARCH.P)
     a0.plot(idx, d["wf_evals"], color=F_COLOR, lw=2, label="W_f (canonical)")
@@ -131,7 +128,7 @@ def plot(cfg: Config, ctx) -> list[str]:
 
 
 def report(cfg: Config, ctx) -> str:
-    d = ctx.results(NAME, cfg).load_array("spectra")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     sw = spectrum_summary(d["wf_evals"], cfg.tol_rel, cfg.tol_abs)
     lines = [f"## {TITLE}", "", "![hessian](ext_hessian_spectra.png)", "",
              f"Zero eigenvalue: |lambda| <= max({cfg.tol_abs:g}, {cfg.tol_rel:g} max|lambda|). "
@@ -161,29 +158,28 @@ def report(cfg: Config, ctx) -> str:
     live = int(d["wf_live_units"][0])
     sharper = all(np.nanmedian(spectrum_summary(d[f"{o}_q_evals"])["max"]) < sw["max"]
                   for o in OPTIMIZERS if len(d[f"{o}_q_evals"]))
-    lines += ["", "| claim | ours | verdict |", "|---|---|---|",
-              f"| largest eigenvalue at canonical W_f about 1.7e3 (the construction's own check) | "
-              f"{fmt(sw['max'])} | " + ("reproduced" if 1.4e3 < sw["max"] < 2.0e3 else "differs")
-              + " |",
-              f"| at least one flat direction per live hidden unit of W_f ({live}) | "
-              f"{sw['n_zero']} zero eigenvalues | "
-              + ("reproduced" if sw["n_zero"] >= live else "differs") + " |",
-              "| global minimum in a narrow valley, local minima in broad flat plains "
-              "(Sec. 1) | largest eigenvalue at W_f vs median at the quenched minima | "
-              + ("reproduced: W_f is sharper than the typical minimum" if sharper else
-                 "differs: the minima are not flatter") + " |",
-              "| the trained students are minima (Sec. 3.2 calls them local minima) | median "
-              "most negative eigenvalue / largest: "
-              + ", ".join(f"{fmt(v)} ({o})" for o, v in neg_ratio.items()) + " | "
-              + ("reproduced: no negative curvature at the median student"
-                 if not any(n_neg_median.values()) else
-                 "differs: after the paper's step budget the typical student is not a "
-                 "strict minimum; it sits on a nearly flat saddle or plateau whose negative "
-                 "curvature is small against the largest eigenvalue, and is still (slowly) "
-                 "descending, see the learning curves of Figs. 2-3") + " |",
-              "| the quenched points are minima | types from the quench's classification: "
-              + "; ".join(f"{o}: " + ", ".join(f"{k} {int(v)}" for k, v in ty.items())
-                          for o, ty in types.items()) + " | see the quench section: "
-              "only certified points are classified |",
-              "| the full paper's eigenvalue figures | not available to us | unknown |", ""]
+    lines += ["", *claims(
+        ("largest eigenvalue at canonical W_f about 1.7e3 (the construction's own check)",
+         fmt(sw["max"]), "reproduced" if 1.4e3 < sw["max"] < 2.0e3 else "differs"),
+        (f"at least one flat direction per live hidden unit of W_f ({live})",
+         f"{sw['n_zero']} zero eigenvalues", "reproduced" if sw["n_zero"] >= live else "differs"),
+        ("global minimum in a narrow valley, local minima in broad flat plains (Sec. 1)",
+         "largest eigenvalue at W_f vs median at the quenched minima",
+         "reproduced: W_f is sharper than the typical minimum" if sharper else
+         "differs: the minima are not flatter"),
+        ("the trained students are minima (Sec. 3.2 calls them local minima)",
+         "median most negative eigenvalue / largest: "
+         + ", ".join(f"{fmt(v)} ({o})" for o, v in neg_ratio.items()),
+         "reproduced: no negative curvature at the median student"
+         if not any(n_neg_median.values()) else
+         "differs: after the paper's step budget the typical student is not a strict minimum; "
+         "it sits on a nearly flat saddle or plateau whose negative curvature is small against "
+         "the largest eigenvalue, and is still (slowly) descending, see the learning curves of "
+         "Figs. 2-3"),
+        ("the quenched points are minima", "types from the quench's classification: "
+         + "; ".join(f"{o}: " + ", ".join(f"{k} {int(v)}" for k, v in ty.items())
+                     for o, ty in types.items()),
+         "see the quench section: only certified points are classified"),
+        ("the full paper's eigenvalue figures", "not available to us", "unknown"),
+        header=CLAIM)]
     return "\n".join(lines)

@@ -14,13 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..construct import teacher
-from ..engine import TrainConfig
 from ..kernels import forward
-from .base import check_scale, config_dict
-from .common import OPTIMIZERS, fit_summary, fmt, quantile_table, train, usable
+from ..run.config import TrainConfig
+from .frame import preset
+from .students import OPTIMIZERS, fit_summary, train, usable
+from .tables import claims, fmt, quantile_table
 
 NAME = "high_freq"
 TITLE = "Sec. 3.5: a 5x5 teacher of higher frequency (81 teeth)"
+RESULT = "hf"
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,7 @@ PRESETS = {
 }
 
 
-def config(scale: str) -> Config:
-    return Config(scale=check_scale(scale), **PRESETS[scale])
+config = preset(Config, PRESETS)
 
 
 def train_config(cfg: Config, opt: str) -> TrainConfig:
@@ -52,11 +53,8 @@ def train_config(cfg: Config, opt: str) -> TrainConfig:
                        dtype=cfg.dtype)
 
 
-def compute(cfg: Config, ctx) -> None:
-    st = ctx.results(NAME, cfg)
-    runs = {opt: train(train_config(cfg, opt), ctx, f"hf-{opt}") for opt in OPTIMIZERS}
-    if st.has("hf") and not ctx.force:
-        return
+def compute(cfg: Config, ctx) -> dict:
+    runs = {opt: train(train_config(cfg, opt), ctx) for opt in OPTIMIZERS}
     arch, w = teacher("hf")
     xs = np.linspace(-1, 1, cfg.n_plot)
     out = {"xs": xs, "f": forward(w, arch, xs)[0]}
@@ -67,13 +65,12 @@ def compute(cfg: Config, ctx) -> None:
         out.update({f"{opt}_loss": run.loss.astype(np.float64), f"{opt}_status": run.status,
                     f"{opt}_mean": mean, f"{opt}_sd": sd,
                     f"{opt}_best_fit": forward(run.W[ok][np.argmin(loss)], arch, xs)[0]})
-    st.save_array("hf", **out)
-    st.save_json("config", config_dict(cfg))
+    return out
 
 
 def plot(cfg: Config, ctx) -> list[str]:
     from ..plots import F_COLOR, OPT_COLORS, OPT_LABELS, figure, mean_band, savefig
-    d = ctx.results(NAME, cfg).load_array("hf")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     fig, axes = figure(2, 1, width=3.8, height=2.8, sharey=True)
     for ax, opt in zip(axes, OPTIMIZERS):
         ok = d[f"{opt}_status"] == 0
@@ -90,7 +87,7 @@ def plot(cfg: Config, ctx) -> list[str]:
 
 
 def report(cfg: Config, ctx) -> str:
-    d = ctx.results(NAME, cfg).load_array("hf")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     lines = [f"## {TITLE}", "", "![high frequency](ext_high_freq.png)", "",
              f"{cfg.n_models} students per optimizer, {cfg.steps:,} steps. For scale: a "
              "tooth-free fit that keeps only the spline and the sawtooth's mean has MSE "
@@ -102,9 +99,10 @@ def report(cfg: Config, ctx) -> str:
         q = quantile_table(loss)
         lines.append(f"| {opt} | {np.mean(loss < cfg.global_threshold):.3f} | "
                      f"{fmt(q[0.0])} | {fmt(q[0.5])} |")
-    lines += ["", "| claim of the paper | verdict |", "|---|---|",
-              "| 5x5 networks with far higher frequencies can be built the same way | "
-              "reproduced: the teacher above has 81 teeth and loss exactly 0 |",
-              "| (implied) their students miss the teeth even more | see the table: "
-              "the paper gives no numbers (unknown in the paper) |", ""]
+    lines += ["", *claims(
+        ("5x5 networks with far higher frequencies can be built the same way",
+         "reproduced: the teacher above has 81 teeth and loss exactly 0"),
+        ("(implied) their students miss the teeth even more",
+         "see the table: the paper gives no numbers (unknown in the paper)"),
+        header=("claim of the paper", "verdict"))]
     return "\n".join(lines)

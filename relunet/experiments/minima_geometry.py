@@ -18,11 +18,13 @@ from ..construct import WF_ARCH
 from ..geometry import embed_2d, pairwise_distances
 from ..symmetry import canonicalize
 from . import fig2_fits, quench_minima
-from .base import check_scale, config_dict
-from .common import OPTIMIZERS, fmt, quantile_table, usable
+from .frame import preset
+from .students import OPTIMIZERS, usable
+from .tables import claims, fmt, quantile_table
 
 NAME = "minima_geometry"
 TITLE = "The organisation of the minima in weight space"
+RESULT = "geometry"
 
 
 @dataclass(frozen=True)
@@ -37,15 +39,11 @@ PRESETS = {"smoke": dict(n_pairwise=8), "default": dict(n_pairwise=400),
            "paper": dict(n_pairwise=1000)}
 
 
-def config(scale: str) -> Config:
-    return Config(scale=check_scale(scale), **PRESETS[scale])
+config = preset(Config, PRESETS)
 
 
-def compute(cfg: Config, ctx) -> None:
-    st = ctx.results(NAME, cfg)
+def compute(cfg: Config, ctx) -> dict:
     runs = fig2_fits.main_runs(fig2_fits.config(cfg.scale), ctx)
-    if st.has("geometry") and not ctx.force:
-        return
     qd = quench_minima.quenched(cfg.scale, ctx)
     wf = qd["wf_c"][None, :]
     out, pool, labels, losses = {}, [wf], [np.array([-1])], [np.array([0.0])]
@@ -67,13 +65,12 @@ def compute(cfg: Config, ctx) -> None:
     xy, ev = embed_2d(D, return_eigenvalues=True)
     out.update(pair_D=D, pair_label=np.concatenate(labels), pair_loss=np.concatenate(losses),
                xy=xy, mds_eigenvalues=ev, wf_norm=np.array([np.linalg.norm(wf)]))
-    st.save_array("geometry", **out)
-    st.save_json("config", config_dict(cfg))
+    return out
 
 
 def plot(cfg: Config, ctx) -> list[str]:
     from ..plots import F_COLOR, OPT_COLORS, OPT_LABELS, figure, savefig
-    d = ctx.results(NAME, cfg).load_array("geometry")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     fig, (a0, a1, a2) = figure(3, 1, width=3.3, height=2.9)
     bins = np.linspace(0, max(max(d[f"{o}_dist"].max(), d[f"{o}_raw_dist"].max())
                               for o in OPTIMIZERS) * 1.05, 50)
@@ -112,7 +109,7 @@ def plot(cfg: Config, ctx) -> list[str]:
 
 
 def report(cfg: Config, ctx) -> str:
-    d = ctx.results(NAME, cfg).load_array("geometry")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     ev = d["mds_eigenvalues"]
     share2 = float(ev[:2].sum() / ev[ev > 0].sum())
     lines = [f"## {TITLE}", "", "![geometry](ext_minima_geometry.png)", "",
@@ -137,13 +134,14 @@ def report(cfg: Config, ctx) -> str:
               f"5-95% [{fmt(np.quantile(inner, 0.05))}, {fmt(np.quantile(inner, 0.95))}]. "
               f"The 2-D MDS view keeps {share2:.0%} of the positive spectrum of the "
               "double-centred distance matrix, so it is a rough picture.", "",
-              "| claim of the paper | ours | verdict |", "|---|---|---|",
-              f"| most local minima lie in the shell 9.5-10.5 around W_f | quenched: "
-              f"{shares['momentum']:.0%} (GD), {shares['adadelta']:.0%} (Adadelta); as "
-              f"trained: {raw_shares['momentum']:.0%}, {raw_shares['adadelta']:.0%} | "
-              + ("reproduced" if max(shares.values()) >= 0.5 else
-                 "differs: our minima sit at other distances (heights, scaling convention "
-                 "and optimizer settings of the paper are unknown)") + " |",
-              "| organisation of the minima (full paper) | figures above | "
-              "unknown in the paper (not available) |", ""]
+              *claims(
+                  ("most local minima lie in the shell 9.5-10.5 around W_f",
+                   f"quenched: {shares['momentum']:.0%} (GD), {shares['adadelta']:.0%} "
+                   f"(Adadelta); as trained: {raw_shares['momentum']:.0%}, "
+                   f"{raw_shares['adadelta']:.0%}",
+                   "reproduced" if max(shares.values()) >= 0.5 else
+                   "differs: our minima sit at other distances (heights, scaling convention "
+                   "and optimizer settings of the paper are unknown)"),
+                  ("organisation of the minima (full paper)", "figures above",
+                   "unknown in the paper (not available)"))]
     return "\n".join(lines)

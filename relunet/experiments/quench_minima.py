@@ -16,6 +16,7 @@ training gives.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,11 +26,13 @@ from ..data import wf_training_set
 from ..quench import EPS_ON, GAP, GTOL, certify, classify, quench
 from ..symmetry import canonicalize
 from . import fig2_fits
-from .base import check_scale, config_dict
-from .common import OPTIMIZERS, fmt, usable
+from .frame import preset, stored
+from .students import OPTIMIZERS, usable
+from .tables import fmt
 
 NAME = "quench_minima"
 TITLE = "Quenched minima: certified stationary points below the trained students"
+RESULT = "quench"
 
 TYPES = ("minimum", "kink-minimum", "degenerate-kink", "saddle", "kink-saddle", "uncertified")
 
@@ -55,15 +58,11 @@ PRESETS = {
 }
 
 
-def config(scale: str) -> Config:
-    return Config(scale=check_scale(scale), **PRESETS[scale])
+config = preset(Config, PRESETS)
 
 
-def compute(cfg: Config, ctx) -> None:
-    st = ctx.results(NAME, cfg)
+def compute(cfg: Config, ctx) -> dict:
     runs = fig2_fits.main_runs(fig2_fits.config(cfg.scale), ctx)
-    if st.has("quench") and not ctx.force:
-        return
     x, t = wf_training_set()
     out = {}
     for opt, n in dict(cfg.n_networks).items():
@@ -98,17 +97,12 @@ def compute(cfg: Config, ctx) -> None:
             f"{opt}_n_flat": cl["n_flat"], f"{opt}_raw_measure": raw["measure"],
             f"{opt}_raw_certified": raw["certified"]})
     out["wf_c"] = canonicalize(build_wf()[None, :], WF_ARCH)[0]
-    st.save_array("quench", **out)
-    st.save_json("config", config_dict(cfg))
+    return out
 
 
 def quenched(scale: str, ctx) -> dict:
     """The stored quench (computed first if missing): arrays keyed ``<opt>_<field>``."""
-    cfg = config(scale)
-    st = ctx.results(NAME, cfg)
-    if not st.has("quench"):
-        compute(cfg, ctx)
-    return st.load_array("quench")
+    return stored(sys.modules[__name__], config(scale), ctx)
 
 
 def optimizers(d) -> list[str]:
@@ -117,7 +111,7 @@ def optimizers(d) -> list[str]:
 
 def plot(cfg: Config, ctx) -> list[str]:
     from ..plots import OPT_COLORS, OPT_LABELS, figure, savefig
-    d = ctx.results(NAME, cfg).load_array("quench")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     fig, (a, b, c) = figure(3, 1, width=3.3, height=2.9)
     lo = min(min(d[f"{o}_loss"].min(), d[f"{o}_loss0"].min()) for o in optimizers(d))
     hi = max(d[f"{o}_loss0"].max() for o in optimizers(d))
@@ -155,7 +149,7 @@ def type_counts(d, opt) -> dict:
 
 
 def report(cfg: Config, ctx) -> str:
-    d = ctx.results(NAME, cfg).load_array("quench")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     def q(v):
         v = np.asarray(v, dtype=np.float64)
         v = v[np.isfinite(v)]

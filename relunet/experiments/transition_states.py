@@ -20,11 +20,12 @@ from ..construct import WF_ARCH
 from ..data import wf_training_set
 from ..saddle import network_saddles
 from . import fig4_neb
-from .base import check_scale, config_dict
-from .common import fmt
+from .frame import preset, stored
+from .tables import fmt
 
 NAME = "transition_states"
 TITLE = "Transition states: band maxima refined into saddles"
+RESULT = "saddles"
 
 
 @dataclass(frozen=True)
@@ -41,28 +42,21 @@ PRESETS = {"smoke": dict(n_bands=3, max_iter=5), "default": dict(n_bands=100, ma
            "paper": dict(n_bands=100, max_iter=200)}
 
 
-def config(scale: str) -> Config:
-    return Config(scale=check_scale(scale), **PRESETS[scale])
+config = preset(Config, PRESETS)
 
 
-def compute(cfg: Config, ctx) -> None:
-    st = ctx.results(NAME, cfg)
-    fcfg = fig4_neb.config(cfg.scale)
-    fig4_neb.compute(fcfg, ctx)                  # a no-op when stored
-    if st.has("saddles") and not ctx.force:
-        return
-    d = ctx.results(fig4_neb.NAME, fcfg).load_array("bands")
+def compute(cfg: Config, ctx) -> dict:
+    d = stored(fig4_neb, fig4_neb.config(cfg.scale), ctx)
     E = d["energies"][:cfg.n_bands]
     top = np.argmax(E[:, 1:-1], axis=1) + 1      # the highest movable image
     starts = d["images"][np.arange(len(E)), top].astype(np.float64)
     x, t = wf_training_set()
     r = network_saddles(starts, WF_ARCH, x, t, gap=cfg.gap, gtol=cfg.gtol,
                         max_iter=cfg.max_iter, radius=cfg.radius)
-    st.save_array("saddles", X=r.X, E=r.E, gnorm=r.gnorm, index=r.index,
-                  converged=r.converged, iterations=r.iterations, moved=r.moved, kind=r.kind,
-                  start_energy=E[np.arange(len(E)), top], end_energy=E[:, -1],
-                  band_converged=d["converged"][:cfg.n_bands])
-    st.save_json("config", config_dict(cfg))
+    return dict(X=r.X, E=r.E, gnorm=r.gnorm, index=r.index,
+                converged=r.converged, iterations=r.iterations, moved=r.moved, kind=r.kind,
+                start_energy=E[np.arange(len(E)), top], end_energy=E[:, -1],
+                band_converged=d["converged"][:cfg.n_bands])
 
 
 def plot(cfg: Config, ctx) -> list[str]:
@@ -70,7 +64,7 @@ def plot(cfg: Config, ctx) -> list[str]:
 
 
 def report(cfg: Config, ctx) -> str:
-    d = ctx.results(NAME, cfg).load_array("saddles")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     n = len(d["E"])
     kinds = {k: int(np.sum(d["kind"] == k)) for k in np.unique(d["kind"])}
     ok = d["converged"]

@@ -13,15 +13,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..construct import WF_ARCH, build_wf
-from ..engine import TrainConfig
 from ..kernels import forward
 from ..net import Arch
+from ..run.config import TrainConfig
 from . import fig2_fits
-from .base import check_scale, config_dict
-from .common import fmt, quantile_table, train, usable
+from .frame import preset
+from .students import train, usable
+from .tables import claims, fmt, quantile_table
 
 NAME = "wide_10x10"
 TITLE = "Sec. 3.5: a 10x10 network fitted to f with Adadelta"
+RESULT = "wide"
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,7 @@ PRESETS = {
 }
 
 
-def config(scale: str) -> Config:
-    return Config(scale=check_scale(scale), **PRESETS[scale])
+config = preset(Config, PRESETS)
 
 
 def train_config(cfg: Config) -> TrainConfig:
@@ -52,33 +53,29 @@ def train_config(cfg: Config) -> TrainConfig:
                        record_every=min(cfg.record_every, cfg.steps), dtype=cfg.dtype)
 
 
-def compute(cfg: Config, ctx) -> None:
-    st = ctx.results(NAME, cfg)
-    run = train(train_config(cfg), ctx, "wide-adadelta")
+def compute(cfg: Config, ctx) -> dict:
+    run = train(train_config(cfg), ctx)
     main = fig2_fits.main_runs(fig2_fits.config(cfg.scale), ctx)["adadelta"]
-    if st.has("wide") and not ctx.force:
-        return
     arch = Arch(10, 10)
     xs = np.linspace(-1, 1, cfg.n_plot)
     ok, ok5 = usable(run), usable(main)
     loss, loss5 = run.loss[ok].astype(np.float64), main.loss[ok5].astype(np.float64)
     b, b5 = int(np.argmin(loss)), int(np.argmin(loss5))
     med = int(np.argsort(loss)[len(loss) // 2])
-    st.save_array("wide", xs=xs, f=forward(build_wf(), WF_ARCH, xs)[0],
-                  loss=run.loss.astype(np.float64), status=run.status, loss5=loss5,
-                  best_fit=forward(run.W[ok][b], arch, xs)[0],
-                  typical_fit=forward(run.W[ok][med], arch, xs)[0],
-                  best5_fit=forward(main.W[ok5][b5], WF_ARCH, xs)[0],
-                  history_median=np.nanmedian(run.history[ok], axis=0),
-                  history5_median=np.nanmedian(main.history[ok5], axis=0),
-                  record_every=np.array([min(cfg.record_every, cfg.steps)]),
-                  record_every5=np.array([main.config.record_every]))
-    st.save_json("config", config_dict(cfg))
+    return dict(xs=xs, f=forward(build_wf(), WF_ARCH, xs)[0],
+                loss=run.loss.astype(np.float64), status=run.status, loss5=loss5,
+                best_fit=forward(run.W[ok][b], arch, xs)[0],
+                typical_fit=forward(run.W[ok][med], arch, xs)[0],
+                best5_fit=forward(main.W[ok5][b5], WF_ARCH, xs)[0],
+                history_median=np.nanmedian(run.history[ok], axis=0),
+                history5_median=np.nanmedian(main.history[ok5], axis=0),
+                record_every=np.array([min(cfg.record_every, cfg.steps)]),
+                record_every5=np.array([main.config.record_every]))
 
 
 def plot(cfg: Config, ctx) -> list[str]:
     from ..plots import F_COLOR, FIT_COLOR, OPT_COLORS, figure, log_axis, savefig
-    d = ctx.results(NAME, cfg).load_array("wide")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     ok = d["status"] == 0
     fig, (a0, a1) = figure(2, 1, width=3.8, height=2.9)
     a0.plot(d["xs"], d["f"], color=F_COLOR, lw=2.2, alpha=0.5, label="f")
@@ -107,7 +104,7 @@ def plot(cfg: Config, ctx) -> list[str]:
 
 
 def report(cfg: Config, ctx) -> str:
-    d = ctx.results(NAME, cfg).load_array("wide")
+    d = ctx.results(NAME, cfg).load_array(RESULT)
     ok = d["status"] == 0
     q, q5 = quantile_table(d["loss"][ok]), quantile_table(d["loss5"])
     better = q[0.5] < q5[0.0]
@@ -118,9 +115,9 @@ def report(cfg: Config, ctx) -> str:
         "| students | min MSE | median MSE | max MSE |", "|---|---|---|---|",
         f"| 10x10 | {fmt(q[0.0])} | {fmt(q[0.5])} | {fmt(q[1.0])} |",
         f"| 5x5 | {fmt(q5[0.0])} | {fmt(q5[0.5])} | {fmt(q5[1.0])} |", "",
-        "| claim of the paper | ours | verdict |", "|---|---|---|",
-        f"| a 10x10 network fitted with Adadelta quickly gets very close to the global "
-        f"minimum | median 10x10 MSE {fmt(q[0.5])} vs best 5x5 MSE {fmt(q5[0.0])} | "
-        + ("reproduced (the typical 10x10 fit beats the best 5x5 fit)" if better else
-           "differs: the typical 10x10 fit is not better than the best 5x5 fit") +
-        "; the paper gives no numbers |", ""])
+        *claims(("a 10x10 network fitted with Adadelta quickly gets very close to the "
+                 "global minimum",
+                 f"median 10x10 MSE {fmt(q[0.5])} vs best 5x5 MSE {fmt(q5[0.0])}",
+                 ("reproduced (the typical 10x10 fit beats the best 5x5 fit)" if better else
+                  "differs: the typical 10x10 fit is not better than the best 5x5 fit")
+                 + "; the paper gives no numbers"))])

@@ -1,36 +1,31 @@
-"""Pieces several experiments share: the main training runs and their summaries.
+"""The trained students several experiments share: training runs and their summaries.
 
 The main experiment of G&W (Sec. 3.1-3.2) trains students of W_f with momentum
 GD and with Adadelta; Figs. 2-4, the Hessian spectra and the geometry of the
-minima all read those same runs. A run is stored under
-``<store>/runs/<name>-<fingerprint>`` and trained (or resumed) on first use.
+minima all read those same runs. A run is stored where ``relunet train`` would
+put it (:func:`relunet.run.config.run_dir`: ``<store>/runs/<label>-<key>``)
+and trained (or resumed) on first use.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..engine import TrainConfig, load_run, run_training
 from ..kernels import forward
+from ..run.config import TrainConfig, run_dir
+from ..run.engine import run_training
+from ..run.rundata import load_run
+
+__all__ = ["OPTIMIZERS", "train", "main_config", "usable", "fit_summary"]
 
 #: the two optimizers, with Keras 2.0's defaults (TrainConfig fills them in)
 OPTIMIZERS = ("momentum", "adadelta")
 
 
-def chunk_size_for(n_models: int) -> int:
-    """Chunks small enough for a useful progress bar, large enough to amortise."""
-    return int(min(256, max(4, n_models // 8)))
-
-
-def train(cfg: TrainConfig, ctx, label: str):
+def train(cfg: TrainConfig, ctx):
     """Train (or resume, or just load) a run; returns its RunData."""
-    path = ctx.runs_dir() / f"{label}-{cfg.fingerprint[:12]}"
-    run_training(cfg, path, chunk_size=chunk_size_for(cfg.n_models),
-                 progress=ctx.progress, **ctx.engine)
+    path = run_dir(ctx.store, cfg)
+    run_training(cfg, path, **ctx.engine.kwargs())
     return load_run(path)
-
-
-def run_path(cfg: TrainConfig, ctx, label: str):
-    return ctx.runs_dir() / f"{label}-{cfg.fingerprint[:12]}"
 
 
 def main_config(optimizer: str, n_models: int, steps: int, seed: int,
@@ -60,14 +55,3 @@ def fit_summary(W, arch, xs, batch: int = 4096):
     mean = s1 / max(n, 1)
     var = np.maximum(s2 / max(n, 1) - mean ** 2, 0.0)
     return mean, np.sqrt(var)
-
-
-def quantile_table(values, qs=(0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)) -> dict:
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
-        return {q: float("nan") for q in qs}
-    return {q: float(v) for q, v in zip(qs, np.quantile(values, qs))}
-
-
-def fmt(v: float) -> str:
-    return "nan" if not np.isfinite(v) else (f"{v:.3g}" if abs(v) >= 1e-3 else f"{v:.2e}")

@@ -1,17 +1,19 @@
-"""Command line of relunet: ``relunet SUBCOMMAND ...`` (``python -m relunet.cli``).
+"""Command line of relunet: ``relunet SUBCOMMAND ...`` (``python -m relunet.run.cli``).
 
 Subcommands live in :data:`COMMANDS` (name -> (help, add_arguments, run));
 add one by writing those two small functions and a line in the table.
 
 * ``relunet train``: train students of the paper's teacher W_f (Gamst & Walker
-  2017, Sec. 3) into a run directory, resumably (``engine.run_training``).
+  2017, Sec. 3) into a run directory, resumably
+  (``relunet.run.engine.run_training``); its flags are read off
+  ``TrainConfig`` and ``EngineOptions`` (:mod:`relunet.run.flags`).
   Ctrl-C or SIGTERM stops within about a second (measured: 25-50 ms, with
   the embedded engine and with local worker processes), prints the command
   that resumes, and exits with 130 (SIGINT) or 143 (SIGTERM). Every finished
   chunk is already stored; chunks in flight are abandoned. A numba call cannot
   be interrupted, so every command runs in a worker thread while the main
   thread waits for the signal, then stops local worker processes and leaves
-  at once (``engine.hard_exit``); the store's atomic writes make that safe.
+  at once (``relunet.run.faults.hard_exit``); the store's atomic writes make that safe.
 * ``relunet status RUN``: progress and a final-loss summary of a run (also
   while it is being written), and any damaged or quarantined chunks.
 * ``relunet verify RUN [--repair]``: check every chunk of a run (file hash,
@@ -48,17 +50,14 @@ import threading
 import warnings
 from pathlib import Path
 
-from .engine import (
-    EngineError,
-    NumbaCacheError,
-    TrainConfig,
-    _quiet_logs,
-    chunk_validator,
-    load_run,
-    run_interruptibly,
-    run_training,
-)
-from .optim import make_optimizer
+from ..optim import make_optimizer
+from .cluster import quiet_logs
+from .config import DEFAULT_STORE, HYPER, EngineOptions, TrainConfig
+from .config import run_dir as run_dir_of
+from .engine import chunk_validator, run_training
+from .faults import EngineError, NumbaCacheError, run_interruptibly
+from .flags import add_flags, given
+from .rundata import load_run
 from .store import ManifestError, RunStore
 
 __all__ = ["main", "COMMANDS", "EXIT_CODES"]
@@ -74,96 +73,24 @@ class CommandError(Exception):
         super().__init__(message)
         self.code = code
 
-DEFAULT_STORE = os.environ.get("RELUNET_RUNS", "runs")
-HYPER = ("lr", "momentum", "rho", "eps")
-
 
 # =============================================================================
 # relunet train
 # =============================================================================
 def _add_train(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig.__dataclass_fields__
-    g = p.add_argument_group("what to train (default: the stored config of --run, "
-                             "else the defaults shown)")
-    g.add_argument("--teacher", choices=["wf", "hf"],
-                   help="teacher: W_f or the high-frequency one (default wf)")
-    g.add_argument("--heights", type=_floats, metavar="H0,H1,H2,H3",
-                   help="W_f's spline heights at knots -1,-1/3,1/3,1 (default: seed-0 draw)")
-    g.add_argument("--variant", choices=["distinct", "authors350"],
-                   help="training set: 341 distinct points or the authors' 350 rows")
-    g.add_argument("--optimizer", choices=["adadelta", "momentum"],
-                   help=f"default {d['optimizer'].default}")
-    g.add_argument("--lr", type=float, help="learning rate (adadelta 1.0, momentum 1e-3)")
-    g.add_argument("--momentum", type=float, help="momentum coefficient (default 0.9)")
-    g.add_argument("--rho", type=float, help="Adadelta decay (default 0.95)")
-    g.add_argument("--eps", type=float, help="Adadelta epsilon (default 1e-8)")
-    g.add_argument("--K", type=int, help=f"hidden layers (default {d['K'].default})")
-    g.add_argument("--N", type=int, help=f"units per layer (default {d['N'].default})")
-    g.add_argument("--models", type=_count, help=f"students (default {d['n_models'].default})")
-    g.add_argument("--steps", type=_count, help=f"steps each (default {d['steps'].default})")
-    g.add_argument("--seed", type=int, help="base seed (default 0)")
-    g.add_argument("--record-every", type=_count, help="loss history interval (default 1000)")
-    g.add_argument("--dtype", choices=["float64", "float32"], help="default float64")
-    g.add_argument("--init", choices=["glorot", "perturb"],
-                   help="Glorot-uniform starts, or the teacher plus noise (default glorot)")
-    g.add_argument("--init-radius", type=_floats, metavar="LO,HI",
-                   help="--init perturb: noise norm ~ U(LO, HI) (default 0,2)")
+    g = add_flags(p, TrainConfig, "what to train (default: the stored config of --run, "
+                                  "else the defaults shown)")
+    for name in HYPER:                          # the optimizers' own defaults, per optimizer
+        defaults = ", ".join(f"{o} {h[name]:g}" for o in ("adadelta", "momentum")
+                             for h in [make_optimizer(o).as_dict()] if name in h)
+        g.add_argument(f"--{name}", type=float, help=f"optimizer hyper-parameter {name} "
+                                                     f"(default {defaults})")
     w = p.add_argument_group("where").add_mutually_exclusive_group()
     w.add_argument("--store", metavar="ROOT",
-                   help=f"store root: the run goes to ROOT/<optimizer>-<K>x<N>-<fingerprint> "
-                        f"(default {DEFAULT_STORE}, or $RELUNET_RUNS)")
+                   help=f"store root: the run goes to ROOT/runs/<teacher>-<optimizer>-<K>x<N>-"
+                        f"<key> (default {DEFAULT_STORE}, or $RELUNET_STORE)")
     w.add_argument("--run", metavar="DIR", help="this run directory (resumes it if it exists)")
-    e = p.add_argument_group("how")
-    e.add_argument("--chunk-size", type=_count, help="networks per task (new runs: 256)")
-    x = e.add_mutually_exclusive_group()
-    x.add_argument("--scheduler", metavar="ADDR", help="dask scheduler address")
-    x.add_argument("--scheduler-file", metavar="FILE", help="dask scheduler file")
-    x.add_argument("--local-processes", type=int, metavar="N",
-                   help="N single-threaded local worker processes (default: in-process)")
-    e.add_argument("--threads", type=int, help="numba threads per worker (default all)")
-    e.add_argument("--retries", type=_retries, default=2,
-                   help="retries of a chunk whose worker died (0..100, default 2)")
-    e.add_argument("--connect-timeout", type=_seconds, default=10.0, metavar="SECONDS",
-                   help="wait this long for the scheduler (default 10)")
-    e.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _count(text: str) -> int:
-    """A whole number, also written like 1e6 (exactly integral)."""
-    try:
-        v = float(text) if any(c in text.lower() for c in ".e") else int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if isinstance(v, float) and (not math.isfinite(v) or v != int(v)):
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
-    return int(v)          # the range is checked with the config (one message)
-
-
-def _retries(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if not 0 <= v <= 100:
-        raise argparse.ArgumentTypeError(f"expected a whole number in 0..100, got {text!r}")
-    return v
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not 0 < v <= 3600:
-        raise argparse.ArgumentTypeError(f"expected seconds in (0, 3600], got {text!r}")
-    return v
-
-
-def _floats(text: str) -> tuple:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    add_flags(p, EngineOptions, "how (never changes the results)")
 
 
 def _config_from_args(args) -> TrainConfig:
@@ -171,12 +98,7 @@ def _config_from_args(args) -> TrainConfig:
     base = TrainConfig()
     if args.run and RunStore(args.run).exists():
         base = TrainConfig.from_dict(RunStore(args.run).manifest()["config"])
-    over = {name: getattr(args, flag) for name, flag in (
-        ("teacher", "teacher"), ("heights", "heights"), ("variant", "variant"),
-        ("optimizer", "optimizer"), ("K", "K"), ("N", "N"), ("n_models", "models"),
-        ("steps", "steps"), ("seed", "seed"), ("record_every", "record_every"),
-        ("dtype", "dtype"), ("init", "init"), ("init_radius", "init_radius"))
-        if getattr(args, flag) is not None}
+    over = given(args, TrainConfig)
     # fields that belong to another field's value start from scratch when it changes
     for name, dependent in (("teacher", "heights"), ("init", "init_radius")):
         if name in over and over[name] != getattr(base, name):
@@ -194,17 +116,8 @@ def _config_from_args(args) -> TrainConfig:
     return dataclasses.replace(base, **over, hyper=tuple(hyper.items()))
 
 
-def _engine_flags(args) -> list[str]:
-    out = []
-    for flag in ("scheduler", "scheduler_file", "local_processes", "threads"):
-        v = getattr(args, flag)
-        if v is not None:
-            out += ["--" + flag.replace("_", "-"), str(v)]
-    return out
-
-
-def _resume_command(run_dir, args) -> str:
-    return shlex.join(["relunet", "train", "--run", str(run_dir)] + _engine_flags(args))
+def _resume_command(run_dir, engine: EngineOptions) -> str:
+    return shlex.join(["relunet", "train", "--run", str(run_dir)] + engine.flags())
 
 
 def _saved(run_dir: Path) -> str:
@@ -231,12 +144,12 @@ def _os_error(e: OSError, run_dir: Path, resume: str) -> CommandError:
 
 def _train(args) -> int:
     cfg = _config_from_args(args)
-    run_dir = Path(args.run) if args.run else (
-        Path(args.store or DEFAULT_STORE) / f"{cfg.optimizer}-{cfg.arch}-{cfg.fingerprint[:12]}")
+    engine = EngineOptions(**given(args, EngineOptions))
+    run_dir = Path(args.run) if args.run else run_dir_of(args.store or DEFAULT_STORE, cfg)
     if RunStore(run_dir).exists():
         RunStore(run_dir).check_config(cfg.to_dict())
     print(f"relunet: run {run_dir}: {cfg.describe()}", file=sys.stderr)
-    resume = _resume_command(run_dir, args)
+    resume = _resume_command(run_dir, engine)
 
     def on_interrupt() -> int:
         signum = _Signals.received or signal.SIGINT
@@ -247,15 +160,11 @@ def _train(args) -> int:
         return 128 + int(signum)
 
     def work():
-        run_training(cfg, run_dir, chunk_size=args.chunk_size, scheduler=args.scheduler,
-                     scheduler_file=args.scheduler_file,
-                     local_processes=args.local_processes, numba_threads=args.threads,
-                     retries=args.retries, connect_timeout=args.connect_timeout,
-                     progress=not args.quiet)
+        run_training(cfg, run_dir, **engine.kwargs())
 
     _Signals.on_interrupt = on_interrupt      # main() waits in the main thread
     try:
-        with _quiet_logs():
+        with quiet_logs():
             work()
     except (EngineError, NumbaCacheError) as e:
         done = _saved(run_dir)

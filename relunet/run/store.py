@@ -1,4 +1,4 @@
-"""Crash-safe result store: named arrays, and runs written chunk by chunk.
+"""Crash-safe result store: named arrays, and runs written chunk by chunk (reading).
 
 The paper trained 320,000 networks for 50,000 steps each (Gamst & Walker 2017,
 Sec. 3): days of computing on one machine. Results must therefore survive a
@@ -19,17 +19,16 @@ Two kinds of things are stored under a directory:
 Rules that make this crash-safe (measured: 37 random SIGKILLs of a writer left
 nothing corrupt):
 
-1. Every file is written to a temporary name in the same directory, flushed,
-   fsynced and ``os.replace``'d over its final name; then the directory is
-   fsynced. A reader sees the old file or the new one, never half of one.
+1. Every file is written atomically (:func:`relunet.run.files.atomic_write`):
+   a reader sees the old file or the new one, never half of one.
 2. A chunk file is written *before* the manifest lists it, so every chunk the
    manifest lists is complete. Readers read the manifest, then the chunks it
    lists, and may do so while the run is being written.
 3. One writer per run, the driver process, enforced with an advisory lock
    (``flock`` on ``.lock``; the kernel drops it when the writer dies, even
-   on SIGKILL). A chunk file left unlisted by a kill between rules 1 and 2 is
-   adopted on the next open if its fingerprint matches; temporary files are
-   removed.
+   on SIGKILL; :class:`relunet.run.writer.RunWriter`). A chunk file left
+   unlisted by a kill between rules 1 and 2 is adopted on the next open if
+   its fingerprint matches; temporary files are removed.
 
 4. Nothing read back is trusted. The manifest's config must hash to its
    fingerprint (a hand-edited config is refused, naming the fields the chunk
@@ -44,8 +43,7 @@ nothing corrupt):
    records why in the manifest's ``"quarantined"`` list, and it is computed
    again.
 
-A run is identified by its config: ``fingerprint(config)`` is the SHA-256 of
-the canonical JSON (sorted keys, no spaces, floats written by ``repr``).
+A run is identified by its config (:func:`relunet.run.files.fingerprint`).
 Re-opening a run with the same config resumes it; another config is refused
 with a ``ValueError`` naming every differing field. The chunk size is layout,
 not config: it is fixed when the run is created.
@@ -53,23 +51,22 @@ not config: it is fixed when the run is created.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
-import warnings
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["atomic_write", "atomic_save_npz", "atomic_write_json", "canonical_json",
-           "fingerprint", "config_diff", "versions", "Store", "RunStore", "RunWriter",
-           "RunSnapshot", "DamagedRunError", "ManifestError"]
+from .files import _load_npz, atomic_save_npz, atomic_write_json, config_diff, fingerprint
+
+__all__ = ["Store", "RunStore", "RunSnapshot", "DamagedRunError", "ManifestError",
+           "FORMAT", "MANIFEST", "MAX_CHUNKS"]
+
+if TYPE_CHECKING:
+    from .writer import RunWriter
 
 FORMAT = "relunet-run/1"
 MANIFEST = "manifest.json"
@@ -90,119 +87,6 @@ class DamagedRunError(ValueError):
         what = "; ".join(f"chunk {i} {r}" for i, r in sorted(self.damaged.items()))
         super().__init__(f"run {self.path} has {len(self.damaged)} damaged chunk(s): {what}"
                          + (f". {hint}" if hint else ""))
-
-
-# =============================================================================
-# Atomic files
-# =============================================================================
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:        # platforms without directory fds: best effort
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, write) -> Path:
-    """Write ``path`` atomically: ``write(fileobj)`` fills a temporary file in the
-    same directory, which is flushed, fsynced and renamed over ``path``.
-
-    On any exception (including KeyboardInterrupt) the temporary file is
-    removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_save_npz(path, arrays: dict) -> Path:
-    """``np.savez`` (uncompressed: trained weights do not compress) done atomically."""
-    arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    for k, v in arrays.items():
-        if v.dtype == object:
-            raise ValueError(f"array {k!r} has dtype object; only plain arrays are stored")
-    return atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def atomic_write_json(path, obj) -> Path:
-    text = json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n"
-    return atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def _load_npz(path) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def _sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# =============================================================================
-# Config identity
-# =============================================================================
-def canonical_json(config: dict) -> str:
-    """Sorted keys, no whitespace; floats by ``repr`` (exact round trip)."""
-    return json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def fingerprint(config: dict) -> str:
-    """SHA-256 (hex) of :func:`canonical_json`."""
-    return hashlib.sha256(canonical_json(config).encode()).hexdigest()
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def config_diff(old: dict, new: dict) -> list[str]:
-    """``["field: old -> new", ...]`` for every field that differs (nested with dots)."""
-    a, b = _flatten(json.loads(canonical_json(old))), _flatten(json.loads(canonical_json(new)))
-    missing = "<absent>"
-    return [f"{k}: {a.get(k, missing)!r} (stored) vs {b.get(k, missing)!r} (new)"
-            for k in sorted(set(a) | set(b)) if a.get(k, missing) != b.get(k, missing)]
-
-
-def versions() -> dict:
-    """Versions that can change results in the last bits (numba builds the kernels)."""
-    out = {}
-    for pkg in ("relunet", "numpy", "numba"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # =============================================================================
@@ -471,184 +355,5 @@ class RunStore:
         again. Raises ValueError if the run holds another config or another
         ``n_items``, RuntimeError if another process is writing it.
         """
+        from .writer import RunWriter
         return RunWriter(self, config, n_items, chunk_size, kind, validate)
-
-
-class RunWriter:
-    """The single writer of a run: holds the lock, writes chunks, updates the manifest.
-
-    Use as a context manager (releases the lock on exit).
-    """
-
-    def __init__(self, run: RunStore, config: dict, n_items: int, chunk_size, kind: str,
-                 validate=None):
-        if not isinstance(n_items, (int, np.integer)) or n_items < 1:
-            raise ValueError(f"n_items must be an integer >= 1, got {n_items!r}")
-        if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer))
-                                       or chunk_size < 1):
-            raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
-        self.run = run
-        self.path = run.path
-        self.validate = validate
-        self.quarantined: dict = {}         # {chunk: reason} moved aside by this open
-        if self.path.exists() and not self.path.is_dir():
-            raise ManifestError(f"{self.path} is a file, not a run directory")
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path / ".lock", "a+")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock.close()
-            raise RuntimeError(f"another process is writing run {self.path}") from None
-        try:
-            self._open(config, int(n_items), chunk_size, kind)
-        except BaseException:
-            self.close()
-            raise
-
-    def _open(self, config, n_items, chunk_size, kind):
-        for tmp in self.path.glob(".*.tmp"):    # left by a killed writer; we hold the lock
-            tmp.unlink(missing_ok=True)
-        if self.run.exists():
-            m = self.run.check_config(config)
-            if m["n_items"] != n_items:
-                raise ValueError(f"run {self.path} has n_items={m['n_items']}, got {n_items}")
-            if chunk_size is not None and chunk_size != m["chunk_size"]:
-                warnings.warn(f"run {self.path} was created with chunk_size="
-                              f"{m['chunk_size']}; keeping it (results do not depend on "
-                              f"the chunk size)", stacklevel=3)
-            if m["versions"] != versions():
-                warnings.warn(f"run {self.path} was started with {m['versions']}, resuming "
-                              f"with {versions()}: results may differ in the last bits",
-                              stacklevel=3)
-                m.setdefault("resumed_with", []).append(versions())
-            self.manifest = m
-            self._quarantine_damaged()
-            self._adopt_orphans()
-        else:
-            cs = 256 if chunk_size is None else int(chunk_size)
-            n_chunks = -(-n_items // cs)
-            if n_chunks > MAX_CHUNKS:
-                raise ValueError(f"{n_items} items in chunks of {cs} make {n_chunks} chunks, "
-                                 f"more than {MAX_CHUNKS}: use chunks of at least "
-                                 f"{-(-n_items // MAX_CHUNKS)}")
-            self.manifest = {"format": FORMAT, "kind": kind, "config": config,
-                             "fingerprint": fingerprint(config), "n_items": n_items,
-                             "chunk_size": cs, "n_chunks": n_chunks, "chunks": {},
-                             "versions": versions(), "created": _now(), "updated": _now()}
-            self._write_manifest()
-
-    # -- layout ---------------------------------------------------------------
-    @property
-    def fingerprint(self) -> str:
-        return self.manifest["fingerprint"]
-
-    @property
-    def chunk_size(self) -> int:
-        return self.manifest["chunk_size"]
-
-    @property
-    def n_chunks(self) -> int:
-        return self.manifest["n_chunks"]
-
-    def chunk_range(self, i: int) -> tuple[int, int]:
-        """Items [start, stop) of chunk ``i``."""
-        if not 0 <= i < self.n_chunks:
-            raise ValueError(f"chunk index must be in [0, {self.n_chunks}), got {i}")
-        return RunStore.chunk_range_of(self.manifest, i)
-
-    def done(self) -> list[int]:
-        return sorted(int(i) for i in self.manifest["chunks"])
-
-    def todo(self) -> list[int]:
-        d = set(self.done())
-        return [i for i in range(self.n_chunks) if i not in d]
-
-    # -- writing --------------------------------------------------------------
-    def write_chunk(self, i: int, arrays: dict, info: dict | None = None) -> None:
-        """Store chunk ``i`` (every array has the chunk's items along axis 0).
-
-        ``validate`` (given to ``open_writer``) is applied first: a chunk that
-        fails it is refused with a ValueError and nothing is written."""
-        start, stop = self.chunk_range(i)
-        for k, v in arrays.items():
-            if k.startswith(_META_PREFIX):
-                raise ValueError(f"array names starting with {_META_PREFIX!r} are reserved")
-            if np.ndim(v) == 0 or np.shape(v)[0] != stop - start:
-                raise ValueError(f"chunk {i} array {k!r} must have {stop - start} rows "
-                                 f"(items {start}..{stop - 1}), got shape {np.shape(v)}")
-        if self.validate is not None:
-            reason = self.validate(i, start, stop, {k: np.asarray(v) for k, v in arrays.items()})
-            if reason:
-                raise ValueError(f"refusing to store chunk {i} of run {self.path}: it {reason}")
-        name = RunStore.chunk_file(i)
-        atomic_save_npz(self.path / name, {
-            **arrays, "__fingerprint__": self.fingerprint, "__chunk__": i,
-            "__start__": start, "__stop__": stop,
-            "__config__": canonical_json(self.manifest["config"])})
-        self._record(i, name, info or {})
-
-    def _record(self, i, name, info):
-        start, stop = self.chunk_range(i)
-        self.manifest["chunks"][str(i)] = {**info, "start": start, "stop": stop,
-                                           "file": name, "finished": _now(),
-                                           "sha256": _sha256_file(self.path / name)}
-        self.manifest["updated"] = _now()
-        self._write_manifest()
-
-    def _write_manifest(self):
-        atomic_write_json(self.run.manifest_path, self.manifest)
-
-    def _quarantine_damaged(self):
-        """Unlist listed chunks that fail verification; move their files aside."""
-        damaged = {}
-        for i in self.done():
-            reason = self.run.read_chunk(self.manifest, i, self.validate)[1]
-            if reason:
-                damaged[i] = reason
-        if not damaged:
-            return
-        qdir = self.path / QUARANTINE
-        qdir.mkdir(exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        log = self.manifest.setdefault("quarantined", [])
-        for i, reason in damaged.items():
-            src = self.path / RunStore.chunk_file(i)
-            entry = {"chunk": i, "reason": reason, "when": _now(), "file": None}
-            if src.is_file():
-                dst = qdir / f"{src.name}.{stamp}"
-                os.replace(src, dst)
-                entry["file"] = f"{QUARANTINE}/{dst.name}"
-            log.append(entry)
-            del self.manifest["chunks"][str(i)]
-        self.manifest["updated"] = _now()
-        self._write_manifest()
-        self.quarantined = damaged
-        what = "; ".join(f"chunk {i} {r}" for i, r in damaged.items())
-        warnings.warn(f"run {self.path}: {len(damaged)} damaged chunk(s) moved to "
-                      f"{qdir} and computed again: {what}", stacklevel=4)
-
-    def _adopt_orphans(self):
-        """Chunk files written but not listed (writer killed in between)."""
-        for i in self.todo():
-            p = self.path / RunStore.chunk_file(i)
-            if not p.is_file():
-                continue
-            start, stop = self.chunk_range(i)
-            probe = {**self.manifest, "chunks": {str(i): {"start": start, "stop": stop,
-                                                          "file": p.name}}}
-            if self.run.read_chunk(probe, i, self.validate)[1] is None:
-                self._record(i, p.name, {"adopted": True})
-            else:
-                p.unlink()
-
-    def close(self) -> None:
-        if not self._lock.closed:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

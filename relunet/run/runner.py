@@ -1,8 +1,12 @@
 """``run_all.py``: compute, plot and report every experiment, resumably.
 
-Each experiment computes only what its store does not hold yet (training runs
-resume chunk by chunk), then plots from the store and writes its section of
+Each experiment computes only what its store does not hold yet
+(:func:`relunet.experiments.frame.ensure`; training runs resume chunk by
+chunk), then plots from the store and writes its section of
 ``figures/REPORT.md``. Interrupting and re-running picks up where it stopped.
+The store is the one of ``relunet train`` (``--store``, default ``results``
+or ``$RELUNET_STORE``), and the engine flags are the same, read off
+:class:`relunet.run.config.EngineOptions`.
 
 The report always holds every experiment whose results are stored for the
 scale, in figure order, so ``--only NAME`` refreshes one section and keeps the
@@ -29,10 +33,19 @@ import threading
 import time
 from pathlib import Path
 
-from . import names, registry
-from .base import SCALES, Context
-
-DEFAULT_STORE = os.environ.get("RELUNET_RESULTS", "results")
+from ..experiments import names, registry
+from ..experiments.frame import SCALES, Context, ensure, is_stored
+from .config import DEFAULT_STORE, EngineOptions
+from .faults import (
+    EngineError,
+    NumbaCacheError,
+    numba_cache_files,
+    run_interruptibly,
+    self_repairing,
+)
+from .files import atomic_write_json, versions
+from .flags import add_flags, given
+from .store import DamagedRunError, ManifestError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,16 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"run only this experiment (repeatable); one of {', '.join(names())}")
     p.add_argument("--plot-only", action="store_true",
                    help="re-plot and re-report from the store, compute nothing")
-    p.add_argument("--force", action="store_true", help="recompute what is stored")
-    p.add_argument("--store", default=DEFAULT_STORE,
-                   help="folder of stored results (default: %(default)s, or $RELUNET_RESULTS)")
+    p.add_argument("--force", action="store_true",
+                   help="recompute the selected experiments even when stored (the training "
+                        "runs they read are kept: they are keyed by their config)")
+    p.add_argument("--store", default=DEFAULT_STORE, metavar="ROOT",
+                   help="store root: training runs and results (default: %(default)s, or "
+                        "$RELUNET_STORE)")
     p.add_argument("--figures", default="figures", help="output folder (default: %(default)s)")
-    eng = p.add_mutually_exclusive_group()
-    eng.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler address")
-    eng.add_argument("--scheduler-file", metavar="FILE", help="dask scheduler file")
-    eng.add_argument("--local-processes", type=int, metavar="N",
-                     help="N single-threaded local worker processes")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_flags(p, EngineOptions, "how training runs are computed (never changes the results)")
     return p
 
 
@@ -90,7 +101,6 @@ def load_timings(ctx: Context, scale: str) -> dict:
 
 
 def _write_timings(ctx: Context, scale: str, t: dict) -> None:
-    from ..store import atomic_write_json
     ctx.store.mkdir(parents=True, exist_ok=True)
     atomic_write_json(_timings_path(ctx, scale), t)
 
@@ -135,7 +145,6 @@ def report_sections(ctx: Context, scale: str, fresh: dict) -> list[str]:
 
 
 def write_report(ctx: Context, scale: str, sections: list[str], timings: dict) -> Path:
-    from ..store import versions
     lines = [
         "# relunet report: the energy landscape of a simple neural network",
         "",
@@ -159,9 +168,6 @@ def write_report(ctx: Context, scale: str, sections: list[str], timings: dict) -
 def _failure(e: BaseException, resume: str) -> tuple[str, int] | None:
     """(one-line message with the fix, exit code) for an expected failure, else None."""
     import errno
-
-    from ..engine import EngineError, NumbaCacheError, numba_cache_files
-    from ..store import DamagedRunError, ManifestError
     files = numba_cache_files(e)
     if files:
         folder = os.path.dirname(files[0])
@@ -181,13 +187,14 @@ def _failure(e: BaseException, resume: str) -> tuple[str, int] | None:
 
 
 def main(argv=None) -> int:
-    from ..engine import _self_repairing, run_interruptibly
     args = build_parser().parse_args(argv)
-    engine = {k: v for k, v in dict(scheduler=args.scheduler,
-                                    scheduler_file=args.scheduler_file,
-                                    local_processes=args.local_processes).items() if v}
+    try:
+        engine = EngineOptions(**given(args, EngineOptions))
+    except ValueError as e:
+        print(f"run_all.py: error: {e}", file=sys.stderr)
+        return 2
     ctx = Context(store=Path(args.store), figures=Path(args.figures), engine=engine,
-                  force=args.force, progress=not args.no_progress)
+                  force=args.force)
     mods = _select(args.only)
     resume = " ".join(["python run_all.py"] + (argv if argv is not None else sys.argv[1:]))
 
@@ -207,13 +214,12 @@ def main(argv=None) -> int:
             cfg = mod.config(args.scale)
             print(f"[{i}/{len(mods)}] {mod.TITLE}", flush=True)
             t0 = time.perf_counter()
-            computes = not args.plot_only and (
-                args.force or not ctx.results(mod.NAME, cfg).path("config", ".json").is_file())
+            computes = not args.plot_only and (args.force or not is_stored(mod, cfg, ctx))
             current.update(name=mod.NAME, t0=t0, computes=computes)
             if not args.plot_only:
                 # a corrupt numba cache file is deleted and the (resumable) compute
                 # run again; the message names the folder if that does not help
-                _, repaired = _self_repairing(lambda: mod.compute(cfg, ctx))
+                _, repaired = self_repairing(lambda: ensure(mod, cfg, ctx, force=args.force))
                 if repaired:
                     print(f"      repaired numba's cache: deleted {', '.join(repaired)}",
                           flush=True)

@@ -1,4 +1,4 @@
-"""Analytic test surfaces for the nudged elastic band, batched, with exact gradients.
+"""Toy energy surfaces for testing the nudged elastic band: batched, with exact gradients.
 
 Every function here has the energy-function interface used by :mod:`relunet.neb`:
 

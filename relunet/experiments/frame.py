@@ -1,0 +1,134 @@
+"""The frame every experiment shares: scales, presets, where results live, compute once.
+
+An experiment is a module with
+
+* ``NAME``, ``TITLE``;
+* ``Config``: a frozen dataclass holding every setting, seeds included, its
+  first field ``scale``; ``PRESETS``: {scale: the settings that differ from
+  the dataclass defaults} for ``smoke`` (seconds, for the tests),
+  ``default`` (every figure, statistically meaningful, ~13 minutes on 2
+  cores for all experiments together) and ``paper`` (the paper's full scale,
+  for a cluster); and ``config = preset(Config, PRESETS)``;
+* ``RESULT``: the name of its stored arrays;
+* ``compute(cfg, ctx) -> dict``: the arrays to store (no matplotlib, no
+  store writes). :func:`ensure` calls it only when the store does not hold
+  them yet, and stores them with the config: no experiment checks or saves
+  for itself;
+* ``plot(cfg, ctx) -> [files]``: reads the store only and writes figures;
+* ``report(cfg, ctx) -> str``: reads the store only and returns a Markdown
+  section of figures/REPORT.md, numbers beside the paper's claims
+  (:func:`relunet.experiments.tables.claims`).
+
+An experiment that needs another's results asks for them with
+:func:`stored` (computed and stored first if missing). Results live under
+``<store>/<NAME>/<scale>-<key>/`` (:func:`relunet.run.files.keyed_path`, the
+store's one naming rule), so a changed setting never reuses stale results and
+an unchanged one is never recomputed.
+
+A module of the older frame (no ``RESULT``: its ``compute`` checks the store,
+saves its own arrays and returns None) still runs: :func:`ensure` just calls
+its ``compute``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..run.config import EngineOptions
+from ..run.files import keyed_path
+from ..run.store import Store
+
+__all__ = ["SCALES", "check_scale", "config_dict", "preset", "Context", "ensure", "stored",
+           "is_stored", "Timer"]
+
+SCALES = ("smoke", "default", "paper")
+
+
+def check_scale(scale: str) -> str:
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    return scale
+
+
+def config_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def preset(config_cls, presets: dict | None = None):
+    """``config(scale)`` of an experiment: ``config_cls(scale=scale, **presets[scale])``
+    (a scale missing from ``presets`` keeps the dataclass defaults)."""
+    presets = presets or {}
+
+    def config(scale: str):
+        return config_cls(scale=check_scale(scale), **presets.get(scale, {}))
+    config.__doc__ = f"The {config_cls.__module__} config of a scale ({', '.join(SCALES)})."
+    return config
+
+
+@dataclass
+class Context:
+    """Where an experiment run reads and writes, and how it trains.
+
+    store : the store root (training runs in ``runs/``, results per experiment).
+    figures : folder for PNG/PDF figures and REPORT.md.
+    engine : how training runs are computed (:class:`relunet.run.config.EngineOptions`).
+    force : recompute the selected experiments even when stored.
+    """
+
+    store: Path
+    figures: Path
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    force: bool = False
+    log: Callable[[str], None] = print
+
+    def __post_init__(self):
+        self.store = Path(self.store)
+        self.figures = Path(self.figures)
+
+    @property
+    def progress(self) -> bool:
+        return self.engine.progress
+
+    def results(self, name: str, cfg) -> Store:
+        """The array store of experiment ``name`` for config ``cfg``."""
+        return Store(keyed_path(self.store, name, cfg.scale, config_dict(cfg)))
+
+
+def is_stored(mod, cfg, ctx) -> bool:
+    """Whether the store holds the results of experiment ``mod`` for ``cfg``."""
+    st = ctx.results(mod.NAME, cfg)
+    done = st.path("config", ".json").is_file()
+    return done and (getattr(mod, "RESULT", None) is None or st.has(mod.RESULT))
+
+
+def ensure(mod, cfg, ctx, force: bool = False) -> bool:
+    """Compute and store experiment ``mod``'s results for ``cfg`` unless stored
+    (or ``force``); returns whether it computed."""
+    if getattr(mod, "RESULT", None) is None:       # the older frame: it saves itself
+        computes = force or not is_stored(mod, cfg, ctx)
+        mod.compute(cfg, dataclasses.replace(ctx, force=force))
+        return computes
+    if is_stored(mod, cfg, ctx) and not force:
+        return False
+    arrays = mod.compute(cfg, ctx)
+    st = ctx.results(mod.NAME, cfg)
+    st.save_array(mod.RESULT, **arrays)
+    st.save_json("config", config_dict(cfg))        # last: it marks the result complete
+    return True
+
+
+def stored(mod, cfg, ctx) -> dict:
+    """The stored arrays of experiment ``mod`` for ``cfg`` (computed first if missing)."""
+    ensure(mod, cfg, ctx)
+    return ctx.results(mod.NAME, cfg).load_array(mod.RESULT)
+
+
+class Timer:
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.t0
