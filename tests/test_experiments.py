@@ -19,7 +19,7 @@ def smoke_run(tmp_path_factory):
 
 EXPECTED = ["fig1_wf", "fig2_mean_fit", "fig3_best_fits", "fig2c_loss_distribution",
             "ext_quench", "fig4_neb", "fig5_basin", "ext_hessian_spectra", "ext_minima_geometry",
-            "ext_disconnectivity", "ext_wide_10x10", "ext_high_freq"]
+            "ext_sensitivity", "ext_disconnectivity", "ext_wide_10x10", "ext_high_freq"]
 
 
 def test_every_figure_and_report_section(smoke_run):

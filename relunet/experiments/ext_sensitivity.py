@@ -142,7 +142,7 @@ class Config:
 
 PRESETS = {
     "smoke": dict(n_students=4, steps=200, n_restarts=6, basin_steps=200, record_every=100,
-                  n_quench=2, quench_iter=3),
+                  n_quench=2, quench_iter=2),
     "default": dict(),
     "paper": dict(n_students=1024, steps=50_000, n_restarts=512, basin_steps=20_000,
                   n_quench=64, quench_iter=100),
