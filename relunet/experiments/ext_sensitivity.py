@@ -386,7 +386,9 @@ def _x_half(r) -> str:
     """A variant's 50% point with its standard error, or the fit's status."""
     if np.isfinite(r["basin_se"]):
         return f"{fmt(r['basin_x_half'])} +- {fmt(r['basin_se'])}"
-    return f"{fmt(r['basin_x_half'])} ({r['basin_fit']})"
+    if np.isfinite(r["basin_x_half"]):
+        return f"{fmt(r['basin_x_half'])} ({r['basin_fit']} fit: no se)"
+    return f"- ({r['basin_fit']} fit)"
 
 
 def _range(vals, form=fmt) -> str:
@@ -536,14 +538,11 @@ def report(cfg: Config, ctx) -> str:
              f"[5%, 95%] from the variant's own canonical W_f.", "",
              "| variant | lambda_max at W_f | lr/bound | used (diverged) | share at global "
              "min | best MSE | median MSE | distance, as trained | in shell | quenched: "
-             "distance | in shell | certified | basin: returned | 50% noise norm (se) |",
+             "distance | in shell | certified | basin: returned | 50% noise norm +- se |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         v = r["variant"]
-        basin = (f"{r['basin_share']:.2f} | " + (
-            f"{fmt(r['basin_x_half'])} ({fmt(r['basin_se'])})" if np.isfinite(r["basin_se"])
-            else f"{fmt(r['basin_x_half'])} ({r['basin_fit']})")) if "basin_x_half" in r \
-            else "- | -"
+        basin = f"{r['basin_share']:.2f} | {_x_half(r)}" if "basin_x_half" in r else "- | -"
         lines.append(
             f"| {v.label} | {fmt(r['lmax'])} | "
             f"{fmt(r['lr_ratio']) if v.is_gd else '-'} | {r['n_used']} ({r['n_diverged']}) | "
@@ -576,13 +575,15 @@ def report(cfg: Config, ctx) -> str:
     moves_most = {"heights": "spline heights", "step": "step size and momentum",
                   "precision": "precision", "data": "data"}[max(spread, key=spread.get)]
     stuck = [r for r in unstable if r["basin_share"] == 0]
+    closest = min(rows, key=lambda r: abs(r["q_median"] - (cfg.shell_lo + cfg.shell_hi) / 2))
     lines += [
         "", "| claim of the paper | across the variants | robust to the unknowns? |",
         "|---|---|---|",
         "| no student finds the global minimum | "
         + (f"students at the global minimum in: {', '.join(found)}" if found else
            f"share 0 in all {len(rows)} variants") + " | "
-        + ("yes" if not found else "no: it depends on " + ", ".join(found)) + " |",
+        + (f"yes (at {cfg.n_students} students per variant)" if not found else
+           "no: it depends on " + ", ".join(found)) + " |",
         f"| Adadelta's best fit beats GD's, but is not optimal | Adadelta's best below "
         f"GD's in {len(ada_wins)} of {len(pairs)} matched pairs ("
         + "; ".join(f"{lab}: {fmt(a)} vs {fmt(g)}" for lab, a, g in pairs) + ") | "
@@ -596,16 +597,17 @@ def report(cfg: Config, ctx) -> str:
         f"| median distance of the quenched points {_range([r['q_median'] for r in rows])} "
         f"(as trained {_range([r['raw_median'] for r in rows])}); share in the shell at most "
         f"{max(r['q_shell'] for r in rows):.0%} quenched, "
-        f"{max(r['raw_shell'] for r in rows):.0%} as trained | "
+        f"{max(r['raw_shell'] for r in rows):.0%} as trained; "
+        + f"closest: {closest['variant'].label} (median {fmt(closest['q_median'])}) | "
         + (f"reproduced by: {', '.join(by)}; not by the baseline" if by and base["q_shell"] < 0.5
            else f"reproduced by: {', '.join(by)}" if by else
-           "no variant reproduces it: the difference is not explained by the heights, the "
-           "step, the momentum, the precision or the data (the paper's de-symmetrisation "
-           "or its sense of 'distance' may differ)") + " |",
+           "no variant reproduces it: no single one of the unknowns varied here (heights, "
+           "step, momentum, precision, data; one at a time) explains the difference (the "
+           "paper's de-symmetrisation or its sense of 'distance' may differ)") + " |",
         f"| GD returns to W_f for small noise; the basin is small against the NEB radius ~2 "
         f"| 50% point {_range([r['basin_x_half'] for r in stable])} in the {len(stable)} "
         f"variants whose step is stable at W_f (baseline {_x_half(base)}); "
-        + (f"beyond the bound ({', '.join(r['variant'].label for r in unstable)}): share "
+        + (f"beyond the bound ({'; '.join(r['variant'].label for r in unstable)}): share "
            f"returned {_range([r['basin_share'] for r in unstable], '{:.2f}'.format)}"
            if unstable else "")
         + " | " + ("yes, wherever the step can settle at W_f" if stable and
