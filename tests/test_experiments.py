@@ -33,6 +33,11 @@ def test_every_figure_and_report_section(smoke_run):
     for mod in registry():
         assert f"## {mod.TITLE}" in report
     assert "| claim" in report and "nan |" not in report.split("## ")[1]
+    # sections are written once every experiment ran: the distance shell and the basin
+    # (before ext_sensitivity in figure order) cite its results from this same run
+    for title in ("The organisation of the minima", "Fig. 5: the basin"):
+        section = report.split(f"## {title}")[1].split("\n## ")[0]
+        assert "Sensitivity (ext_sensitivity" in section, title
 
 
 def test_rerun_does_not_recompute(smoke_run):
