@@ -19,7 +19,7 @@ def smoke_run(tmp_path_factory):
 
 EXPECTED = ["fig1_wf", "fig2_mean_fit", "fig3_best_fits", "fig2c_loss_distribution",
             "ext_quench", "fig4_neb", "fig5_basin", "ext_hessian_spectra", "ext_minima_geometry",
-            "ext_disconnectivity", "ext_wide_10x10", "ext_high_freq"]
+            "ext_sensitivity", "ext_disconnectivity", "ext_wide_10x10", "ext_high_freq"]
 
 
 def test_every_figure_and_report_section(smoke_run):
@@ -33,6 +33,11 @@ def test_every_figure_and_report_section(smoke_run):
     for mod in registry():
         assert f"## {mod.TITLE}" in report
     assert "| claim" in report and "nan |" not in report.split("## ")[1]
+    # sections are written once every experiment ran: the distance shell and the basin
+    # (before ext_sensitivity in figure order) cite its results from this same run
+    for title in ("The organisation of the minima", "Fig. 5: the basin"):
+        section = report.split(f"## {title}")[1].split("\n## ")[0]
+        assert "Sensitivity (ext_sensitivity" in section, title
 
 
 def test_rerun_does_not_recompute(smoke_run):

@@ -20,6 +20,7 @@ _MODULES = [
     "fig5_basin",
     "hessian_spectra",
     "minima_geometry",
+    "ext_sensitivity",
     "ext_disconnectivity",
     "wide_10x10",
     "high_freq",

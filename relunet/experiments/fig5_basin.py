@@ -141,13 +141,17 @@ def report(cfg: Config, ctx) -> str:
         lines.append(f"| {opt} | {int(ok.sum())} ({int((~ok).sum())}) | {shares[opt]:.3f} | "
                      f"{coefs} | {d[f'{opt}_fit_status']} |")
     xh = float(d["momentum_x_half"][0])
+    from .ext_sensitivity import basin_note
+    sens = basin_note(cfg.scale, ctx)     # '' unless ext_sensitivity ran at this scale
     lines += ["", *claims(
         ("GD returns for small noise; the basin radius is about 2 (from the NEB profiles)",
          f"50% return at noise norm {fmt(xh)}",
          ("reproduced (returns for small noise; the 50% point lies well inside the NEB basin "
           "radius of Fig. 4, since a restart must also be pulled back by training)"
           if shares["momentum"] > 0 else "differs: no GD restart returned")
-         + "; the paper prints no logistic coefficients (unknown)"),
+         + "; the paper prints no logistic coefficients (unknown)"
+         + (f". {sens}" if sens else "; the sensitivity study (ext_sensitivity) has "
+            "not been run at this scale")),
         ("Adadelta never returns (probability identically 0)",
          f"share {shares['adadelta']:.3f}, fit status {d['adadelta_fit_status']}",
          "reproduced" if shares["adadelta"] == 0 else "differs"))]

@@ -127,6 +127,8 @@ def report(cfg: Config, ctx) -> str:
             norm = fmt(float(np.median(d[f"{opt}_norm"]))) if key == "dist" else "-"
             lines.append(f"| {opt}, {label} | {dist.size} | {fmt(q[0.05])} | {fmt(q[0.5])} | "
                          f"{fmt(q[0.95])} | {share:.0%} | {norm} |")
+    from .ext_sensitivity import shell_note
+    sens = shell_note(cfg.scale, ctx)     # '' unless ext_sensitivity ran at this scale
     lab, D = d["pair_label"], d["pair_D"]
     iu = np.triu_indices(len(lab), 1)
     inner = D[iu][(lab[iu[0]] >= 0) & (lab[iu[1]] >= 0)]
@@ -139,9 +141,11 @@ def report(cfg: Config, ctx) -> str:
                    f"quenched: {shares['momentum']:.0%} (GD), {shares['adadelta']:.0%} "
                    f"(Adadelta); as trained: {raw_shares['momentum']:.0%}, "
                    f"{raw_shares['adadelta']:.0%}",
-                   "reproduced" if max(shares.values()) >= 0.5 else
-                   "differs: our minima sit at other distances (heights, scaling convention "
-                   "and optimizer settings of the paper are unknown)"),
+                   ("reproduced" if max(shares.values()) >= 0.5 else
+                    "differs: our minima sit at other distances (heights, scaling convention "
+                    "and optimizer settings of the paper are unknown)")
+                   + (f". {sens}" if sens else "; the sensitivity study (ext_sensitivity) has "
+                      "not been run at this scale")),
                   ("organisation of the minima (full paper)", "figures above",
                    "unknown in the paper (not available)"))]
     return "\n".join(lines)

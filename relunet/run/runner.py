@@ -130,17 +130,20 @@ def _pending_timing(ctx: Context, scale: str, name: str) -> bool:
 
 
 def report_sections(ctx: Context, scale: str, fresh: dict) -> list[str]:
-    """Sections of every experiment with stored results, in figure order; ``fresh``
-    holds the sections just written by this invocation."""
+    """Sections of every experiment with stored results, in figure order.
+
+    Every section is written again from the store once all experiments have run,
+    so a section that cites a later experiment (the distance shell and the basin
+    cite ext_sensitivity) sees what this invocation computed; ``fresh`` (the
+    sections written during the run) stands in where that fails."""
     sections = []
     for mod in registry():
-        if mod.NAME in fresh:
-            sections.append(fresh[mod.NAME])
-            continue
         try:
             sections.append(mod.report(mod.config(scale), ctx))
         except (FileNotFoundError, KeyError):
-            pass                            # not computed at this scale yet
+            if mod.NAME in fresh:
+                sections.append(fresh[mod.NAME])
+            # else: not computed at this scale yet
     return sections
 
 
