@@ -29,7 +29,7 @@ __all__ = ["kernel_module"]
 PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))     # relunet/
 # the modules the generated code calls: numba's cache does not see changes in
 # imported modules, so the file name is keyed on their source as well
-DEPENDENCIES = ("fast/simd.py", "optim.py", "_numba.py")
+DEPENDENCIES = ("fast/simd.py", "optim.py", "net.py", "_numba.py")
 
 _LOCK = threading.Lock()
 _MODULES: dict = {}

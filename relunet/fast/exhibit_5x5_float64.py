@@ -4,6 +4,7 @@ from numba import njit
 
 from relunet import _numba  # noqa: F401  (numba cache folder)
 from relunet.fast.simd import vadd, vfma, vhsum, vload, vmask, vmul, vrelu, vsplat, vstore, vsub
+from relunet.net import block_offset
 from relunet.optim import apply_update
 
 N, N_IN, N_OUT, L, CM = 5, 1, 1, 4, 352
@@ -29,7 +30,7 @@ def train_range(W, state1, state2, data, K, nchunks, clen, steps, record_every, 
     DZ_A = DY + N_OUT * CM
     DZ_B = DZ_A + N * CM
     H_K = H + (K - 1) * (N * CM)
-    W_OUT = (N * N_IN + N + (K - 1) * (N * N + N)) * L
+    W_OUT = block_offset(K + 1, N, N_IN) * L
     buf = np.empty(DZ_B + N * CM, dtype=W.dtype)
     g = np.empty(P, dtype=W.dtype)
     # private copies of the network's weights and state: the rows of W, state1,
