@@ -36,12 +36,12 @@ def train_range(W, state1, state2, data, K, nchunks, clen, steps, record_every, 
     # private copies of the network's weights and state: the rows of W, state1,
     # state2 of neighbouring networks share cache lines, and another thread may own them
     w = np.empty(P, dtype=W.dtype)
-    u1 = np.empty(state1.shape[1], dtype=W.dtype)
-    u2 = np.empty(state2.shape[1], dtype=W.dtype)
+    state1_m = np.empty(state1.shape[1], dtype=W.dtype)
+    state2_m = np.empty(state2.shape[1], dtype=W.dtype)
     for m in range(m0, m1):
         w[:] = W[m]
-        u1[:] = state1[m]
-        u2[:] = state2[m]
+        state1_m[:] = state1[m]
+        state2_m[:] = state2[m]
         status_m = 0
         done_m = steps
         loss = zero
@@ -571,15 +571,15 @@ def train_range(W, state1, state2, data, K, nchunks, clen, steps, record_every, 
             for p in range(P):
                 g[p] = vhsum(vload(buf, G_ACC + p * L))
             # update: momentum or Adadelta (optim.py), w and state in place
-            if not apply_update(w, g, u1, u2, opt, lr, hyper1, hyper2, hyper3):
+            if not apply_update(w, g, state1_m, state2_m, opt, lr, hyper1, hyper2, hyper3):
                 for p in range(P):          # back to this step's (finite) weights
                     w[p] = buf[p * L]
                 status_m = 1
                 done_m = k
                 break
         W[m] = w
-        state1[m] = u1
-        state2[m] = u2
+        state1[m] = state1_m
+        state2[m] = state2_m
         status[m] = status_m
         done[m] = done_m
         final[m] = loss
