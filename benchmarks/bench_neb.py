@@ -32,16 +32,16 @@ from relunet import init_stack, kernels
 from relunet.construct import WF_ARCH, build_wf
 from relunet.data import wf_training_set
 from relunet.neb import neb, string_method
+from relunet.optim import Momentum
+from relunet.train import train_stack_ref
 
 
 def stand_in_minima(n, x, t, steps, lr=1e-3, mu=0.9, seed0=0):
-    """(n, P) networks after ``steps`` momentum GD steps from seeds seed0..seed0+n-1."""
+    """(n, P) networks after ``steps`` momentum GD steps from seeds seed0..seed0+n-1:
+    the package's NumPy training reference, with the numba loss_and_grad for speed."""
     W = init_stack(WF_ARCH, np.arange(seed0, seed0 + n))
-    V = np.zeros_like(W)
-    for _ in range(steps):
-        V = mu * V - lr * kernels.loss_and_grad(W, WF_ARCH, x, t)[1]
-        W = W + V
-    return W
+    return train_stack_ref(W, WF_ARCH, x, t, Momentum(lr=lr, momentum=mu), steps,
+                           record_every=steps, loss_and_grad=kernels.loss_and_grad).W
 
 
 def canonical(W):

@@ -15,6 +15,13 @@ masks and the optimizer update not counted):
 which is 679 flops per point for 5 x 5 (about 232 kflop per model-step on 341
 points). GFLOP/s = model-steps/s x S x flops-per-point.
 
+Before timing, the fast path is validated against the package's NumPy training
+reference (``train.train_stack_ref``: ``kernels.loss_and_grad_ref`` + the
+``optim.py`` rules): 8 networks x 30 steps of each optimizer, float64 within
+rtol 1e-10 (weights) and 1e-11 (loss history), float32 within rtol 1e-4 and 1e-5 of the
+float64 reference; the script stops with an error if they differ by more. The
+NumPy row of the table times that same reference (momentum).
+
 The peak is numpy's 4096 x 4096 matmul (best of a few) in a subprocess, run
 with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE removed from its environment (they
 may be set on this machine and slow OpenBLAS down) and OPENBLAS_NUM_THREADS /
@@ -36,11 +43,10 @@ import numpy as np
 from numba import njit
 
 from relunet.data import wf_training_set
-from relunet.fused import vadd, vfma, vhsum, vload
-from relunet.kernels import loss_and_grad_ref
+from relunet.fast.simd import vadd, vfma, vhsum, vload
 from relunet.net import Arch, init_stack
-from relunet.optim import Adadelta, Momentum, momentum_step
-from relunet.train import train_stack
+from relunet.optim import Adadelta, Momentum
+from relunet.train import train_stack, train_stack_ref
 
 PEAK_SNIPPET = """
 import sys, time
@@ -90,14 +96,37 @@ def best_rates(jobs: dict, rounds: int) -> dict:
 
 
 def numpy_step_fn(W0, arch, x, t, steps: int):
-    """The same full-batch momentum step, batched over the stack with matmul."""
+    """The same full-batch momentum steps by the NumPy reference, batched over
+    the stack with matmul (``train.train_stack_ref``)."""
     def run():
-        W = W0.copy()
-        V = np.zeros_like(W)
-        for _ in range(steps):
-            _, G = loss_and_grad_ref(W, arch, x, t)
-            momentum_step(W, G, V, 1e-3, 0.9)
+        train_stack_ref(W0, arch, x, t, Momentum(), steps, record_every=steps)
     return run
+
+
+# tolerances of the validation (module docstring): the fast path sums in
+# another order than NumPy, so they agree to rounding, amplified by the steps
+VALIDATE = {"float64": dict(rtol=1e-10, atol=1e-12, hist_rtol=1e-11),
+            "float32": dict(rtol=1e-4, atol=1e-5, hist_rtol=1e-5)}
+
+
+def validate(arch, x, t, models: int = 8, steps: int = 30) -> None:
+    """Stop with an error unless train_stack equals the NumPy reference."""
+    W0 = init_stack(arch, np.arange(models))
+    for opt in (Momentum(), Adadelta()):
+        ref = train_stack_ref(W0, arch, x, t, opt, steps)
+        for dt, tol in VALIDATE.items():
+            got = train_stack(W0, arch, x, t, opt, steps, record_every=1, dtype=dt)
+            err_w = float(np.max(np.abs(got.W - ref.W) / (tol["atol"] + np.abs(ref.W))))
+            err_h = float(np.max(np.abs(got.history - ref.history) / np.abs(ref.history)))
+            ok = (np.allclose(got.W, ref.W, rtol=tol["rtol"], atol=tol["atol"])
+                  and np.allclose(got.history, ref.history, rtol=tol["hist_rtol"], atol=0)
+                  and not got.status.any())
+            print(f"    {opt.name:8s} {dt}: max relative difference weights {err_w:.1e}, "
+                  f"loss history {err_h:.1e}  {'ok' if ok else 'FAILED'}")
+            if not ok:
+                raise SystemExit(f"bench_train: the fast path ({opt.name}, {dt}) differs from "
+                                 f"the NumPy reference beyond rtol {tol['rtol']:g} (weights) / "
+                                 f"{tol['hist_rtol']:g} (loss): fix the kernel before timing it")
 
 
 @njit(nogil=True)
@@ -153,6 +182,9 @@ def main(argv=None):
           f"{os.cpu_count()} CPUs")
     print(f"flops per point and step = {fpp} (formula in the docstring) -> "
           f"{fpp * S / 1e3:.0f} kflop per model-step")
+
+    print("validation against the NumPy reference (train_stack_ref), 8 models x 30 steps:")
+    validate(arch, x, t)
 
     peaks, removed = {}, []
     for dt in ("float64", "float32"):

@@ -9,10 +9,10 @@
   loaded from numba's cache rounds exactly like a freshly compiled one.
   Reassociation (the earlier setting) let LLVM vectorise the sums over
   training points, and rounding then depended on how the compiler split them;
-  the NEB bands changed in their last bits on another CPU. Measured here
-  (3,200 networks, 341 points): loss_and_grad 18.4 -> 40 ms, 200 exact
-  Hessians 170 -> 370 ms (2.2x: the sums no longer vectorise). The fused
-  training kernels (fused.py) vectorise by hand and were strict already.
+  the NEB bands changed in their last bits on another CPU. The price: the
+  sums over points no longer vectorise, so the plain kernels run slower
+  (``benchmarks/bench_hessian.py`` times them). The fused training kernels
+  (``relunet/fast/``) vectorise by hand and were strict already.
   Results still differ in the last bits from the NumPy references (another
   order of summation): tests compare with tolerances there.
 """

@@ -29,7 +29,7 @@ from numba import njit, prange
 
 from ._numba import STRICT
 from .kernels import _forward_one, _forward_ref_acts, check_data
-from .net import Arch, check_stack
+from .net import Arch, block_offset, check_stack
 
 __all__ = ["prepare", "hvp_ref", "hessian_ref", "rop_kernel"]
 
@@ -124,8 +124,7 @@ def _backward_keep(w, A, Y, T, K, N, n_in, n_out, DY, DZ):
     """Fills DY[o, s] = dL/dy and DZ[l, j, s] = dL/dz_l (l = 1..K)."""
     S = T.shape[1]
     scale = 2.0 / (S * n_out)
-    P = w.shape[0]
-    off = P - n_out - n_out * N                          # Wout
+    off = block_offset(K + 1, N, n_in)                   # Wout
     for o in range(n_out):
         for s in range(S):
             DY[o, s] = scale * (Y[o, s] - T[o, s])
@@ -142,7 +141,7 @@ def _backward_keep(w, A, Y, T, K, N, n_in, n_out, DY, DZ):
                 if A[layer, j, s] <= 0.0:
                     DZ[layer, j, s] = 0.0
         if layer > 1:                                    # dh_{l-1} = W_l^T dz_l
-            off = (N * n_in + N) + (layer - 2) * (N * N + N)
+            off = block_offset(layer, N, n_in)
             for i in range(N):
                 for s in range(S):
                     DZ[layer - 1, i, s] = 0.0
@@ -155,8 +154,8 @@ def _backward_keep(w, A, Y, T, K, N, n_in, n_out, DY, DZ):
 @njit(cache=True, fastmath=STRICT)
 def _first_nonzero_layer(v, K, N, n_in):
     """First affine map (1..K+1) whose block of v is nonzero; K+2 if v == 0."""
-    first = N * n_in + N                     # end of layer 1's block
-    hidden = (K - 1) * (N * N + N)           # layers 2..K
+    first = block_offset(2, N, n_in)                 # end of layer 1's block
+    hidden = block_offset(K + 1, N, n_in) - first    # layers 2..K
     for p in range(v.shape[0]):
         if v[p] != 0.0:
             if p < first:
@@ -179,9 +178,9 @@ def _rop_one(w, v, A, DY, DZ, K, N, n_in, n_out, RA, RD, RDp, hv):
     scale = 2.0 / (S * n_out)
     lo = _first_nonzero_layer(v, K, N, n_in)
     # ---- R-forward: R{z_l} = V_l h_{l-1} + W_l R{h_{l-1}} + c_l; R{h_l} = relu' R{z_l}
-    off = 0
-    fan_in = n_in
     for layer in range(1, K + 1):
+        fan_in = n_in if layer == 1 else N
+        off = block_offset(layer, N, n_in)
         boff = off + N * fan_in
         for j in range(N):
             if layer < lo:
@@ -203,9 +202,8 @@ def _rop_one(w, v, A, DY, DZ, K, N, n_in, n_out, RA, RD, RDp, hv):
             for s in range(S):
                 if A[layer, j, s] <= 0.0:
                     RA[layer, j, s] = 0.0
-        off = boff + N
-        fan_in = N
     # ---- R{y} and R{dL/dy} = scale R{y}, into RD[o, s]
+    off = block_offset(K + 1, N, n_in)
     boff = off + n_out * N
     for o in range(n_out):
         c = v[boff + o]
@@ -246,7 +244,7 @@ def _rop_one(w, v, A, DY, DZ, K, N, n_in, n_out, RA, RD, RDp, hv):
     # ---- hidden layers K..1 (RD holds R{dL/dh_l} on entry)
     for layer in range(K, 0, -1):
         fan_in = n_in if layer == 1 else N
-        off = 0 if layer == 1 else (N * n_in + N) + (layer - 2) * (N * N + N)
+        off = block_offset(layer, N, n_in)
         boff = off + N * fan_in
         for j in range(N):          # R{dz} = R{dh} * relu'(z), in place
             acc = 0.0

@@ -9,15 +9,37 @@ on the number of threads.
 Notation (see ``net.py``): W[M, P] stack, x[S] inputs, t[S] targets. Inside a
 kernel the activations of one network are kept "points innermost" (structure
 of arrays): ``A[l, j, s]`` is unit j of layer l at point s, with layer 0 the
-input. Sums over points are then contiguous and vectorise.
+input. Loops over points then run over contiguous memory; sums over points
+keep the order the source states (no fast-math, ``_numba.py``).
 
-The loss is the mean squared error over the training set (G&W Sec. 3.1):
+Forward pass (G&W Sec. 2), at each point s::
+
+    h_0 = x,   z_l = W_l h_{l-1} + b_l,   h_l = relu(z_l)   (l = 1..K)
+    y = W_out h_K + b_out
+
+Loss: the mean squared error over the training set (G&W Sec. 3.1)::
 
     L(w) = 1/(S n_out) sum_s sum_o (y_o(x_s; w) - t_o,s)^2
 
-and the gradient is plain backpropagation (chain rule, written out by hand
-below). ReLU's derivative at 0 is taken as 0 (a unit exactly at its kink is
-treated as off), the same in every kernel and reference.
+Backward pass (the chain rule, written out by hand): with dy = dL/dy and
+dz_l = dL/dz_l at each point, and the sums over the S points giving the
+gradient::
+
+    dy        = 2 (y - t) / (S n_out)
+    dL/dW_out = sum_s dy h_K^T          dL/db_out = sum_s dy
+    dh_K      = W_out^T dy
+    for l = K, ..., 1:
+        dz_l      = dh_l * relu'(z_l)         relu'(z) = [z > 0] = [h_l > 0]
+        dL/dW_l   = sum_s dz_l h_{l-1}^T     dL/db_l = sum_s dz_l
+        dh_{l-1}  = W_l^T dz_l                (l > 1)
+
+ReLU's derivative at 0 is taken as 0 (a unit exactly at its kink is treated
+as off), the same in every kernel and reference. Where these equations live:
+``loss_and_grad_ref`` (NumPy, batched matmuls), ``_forward_one`` and
+``_backward_one`` (numba, one network), the fused training kernel of
+``relunet/fast`` (one emitter per line above), and their R-operator for
+Hessian-vector products in ``hvp_kernels.py``. Parameter offsets inside the
+numba kernels come from ``net.block_offset``.
 """
 from __future__ import annotations
 
@@ -25,7 +47,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._numba import STRICT
-from .net import Arch, check_stack
+from .net import Arch, block_offset, check_stack
 
 __all__ = ["forward", "forward_ref", "loss", "loss_ref", "loss_and_grad",
            "loss_and_grad_ref", "check_data"]
@@ -133,9 +155,9 @@ def _forward_one(w, X, A, K, N, n_in, n_out, Y):
     for i in range(n_in):
         for s in range(S):
             A[0, i, s] = X[i, s]
-    off = 0
-    fan_in = n_in
     for layer in range(1, K + 1):
+        fan_in = n_in if layer == 1 else N
+        off = block_offset(layer, N, n_in)
         boff = off + N * fan_in
         for j in range(N):
             b = w[boff + j]
@@ -148,8 +170,7 @@ def _forward_one(w, X, A, K, N, n_in, n_out, Y):
             for s in range(S):
                 if A[layer, j, s] < 0.0:
                     A[layer, j, s] = 0.0
-        off = boff + N
-        fan_in = N
+    off = block_offset(K + 1, N, n_in)
     boff = off + n_out * N
     for o in range(n_out):
         b = w[boff + o]
@@ -183,15 +204,13 @@ def _backward_one(w, A, Y, T, K, N, n_in, n_out, D, Dp, g):
     the current layer.
     The caller's D and Dp are not restored: both are scratch.
 
-    Parameter offsets are computed inline from K, N, n_in (numba cannot read
-    ``Arch.table``); the tests hold them to the table through the NumPy twin
-    (see net.py)."""
+    Parameter offsets come from ``net.block_offset`` (numba cannot read
+    ``Arch.table``; a test holds the two together)."""
     S = T.shape[1]
     scale = 2.0 / (S * n_out)
-    P = w.shape[0]
     # output layer: Wout (n_out, N), bout (n_out,)
-    off = P - n_out - n_out * N
-    boff = P - n_out
+    off = block_offset(K + 1, N, n_in)
+    boff = off + n_out * N
     for o in range(n_out):
         db = 0.0
         for s in range(S):
@@ -215,7 +234,7 @@ def _backward_one(w, A, Y, T, K, N, n_in, n_out, D, Dp, g):
     # hidden layers K..1
     for layer in range(K, 0, -1):
         fan_in = n_in if layer == 1 else N
-        off = 0 if layer == 1 else (N * n_in + N) + (layer - 2) * (N * N + N)
+        off = block_offset(layer, N, n_in)
         boff = off + N * fan_in
         for j in range(N):          # dz = dh * relu'(z), in place in D
             db = 0.0

@@ -10,13 +10,12 @@ is an array ``W[M, P]``. The single table built here, ``Arch.table``, says
 where each named block lives in that vector. Python code (the kernels' NumPy
 twins, construct, symmetry, kinks, ...) reads offsets from it through
 ``unpack``, ``offset`` and ``layer_blocks``. The numba kernels cannot read a
-Python table, so they do re-derive the offsets: ``kernels.py`` and
-``hvp_kernels.py`` compute them inline from K, N and n_in, and ``_codegen.py``
-writes them into the generated training kernel (this vector's order, each
-entry widened to a vector of lanes). Nothing checks those formulas against
-the table directly; the tests do it indirectly, holding every kernel to its
-NumPy twin (and the fused training kernel to a NumPy training step), which
-reads the table, so an offset that drifts from it fails them.
+Python table; they take the first offset of each layer from
+``block_offset(layer, N, n_in)`` below, the same layout as a formula, which a
+test holds to the table (``kernels.py``, ``hvp_kernels.py`` and the generated
+training kernel of ``relunet/fast``, which widens each entry to a vector of
+lanes, all call it). Within a block, entry (j, i) of W_l is at
+``j * fan_in + i`` (row-major) and bias j at ``fan_out * fan_in + j``.
 
 Letters used in shape comments throughout the package:
 
@@ -38,8 +37,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
-__all__ = ["Arch", "init_stack", "perturbed_stack", "check_stack"]
+__all__ = ["Arch", "block_offset", "init_stack", "perturbed_stack", "check_stack"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,18 @@ class Arch:
                 raise ValueError(f"blocks[{n!r}] must have shape {v.shape}, got {a.shape}")
             v[...] = a
         return w
+
+
+@njit(cache=True)
+def block_offset(layer, N, n_in):
+    """Offset of the block W_layer in the flat vector: layer 1..K+1 (K+1 = Wout).
+
+    ``Arch.table`` as a formula, for the numba kernels: W_1 starts at 0, W_2
+    after W_1 and b_1 (N n_in + N), each further layer N^2 + N later; its bias
+    follows the matrix. Callable from Python as well."""
+    if layer == 1:
+        return 0
+    return (N * n_in + N) + (layer - 2) * (N * N + N)
 
 
 def check_stack(W, arch: Arch, name: str = "W") -> np.ndarray:

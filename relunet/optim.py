@@ -2,9 +2,10 @@
 
 Each optimizer is a frozen dataclass of hyper-parameters (validated when made)
 plus a plain NumPy update rule that works in place on one network or a stack.
-The rules here are the references; the fused training kernels
-(``fused.apply_update``) apply the same formulas inside numba, and the tests
-hold the two together.
+The NumPy rules (``momentum_step``, ``adadelta_step``) are the references; the
+numba rule below them (``apply_update``, one network at a time, called inside
+the training kernels of ``train.py`` and ``relunet/fast/``) applies the same
+formulas in the same order, and the tests hold the two together.
 
 Momentum (heavy ball; Polyak 1964, "Some methods of speeding up the
 convergence of iteration methods"), in the convention of Keras' SGD with
@@ -30,9 +31,10 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
+from numba import njit
 
 __all__ = ["Momentum", "Adadelta", "make_optimizer", "check_dtype", "momentum_step",
-           "adadelta_step"]
+           "adadelta_step", "apply_update", "OPT_CODES"]
 
 
 def _check_lr(lr):
@@ -155,3 +157,50 @@ def adadelta_step(w, g, Eg2, Edx2, lr, rho, eps) -> None:
     w -= lr * dx
     Edx2 *= rho
     Edx2 += (1 - rho) * (dx * dx)
+
+
+# =============================================================================
+# The same rules in numba, one network at a time (inside the training kernels)
+# =============================================================================
+OPT_CODES = {"momentum": 0, "adadelta": 1}
+
+
+# error_model="numpy": x / 0 gives inf/NaN instead of raising, so the loop has
+# no exception branch and vectorises (vsqrtpd, vdivpd). No fast-math here: with
+# reassociation/contraction allowed, the machine code numba compiled in-process
+# and the code it loaded from its cache rounded differently (the Adadelta
+# update; tests/test_cache_determinism.py). Strict IEEE order gives the same
+# bits either way, and the finiteness test is a boolean AND-reduction, which
+# vectorises without reassociation.
+@njit(cache=True, error_model="numpy")
+def apply_update(w, g, state1, state2, opt, lr, h1, h2, h3):
+    """One update of one network in place (numba twin of ``momentum_step`` and
+    ``adadelta_step``); returns True if the new weights are all finite. All
+    scalars are of the dtype of w (lr > 0 finite).
+
+    opt 0, momentum (h1 = mu; state1 = v):   v <- mu v - lr g ;  w <- w + v
+    opt 1, Adadelta (h1 = rho, h2 = eps, h3 = 1 - rho; state1 = a = E[g^2],
+    state2 = d = E[dx^2]), Keras 2.0 order:
+        a <- rho a + (1 - rho) g^2 ;  dx <- g sqrt(d + eps) / sqrt(a + eps)
+        w <- w - lr dx ;  d <- rho d + (1 - rho) dx^2
+    """
+    zero = lr - lr              # a zero of the working dtype
+    ok = True
+    if opt == 0:
+        for p in range(w.shape[0]):
+            v = h1 * state1[p] - lr * g[p]
+            state1[p] = v
+            wp = w[p] + v
+            w[p] = wp
+            ok &= wp * zero == zero     # finite weights give 0, inf/NaN give NaN
+    else:
+        for p in range(w.shape[0]):
+            gp = g[p]
+            a = h1 * state1[p] + h3 * (gp * gp)
+            dx = gp * np.sqrt(state2[p] + h2) / np.sqrt(a + h2)
+            wp = w[p] - lr * dx
+            state1[p] = a
+            state2[p] = h1 * state2[p] + h3 * (dx * dx)
+            w[p] = wp
+            ok &= wp * zero == zero
+    return ok

@@ -9,12 +9,13 @@ batches to ``threads`` Python threads, and the kernel releases the GIL. A
 network's weights, optimizer state and activations stay in its core's caches
 for its whole run.
 
-Why it is fast (details in ``fused.py`` and ``_codegen.py``):
+Why it is fast (details in ``relunet/fast/``, whose docstring maps each phase
+of a step to its equation and its NumPy reference):
 
 * points innermost (structure of arrays): the activations of a layer are N
   rows of points, so one AVX2 register holds one unit at 4 (float64) or 8
   (float32) consecutive points, and every layer is a small dense product done
-  with FMA instructions (explicit vectors, ``fused.py``);
+  with FMA instructions (explicit vectors, ``fast/simd.py``);
 * the kernel source is generated per (N, n_in, n_out, dtype) with the unit
   loops unrolled, so a whole layer's outputs for a block of points, or a tile
   of up to 12 weight-gradient sums, live in registers;
@@ -23,12 +24,8 @@ Why it is fast (details in ``fused.py`` and ``_codegen.py``):
 * nothing is allocated per step, and the only checks are two finiteness
   tests (the loss, and the new weights).
 
-Measured (``benchmarks/bench_train.py``, 5x5 networks on the 341-point W_f
-set, this 2-core AVX2 machine shared with other jobs, best of 40 rounds):
-float64 about 155,000 model-steps/s on one core and 270,000-285,000 on two
-(36 and 62-66 GFLOP/s: about 73% and 65% of the cores' FMA issue rate, 80% of
-numpy's matmul on the day); float32 about 290,000 and 510,000. A NumPy
-batched-matmul implementation of the same step reaches about 8,000.
+The throughput this reaches, beside NumPy's and the machine's matmul peak, is
+in the README (section Performance), measured by ``benchmarks/bench_train.py``.
 
 When several tasks train at once (e.g. dask worker threads), give each
 ``threads=1`` (or call ``numba.set_num_threads(1)`` in that thread), or the
@@ -54,6 +51,11 @@ Semantics
   counted per call).
 * Results do not depend on the number of threads or on how the networks are
   split into stacks.
+
+``train_stack_ref`` is the NumPy twin of ``train_stack``: the same contract,
+written as the plain loop ``loss_and_grad_ref`` + an ``optim.py`` rule, step by
+step, over the whole stack at once. The tests and ``benchmarks/bench_train.py``
+hold the fast path to it (to rounding: its sums run in NumPy's order).
 """
 from __future__ import annotations
 
@@ -65,14 +67,21 @@ import numba
 import numpy as np
 from numba import njit
 
-from . import _codegen
+from . import fast
 from ._numba import STRICT
-from .fused import OPT_CODES, apply_update, pack_points
-from .kernels import _backward_one, _forward_one, _loss_one, check_data
+from .kernels import _backward_one, _forward_one, _loss_one, check_data, loss_and_grad_ref
 from .net import Arch, check_stack
-from .optim import Adadelta, Momentum, check_dtype
+from .optim import (
+    OPT_CODES,
+    Adadelta,
+    Momentum,
+    adadelta_step,
+    apply_update,
+    check_dtype,
+    momentum_step,
+)
 
-__all__ = ["TrainResult", "train_stack"]
+__all__ = ["TrainResult", "train_stack", "train_stack_ref"]
 
 
 @dataclass
@@ -92,7 +101,7 @@ class TrainResult:
 # Generic fallback (any width): the kernels.py building blocks in one loop
 # =============================================================================
 @njit(cache=True, nogil=True, fastmath=STRICT)
-def _train_range_generic(W, S1, S2, X, T, K, N, steps, record_every, opt, lr, h1, h2, h3,
+def _train_range_generic(W, state1, state2, X, T, K, N, steps, record_every, opt, lr, h1, h2, h3,
                          hist, status, done, final, m0, m1):
     """Same contract as the generated ``train_range``, for any N (slower)."""
     M, P = W.shape
@@ -120,7 +129,7 @@ def _train_range_generic(W, S1, S2, X, T, K, N, steps, record_every, opt, lr, h1
                 hist[m, k // record_every] = loss
             _backward_one(w, A, Y, T, K, N, n_in, n_out, D, Dp, g)
             prev[:] = w
-            if not apply_update(w, g, S1[m], S2[m], opt, lr, h1, h2, h3):
+            if not apply_update(w, g, state1[m], state2[m], opt, lr, h1, h2, h3):
                 w[:] = prev
                 st = 1
                 dn = k
@@ -217,10 +226,10 @@ def train_stack(W0, arch: Arch, x, t, opt, steps, record_every=1000, dtype=None,
     if kernel not in ("auto", "fused", "generic"):
         raise ValueError(f"kernel must be 'auto', 'fused' or 'generic', got {kernel!r}")
     if kernel == "auto":
-        kernel = "fused" if arch.N <= _codegen.NMAX else "generic"
+        kernel = "fused" if arch.N <= fast.NMAX else "generic"
 
-    S1 = np.zeros((M, P), dtype=dtype)
-    S2 = np.zeros((M, P) if opt.n_state == 2 else (M, 0), dtype=dtype)
+    state1 = np.zeros((M, P), dtype=dtype)
+    state2 = np.zeros((M, P) if opt.n_state == 2 else (M, 0), dtype=dtype)
     if state is not None:
         state = np.asarray(state)
         if state.shape != (opt.n_state, M, P):
@@ -228,9 +237,9 @@ def train_stack(W0, arch: Arch, x, t, opt, steps, record_every=1000, dtype=None,
                              f"{opt.name}, got {state.shape}")
         if not np.all(np.isfinite(state)):
             raise ValueError("state contains non-finite values (NaN or inf)")
-        S1[...] = state[0]
+        state1[...] = state[0]
         if opt.n_state == 2:
-            S2[...] = state[1]
+            state2[...] = state[1]
 
     cast = dtype.type
     if isinstance(opt, Momentum):
@@ -251,19 +260,66 @@ def train_stack(W0, arch: Arch, x, t, opt, steps, record_every=1000, dtype=None,
     common = (steps, record_every, code, cast(opt.lr)) + hyper
     outputs = (hist, status, done, final)
     if kernel == "fused":
-        if arch.N > _codegen.NMAX:
-            raise ValueError(f"kernel='fused' supports N <= {_codegen.NMAX}, got N={arch.N}")
-        mod = _codegen.kernel_module(arch.N, arch.n_in, arch.n_out, dtype)
-        data, nchunks, clen = pack_points(X, T, _codegen.CM, _codegen.block_points(dtype))
-        args = (W, S1, S2, data, arch.K, nchunks, clen) + common \
+        if arch.N > fast.NMAX:
+            raise ValueError(f"kernel='fused' supports N <= {fast.NMAX}, got N={arch.N}")
+        mod = fast.kernel_module(arch.N, arch.n_in, arch.n_out, dtype)
+        data, nchunks, clen = fast.pack_points(X, T, fast.CM, fast.block_points(dtype))
+        args = (W, state1, state2, data, arch.K, nchunks, clen) + common \
             + (cast(2.0 / (S * n_out)), cast(1.0 / (S * n_out))) + outputs
         _run_threads(mod.train_range, args, M, threads)
     else:
-        args = (W, S1, S2, X, T, arch.K, arch.N) + common + outputs
+        args = (W, state1, state2, X, T, arch.K, arch.N) + common + outputs
         _run_threads(_train_range_generic, args, M, threads)
 
     out_state = None
     if return_state:
-        out_state = np.stack([S1, S2]) if opt.n_state == 2 else S1[None]
+        out_state = np.stack([state1, state2]) if opt.n_state == 2 else state1[None]
     return TrainResult(W=W, loss=final, history=hist, status=status, steps_done=done,
                        record_every=record_every, state=out_state)
+
+
+def train_stack_ref(W0, arch: Arch, x, t, opt, steps, record_every=1, state=None,
+                    loss_and_grad=loss_and_grad_ref) -> TrainResult:
+    """NumPy twin of :func:`train_stack` (float64, whole stack at once, slow).
+
+    Each step: ``loss, G = loss_and_grad(W, arch, x, t)`` (forward and backward
+    pass, ``kernels.loss_and_grad_ref`` by default), then the optimizer's NumPy
+    rule (``optim.momentum_step`` or ``optim.adadelta_step``) on every network
+    still training. Same contract as ``train_stack``: history every
+    ``record_every`` steps, ``loss`` at the final weights, a network whose loss
+    or new weights are not finite stops with status 1 at its last finite
+    weights. Returns a TrainResult with ``state`` (n_state, M, P).
+    ``loss_and_grad`` may be another function of the same signature (a
+    benchmark passes the numba kernel to make its start points faster).
+    """
+    steps = _positive_int(steps, "steps")
+    record_every = _positive_int(record_every, "record_every")
+    W = np.array(check_stack(W0, arch, "W0"), dtype=np.float64)
+    M, P = W.shape
+    st = np.zeros((opt.n_state, M, P)) if state is None else np.array(state, dtype=np.float64)
+    hist = np.full((M, -(-steps // record_every)), np.nan)
+    status = np.zeros(M, dtype=np.int8)
+    done = np.full(M, steps, dtype=np.int64)
+    live = np.arange(M)                              # networks still training
+    for k in range(steps):
+        if live.size == 0:
+            break
+        loss, G = loss_and_grad(W[live], arch, x, t)
+        bad = ~np.isfinite(loss)
+        status[live[bad]], done[live[bad]] = 1, k
+        live, loss, G = live[~bad], loss[~bad], G[~bad]
+        if k % record_every == 0:
+            hist[live, k // record_every] = loss
+        w, s = W[live], st[:, live]                  # copies: kept only if finite
+        if isinstance(opt, Momentum):
+            momentum_step(w, G, s[0], opt.lr, opt.momentum)
+        else:
+            adadelta_step(w, G, s[0], s[1], opt.lr, opt.rho, opt.eps)
+        ok = np.all(np.isfinite(w), axis=1)
+        W[live[ok]] = w[ok]
+        st[:, live] = s
+        status[live[~ok]], done[live[~ok]] = 1, k
+        live = live[ok]
+    final = loss_and_grad(W, arch, x, t)[0]
+    return TrainResult(W=W, loss=final, history=hist, status=status, steps_done=done,
+                       record_every=record_every, state=st)

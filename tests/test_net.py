@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from relunet.net import Arch, check_stack, init_stack
+from relunet.net import Arch, block_offset, check_stack, init_stack
 
 
 def test_parameter_counts_are_computed():
@@ -19,6 +19,20 @@ def test_table_tiles_the_vector_without_gaps():
         end += int(np.prod(shape))
     assert end == a.P
     assert a.names()[:2] == ["W1", "b1"] and a.names()[-2:] == ["Wout", "bout"]
+
+
+@pytest.mark.parametrize("arch", [Arch(1, 1), Arch(5, 5), Arch(3, 4, n_in=2, n_out=3),
+                                  Arch(10, 10), Arch(2, 7, n_in=3)], ids=str)
+def test_block_offset_of_the_numba_kernels_is_the_table(arch):
+    """The one formula every numba kernel takes its offsets from, against the
+    table, for every block (compiled and as plain Python)."""
+    K, N, n_in = arch.K, arch.N, arch.n_in
+    for layer in range(1, K + 2):
+        wn, bn = arch.layer_blocks(layer)
+        fan_out, fan_in = dict((n, s) for n, s, _ in arch.table)[wn]
+        for f in (block_offset, block_offset.py_func):
+            assert f(layer, N, n_in) == arch.offset(wn)
+            assert f(layer, N, n_in) + fan_out * fan_in == arch.offset(bn)
 
 
 def test_unpack_gives_views_and_pack_roundtrips(rng):

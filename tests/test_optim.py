@@ -2,8 +2,15 @@
 import numpy as np
 import pytest
 
-from relunet.fused import OPT_CODES, apply_update
-from relunet.optim import Adadelta, Momentum, adadelta_step, make_optimizer, momentum_step
+from relunet.optim import (
+    OPT_CODES,
+    Adadelta,
+    Momentum,
+    adadelta_step,
+    apply_update,
+    make_optimizer,
+    momentum_step,
+)
 
 
 # =============================================================================

@@ -13,28 +13,22 @@ import pytest
 from numba import njit
 
 from relunet.data import wf_training_set
-from relunet.fused import pack_points, vhsum, vload, vmask, vrelu, vstore
+from relunet.fast import pack_points
+from relunet.fast.simd import vhsum, vload, vmask, vrelu, vstore
 from relunet.kernels import loss_and_grad_ref, loss_ref
 from relunet.net import Arch, init_stack
 from relunet.optim import Adadelta, Momentum, adadelta_step, momentum_step
-from relunet.train import train_stack
+from relunet.train import train_stack, train_stack_ref
 
 OPTS = [Momentum(lr=1e-2, momentum=0.9), Adadelta()]
 
 
 def reference(W0, arch, x, t, opt, steps):
-    """Plain NumPy training: loss_and_grad_ref + the optim.py rules, step by step.
+    """``train.train_stack_ref``, the package's NumPy training reference.
     Returns W, history (M, steps), final loss, state (n_state, M, P)."""
-    W = np.array(W0, dtype=np.float64)
-    state = np.zeros((opt.n_state,) + W.shape)
-    hist = np.empty((W.shape[0], steps))
-    for k in range(steps):
-        hist[:, k], G = loss_and_grad_ref(W, arch, x, t)
-        if opt.name == "momentum":
-            momentum_step(W, G, state[0], opt.lr, opt.momentum)
-        else:
-            adadelta_step(W, G, state[0], state[1], opt.lr, opt.rho, opt.eps)
-    return W, hist, loss_ref(W, arch, x, t), state
+    r = train_stack_ref(W0, arch, x, t, opt, steps, record_every=1)
+    assert not r.status.any()
+    return r.W, r.history, r.loss, r.state
 
 
 def toy_data(arch, S, seed=0):
@@ -47,6 +41,50 @@ def toy_data(arch, S, seed=0):
 def assert_same(r1, r2):
     for name in ("W", "loss", "history", "status", "steps_done"):
         np.testing.assert_array_equal(getattr(r1, name), getattr(r2, name), err_msg=name)
+
+
+# =============================================================================
+# The NumPy reference itself: two steps written out by hand
+# =============================================================================
+def test_reference_is_loss_and_grad_ref_then_the_optim_rules():
+    arch = Arch(2, 3)
+    x, t = toy_data(arch, 20, seed=4)
+    W0 = init_stack(arch, [0, 1])
+    for opt in OPTS:
+        W, st = W0.copy(), np.zeros((opt.n_state,) + W0.shape)
+        hist = []
+        for _ in range(2):
+            loss, G = loss_and_grad_ref(W, arch, x, t)
+            hist.append(loss)
+            if opt.name == "momentum":
+                momentum_step(W, G, st[0], opt.lr, opt.momentum)
+            else:
+                adadelta_step(W, G, st[0], st[1], opt.lr, opt.rho, opt.eps)
+        r = train_stack_ref(W0, arch, x, t, opt, 2)
+        np.testing.assert_array_equal(r.W, W)
+        np.testing.assert_array_equal(r.state, st)
+        np.testing.assert_array_equal(r.history, np.array(hist).T)
+        np.testing.assert_array_equal(r.loss, loss_ref(W, arch, x, t))
+
+
+def test_reference_divergence_matches_the_fused_kernel():
+    """Both divergence cases of train_stack's contract: a non-finite loss at step
+    0 (network 1) and an update that overflows (lr = 1e308)."""
+    arch = Arch(5, 5)
+    x, t = wf_training_set()
+    W0 = init_stack(arch, [0, 1, 2])
+    W0[1] *= 1e26
+    for opt in (Momentum(lr=1e-2), Momentum(lr=1e308)):
+        fast = train_stack(W0, arch, x, t, opt, 6, record_every=2)
+        with np.errstate(over="ignore", invalid="ignore"):     # NumPy meets the overflow
+            ref = train_stack_ref(W0, arch, x, t, opt, 6, record_every=2)
+        for name in ("status", "steps_done"):
+            np.testing.assert_array_equal(getattr(ref, name), getattr(fast, name), err_msg=name)
+        np.testing.assert_allclose(ref.W, fast.W, rtol=1e-12)
+        np.testing.assert_allclose(ref.history, fast.history, rtol=1e-12)
+    # network 1 stops at step 0 (loss inf); the others take one step, to weights
+    # of order 1e308, and stop at step 1
+    assert list(ref.status) == [1, 1, 1] and list(ref.steps_done) == [1, 0, 1]
 
 
 # =============================================================================
@@ -292,10 +330,10 @@ def test_bad_input_raises_value_error(kwargs, match):
 def test_generated_sources_go_under_numba_cache_dir(tmp_path, monkeypatch):
     import numba
 
-    from relunet import _codegen
+    from relunet.fast import build
     monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "nc"))
-    monkeypatch.setattr(_codegen, "_MODULES", {})          # force a fresh write
-    mod = _codegen.kernel_module(3, 1, 1, np.float64)
+    monkeypatch.setattr(build, "_MODULES", {})             # force a fresh write
+    mod = build.kernel_module(3, 1, 1, np.float64)
     assert os.path.dirname(mod.__file__) == str(tmp_path / "nc" / "relunet-generated")
     assert os.path.basename(mod.__file__).startswith("relunet_fused_n3_i1_o1_float64_")
 
@@ -303,7 +341,7 @@ def test_generated_sources_go_under_numba_cache_dir(tmp_path, monkeypatch):
 def test_stale_generated_modules_and_their_cache_files_are_pruned(tmp_path, monkeypatch):
     import numba
 
-    from relunet import _codegen
+    from relunet.fast import build
     gen, nc = tmp_path / "gen", tmp_path / "nc"
     (gen / "__pycache__").mkdir(parents=True)
     (nc / "gen_abc").mkdir(parents=True)
@@ -317,12 +355,36 @@ def test_stale_generated_modules_and_their_cache_files_are_pruned(tmp_path, monk
     other.write_text("# generated")
     now = 1e9
     for p in [other, gen / f"{pre}old000000000.py", gen / f"{pre}new000000000.py"]:
-        os.utime(p, (now - 2 * _codegen.PRUNE_AGE, now - 2 * _codegen.PRUNE_AGE))
+        os.utime(p, (now - 2 * build.PRUNE_AGE, now - 2 * build.PRUNE_AGE))
     os.utime(gen / f"{pre}young0000000.py", (now - 10, now - 10))
-    gone = _codegen._prune(str(gen), pre, pre + "new000000000", now=now)
+    gone = build._prune(str(gen), pre, pre + "new000000000", now=now)
     assert sorted(os.path.basename(g) for g in gone) == [
         f"{pre}old000000000.py", f"{pre}old000000000.train_range-11.py311.1.nbc",
         f"{pre}old000000000.train_range-11.py311.nbi"]
     left = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
     assert f"{pre}new000000000.py" in left and f"{pre}young0000000.py" in left
     assert other.name in left and not any("old000000000.train" in n for n in left)
+
+
+# -- the committed exhibit of a generated kernel -------------------------------------
+def test_committed_exhibit_is_the_generated_5x5_float64_kernel():
+    """relunet/fast/exhibit_5x5_float64.py is what train_stack compiles for every
+    K x 5 network in float64; regenerate it with
+    ``python -m relunet.fast 5 > relunet/fast/exhibit_5x5_float64.py``."""
+    import relunet.fast
+    from relunet.fast import generate
+    path = os.path.join(os.path.dirname(relunet.fast.__file__), "exhibit_5x5_float64.py")
+    with open(path, encoding="utf-8", newline="") as f:
+        committed = f.read()
+    assert committed == generate(5, 1, 1, np.float64), \
+        "exhibit is stale: python -m relunet.fast 5 > relunet/fast/exhibit_5x5_float64.py"
+
+
+def test_print_command_writes_the_kernel(capsys):
+    from relunet.fast import generate
+    from relunet.fast.__main__ import main
+    main(["3", "--n-out", "2", "--dtype", "float32"])
+    assert capsys.readouterr().out == generate(3, 1, 2, np.float32)
+    with pytest.raises(SystemExit):
+        main(["17"])
+    assert "N must be an integer in 1..16, got 17" in capsys.readouterr().err

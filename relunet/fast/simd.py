@@ -1,5 +1,4 @@
-"""Building blocks of the fused training kernels: SIMD vectors for numba, the
-chunked point layout, and the optimizer updates in numba.
+"""SIMD vectors for numba: the building blocks of the generated training kernels.
 
 Why explicit vectors
 --------------------
@@ -9,7 +8,7 @@ over points but then keeps every reduction (a weight gradient is a sum over
 points) in its own vector register, runs out of the 16 AVX2 registers and
 spills; with runtime row strides it also gives up on loops that store many
 rows (too many run-time alias checks). So the generated kernels
-(``_codegen.py``) are written with the explicit vector type below: one value
+(``codegen.py``) are written with the explicit vector type below: one value
 of type ``Vec`` is one AVX2 register, holding 4 float64 or 8 float32 values
 of consecutive training points. ``vload``/``vstore`` move such a register
 from/to ``arr[i:i+L]``; ``vfma`` is one ``vfmadd...pd`` instruction. Nothing
@@ -19,32 +18,18 @@ fixed by the code (no fast-math reassociation is needed for speed).
 
 Each intrinsic lowers to a few LLVM instructions and is inlined; numba caches
 functions that use them (``cache=True``) like any other.
-
-Point layout (structure of arrays, in chunks)
----------------------------------------------
-The S training points are cut into ``nchunks`` chunks of ``clen`` points
-(``clen`` a multiple of the block width, the last points padded). Chunk c of
-the data array holds ``n_in`` input rows, ``n_out`` target rows and one row of
-weights ``valid`` (1 for real points, 0 for padding), each row ``CM`` values
-long (``CM`` >= clen is a compile-time constant of the kernel, so every row
-offset in the generated code is a constant)::
-
-    data[(c * (n_in + n_out + 1) + r) * CM + s]      r = row, s < clen
-
-Padding points copy the last real input, so they never produce a value the
-real points would not; their residual is multiplied by 0.
 """
 from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.core.datamodel import default_manager
 from numba.extending import intrinsic, models, register_model
 
 __all__ = ["Vec", "lanes", "vload", "vstore", "vsplat", "vfma", "vadd", "vsub", "vmul",
-           "vrelu", "vmask", "vhsum", "pack_points", "apply_update", "OPT_CODES"]
+           "vrelu", "vmask", "vhsum"]
 
 
 # =============================================================================
@@ -202,91 +187,3 @@ def vhsum(typingctx, v):
             parts = [builder.fadd(parts[k], parts[k + 1]) for k in range(0, len(parts), 2)]
         return parts[0]
     return v.dtype(v), codegen
-
-
-# =============================================================================
-# Chunked point layout
-# =============================================================================
-def pack_points(X, T, CM: int, block: int):
-    """Lay out the training set in chunks for the fused kernels.
-
-    Parameters
-    ----------
-    X : (n_in, S), T : (n_out, S) arrays of the working dtype (from
-        ``kernels.check_data``).
-    CM : row stride of a chunk (compile-time constant of the kernel).
-    block : points per block of the kernel; ``clen`` is a multiple of it.
-
-    Returns
-    -------
-    data : (nchunks * (n_in + n_out + 1) * CM,) flat array, layout in the
-        module docstring;  nchunks, clen : ints.
-    """
-    n_in, S = X.shape
-    n_out = T.shape[0]
-    nchunks = -(-S // (CM // block * block))
-    clen = -(-(-(-S // nchunks)) // block) * block      # ceil(S / nchunks) up to a block
-    if clen > CM:
-        raise AssertionError("chunk length exceeds the row stride")
-    total = nchunks * clen
-    rows = np.empty((n_in + n_out + 1, total), dtype=X.dtype)
-    rows[:n_in, :S] = X
-    rows[:n_in, S:] = X[:, -1:]                         # padding repeats the last point
-    rows[n_in:n_in + n_out, :S] = T
-    rows[n_in:n_in + n_out, S:] = T[:, -1:]
-    rows[-1, :S] = 1
-    rows[-1, S:] = 0
-    size = nchunks * (n_in + n_out + 1) * CM
-    raw = np.zeros(size + 64 // X.itemsize, dtype=X.dtype)
-    start = (-raw.ctypes.data % 64) // X.itemsize         # 64-byte aligned rows:
-    data = raw[start:start + size]                         # no cache-line splits
-    data.reshape(nchunks, n_in + n_out + 1, CM)[:, :, :clen] = \
-        rows.reshape(n_in + n_out + 1, nchunks, clen).transpose(1, 0, 2)
-    return data, nchunks, clen
-
-
-# =============================================================================
-# Optimizer updates inside the kernels (same math as optim.momentum_step and
-# optim.adadelta_step, which are the tested references)
-# =============================================================================
-OPT_CODES = {"momentum": 0, "adadelta": 1}
-
-
-# error_model="numpy": x / 0 gives inf/NaN instead of raising, so the loop has
-# no exception branch and vectorises (vsqrtpd, vdivpd). No fast-math here: with
-# reassociation/contraction allowed, the machine code numba compiled in-process
-# and the code it loaded from its cache rounded differently (the Adadelta
-# update; tests/test_cache_determinism.py). Strict IEEE order gives the same
-# bits either way, and the finiteness test is a boolean AND-reduction, which
-# vectorises without reassociation.
-@njit(cache=True, error_model="numpy")
-def apply_update(w, g, s1, s2, opt, lr, h1, h2, h3):
-    """One update of one network in place; returns True if the new weights are
-    all finite. All scalars are of the dtype of w (lr > 0 finite).
-
-    opt 0, momentum (h1 = mu):        v <- mu v - lr g ;  w <- w + v      (s1 = v)
-    opt 1, Adadelta (h1 = rho, h2 = eps, h3 = 1 - rho), Keras 2.0 order
-    (s1 = a = E[g^2], s2 = d = E[dx^2]):
-        a <- rho a + (1 - rho) g^2 ;  dx <- g sqrt(d + eps) / sqrt(a + eps)
-        w <- w - lr dx ;  d <- rho d + (1 - rho) dx^2
-    """
-    zero = lr - lr              # a zero of the working dtype
-    ok = True
-    if opt == 0:
-        for p in range(w.shape[0]):
-            v = h1 * s1[p] - lr * g[p]
-            s1[p] = v
-            wp = w[p] + v
-            w[p] = wp
-            ok &= wp * zero == zero     # finite weights give 0, inf/NaN give NaN
-    else:
-        for p in range(w.shape[0]):
-            gp = g[p]
-            a = h1 * s1[p] + h3 * (gp * gp)
-            dx = gp * np.sqrt(s2[p] + h2) / np.sqrt(a + h2)
-            wp = w[p] - lr * dx
-            s1[p] = a
-            s2[p] = h1 * s2[p] + h3 * (dx * dx)
-            w[p] = wp
-            ok &= wp * zero == zero
-    return ok
