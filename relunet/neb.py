@@ -86,7 +86,7 @@ String method for piecewise-smooth energies: :func:`string_method`
 Why the NEB criterion fails on a ReLU loss: the gradient jumps across every
 kink (a training point's pre-activation changing sign), so an image sitting on
 or oscillating across a kink has a perpendicular force bounded below by the
-jump, whatever the optimiser. On :func:`relunet.potentials.crease_well`, whose
+jump, whatever the optimiser. On :func:`relunet.neb_surfaces.crease_well`, whose
 minimum energy path is a sharp V-shaped crease, the climbing-image NEB above
 finds the saddle energy yet ends with max |F| = 2.1 (the jump is 2a = 4): the
 criterion max |F| <= fmax measures the kink, not the band.
@@ -98,7 +98,7 @@ reparametrised: the images are put back at fixed arc-length fractions (the
 "grid") of the polyline through them, by linear interpolation (which cannot
 overshoot). There are no springs; the grid fixes where the images sit along
 the path. Details that turned out to matter (each measured on the test
-surfaces of :mod:`relunet.potentials`):
+surfaces of :mod:`relunet.neb_surfaces`):
 
 * tangent: the three-point derivative on a non-uniform grid,
   tau ~ (h-/h+) (R_{i+1} - R_i) + (h+/h-) (R_i - R_{i-1}). It is second-order
