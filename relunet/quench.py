@@ -117,7 +117,7 @@ from .kinks import (
 )
 from .net import Arch, check_stack
 
-__all__ = ["quench", "descend", "certify", "classify", "QuenchResult", "DescentResult",
+__all__ = ["quench", "descend", "lbfgs", "certify", "classify", "QuenchResult", "DescentResult",
            "symmetry_modes"]
 
 GTOL = 1e-9        #: certified when the (Clarke) gradient measure is at most this
@@ -367,7 +367,19 @@ def _two_loop(G, S, Y, rho, n_mem, head):
 def descend(W, arch: Arch, x, t, max_iter: int = 2000, memory: int = 20,
             max_step: float = 0.5, gtol: float = GTOL, patience: int = 25,
             progress=None) -> DescentResult:
-    """Batched L-BFGS with a backtracking (Armijo) line search over a stack of networks.
+    """:func:`lbfgs` on the loss of a stack of networks (the first stage of :func:`quench`)."""
+    from .kernels import loss_and_grad
+    W = np.array(check_stack(W, arch), dtype=np.float64)
+    return lbfgs(lambda V: loss_and_grad(V, arch, x, t), W, max_iter=max_iter, memory=memory,
+                 max_step=max_step, gtol=gtol, patience=patience, progress=progress)
+
+
+def lbfgs(efun, W, max_iter: int = 2000, memory: int = 20, max_step: float = 0.5,
+          gtol: float = GTOL, patience: int = 25, progress=None) -> DescentResult:
+    """Batched L-BFGS with a backtracking (Armijo) line search over a stack of points.
+
+    ``efun``: X (n, D) -> (E (n,), G (n, D)), rows independent (the networks' loss
+    in :func:`descend`; any batched energy, e.g. :mod:`relunet.neb_surfaces`).
 
     The first stage of a quench, as in pele's ``LBFGS`` and GMIN: limited-memory
     BFGS directions (Nocedal & Wright 2006, Alg. 7.4, the two-loop recursion with
@@ -390,15 +402,18 @@ def descend(W, arch: Arch, x, t, max_iter: int = 2000, memory: int = 20,
     ``patience`` consecutive steps, or after ``max_iter`` steps. Every network
     is treated on its own: the stack and its chunking do not change any bit.
     """
-    from .kernels import loss_and_grad
-    W = np.array(check_stack(W, arch), dtype=np.float64)
+    if not callable(efun):
+        raise ValueError(f"efun must be callable X (n, D) -> (E, G), got {type(efun).__name__}")
+    W = np.array(W, dtype=np.float64)
+    if W.ndim != 2 or not np.all(np.isfinite(W)):
+        raise ValueError(f"W must be a finite (n, D) array, got shape {W.shape}")
     for name, v in (("max_iter", max_iter), ("memory", memory), ("patience", patience)):
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
     if not (np.isfinite(max_step) and max_step > 0):
         raise ValueError(f"max_step must be a finite number > 0, got {max_step!r}")
     M, P = W.shape
-    L, G = loss_and_grad(W, arch, x, t)
+    L, G = efun(W)
     S, Y = np.zeros((M, memory, P)), np.zeros((M, memory, P))
     rho = np.zeros((M, memory))
     n_mem = np.zeros(M, int)             # pairs held
@@ -431,7 +446,7 @@ def descend(W, arch: Arch, x, t, max_iter: int = 2000, memory: int = 20,
             pend = np.flatnonzero(~found)
             if pend.size == 0:
                 break
-            Lt, Gt = loss_and_grad(W[a[pend]] + step[pend, None] * d[pend], arch, x, t)
+            Lt, Gt = efun(W[a[pend]] + step[pend, None] * d[pend])
             evals[a[pend]] += 1
             good = np.isfinite(Lt) & (Lt <= L[a[pend]] + 1e-4 * step[pend] * gd[pend])
             Lnew[pend[good]], Gnew[pend[good]] = Lt[good], Gt[good]

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from relunet import Arch, init_stack, kernels
-from relunet.quench import _two_loop, certify, descend, quench
+from relunet.neb_surfaces import crease_well
+from relunet.quench import _two_loop, certify, descend, lbfgs, quench
+
+
+def rosenbrock(X):
+    x, y = X[:, 0], X[:, 1]
+    E = (1 - x) ** 2 + 100 * (y - x * x) ** 2
+    G = np.stack([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)], axis=1)
+    return E, G
 
 
 def test_two_loop_is_the_dense_bfgs_inverse_hessian(rng):
@@ -42,6 +50,23 @@ def test_two_loop_is_the_dense_bfgs_inverse_hessian(rng):
             V = np.eye(P) - r * np.outer(y, s)
             H = V.T @ H @ V + r * np.outer(s, s)
         np.testing.assert_allclose(d[m], -H @ G[m], rtol=1e-10, atol=1e-12)
+
+
+def test_lbfgs_lands_on_the_minimum_of_a_smooth_surface():
+    """Rosenbrock's valley, minimum (1, 1), from the classic start and two others."""
+    r = lbfgs(rosenbrock, np.array([[-1.2, 1.0], [0.0, 0.0], [2.0, 2.0]]), max_iter=500)
+    np.testing.assert_allclose(r.W, 1.0, rtol=0, atol=1e-9)
+    assert np.all(r.reason == "gradient norm <= gtol") and np.all(r.iterations < 100)
+
+
+def test_lbfgs_lands_on_the_kink_minima_of_the_crease_well():
+    """crease_well: minima (+-1, c) at the bottom of a V-shaped crease (closed form in
+    relunet.neb_surfaces); each start descends into the well on its side."""
+    X0 = np.array([[0.6, 0.9], [-0.5, -0.3], [1.5, 0.2], [0.3, 0.0]])
+    r = lbfgs(crease_well, X0, max_iter=2000)
+    want = np.array([[1, 0.5], [-1, 0.5], [1, 0.5], [1, 0.5]])
+    np.testing.assert_allclose(r.W, want, rtol=0, atol=1e-9)
+    assert np.all(r.loss < 1e-18) and np.all(r.loss < crease_well(X0)[0])
 
 
 def test_descend_finds_the_minimum_of_a_dead_network(rng):
@@ -100,5 +125,9 @@ def test_descend_bad_input(kwargs, match):
     x = np.linspace(-1, 1, 5)
     with pytest.raises(ValueError, match=match):
         descend(init_stack(arch, [0]), arch, x, x, **kwargs)
+    with pytest.raises(ValueError, match="efun"):
+        lbfgs("not a function", np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="finite"):
+        lbfgs(rosenbrock, np.full((1, 2), np.nan))
     with pytest.raises(ValueError, match="descent_iter"):
         quench(init_stack(arch, [0]), arch, x, x, descent_iter=-1)
