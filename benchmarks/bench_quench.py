@@ -1,0 +1,71 @@
+"""Benchmark: the two stages of a quench (relunet.quench) on trained 5x5 students.
+
+Trains ``--M`` momentum-GD students on W_f's 341 points (``--train-steps``
+steps, so that they sit where the quench meets them: on slow descents), then
+times
+
+* stage 1, :func:`relunet.quench.descend` (batched L-BFGS) for ``--descent``
+  steps on all M students: seconds, loss-and-gradient evaluations per second,
+  and the projected time for 1,024 students at that rate;
+* stage 2, the Newton iterations on the piecewise model, on ``--newton-nets``
+  of the descended students for ``--newton-iter`` iterations: milliseconds
+  per network-iteration (the per-network NumPy work: kink families, the
+  BVLS dual, eigh, plus one batched exact-Hessian call per iteration).
+
+The issue's target is 1,024 students in about 2 minutes on 2 cores; the
+output says which stage meets it. Timings on a shared machine are noisy.
+
+    python benchmarks/bench_quench.py [--M 1024] [--descent 2000] [--newton-nets 16]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from relunet import Momentum, init_stack, train_stack
+from relunet.construct import WF_ARCH
+from relunet.data import wf_training_set
+from relunet.kernels import loss
+from relunet.quench import descend, quench
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--M", type=int, default=1024, help="students")
+    ap.add_argument("--train-steps", type=int, default=20000, help="training steps first")
+    ap.add_argument("--descent", type=int, default=2000, help="L-BFGS steps (stage 1)")
+    ap.add_argument("--newton-nets", type=int, default=16, help="networks for stage 2")
+    ap.add_argument("--newton-iter", type=int, default=20, help="Newton iterations (stage 2)")
+    args = ap.parse_args(argv)
+    x, t = wf_training_set()
+    t0 = time.perf_counter()
+    W0 = init_stack(WF_ARCH, seeds=range(args.M))
+    r = train_stack(W0, WF_ARCH, x, t, Momentum(), steps=args.train_steps)
+    W = r.W[r.status == 0].astype(np.float64)
+    print(f"trained {len(W)} students x {args.train_steps} steps in "
+          f"{time.perf_counter() - t0:.1f} s (not part of the quench)")
+    descend(W[:2], WF_ARCH, x, t, max_iter=3)                     # compile
+    t0 = time.perf_counter()
+    d = descend(W, WF_ARCH, x, t, max_iter=args.descent)
+    sec = time.perf_counter() - t0
+    evals = int(d.evaluations.sum())
+    L0 = loss(W, WF_ARCH, x, t)
+    print(f"stage 1 (L-BFGS): {len(W)} students x <= {args.descent} steps: {sec:.1f} s, "
+          f"{evals / sec:,.0f} network evaluations/s, median MSE decrease "
+          f"{np.median(L0 - d.loss):.4f}; 1,024 students: ~{sec * 1024 / len(W):.0f} s")
+    n = min(args.newton_nets, len(W))
+    quench(d.W[:2], WF_ARCH, x, t, max_iter=1, descent_iter=0)    # compile
+    t0 = time.perf_counter()
+    q = quench(d.W[:n], WF_ARCH, x, t, max_iter=args.newton_iter, descent_iter=0)
+    sec2 = time.perf_counter() - t0
+    its = int(q.iterations.sum())
+    per = 1e3 * sec2 / max(its, 1)
+    print(f"stage 2 (Newton): {n} networks, {its} network-iterations in {sec2:.1f} s: "
+          f"{per:.1f} ms per network-iteration; 1,024 students x 100 iterations: "
+          f"~{per * 1024 * 100 / 1e3:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
