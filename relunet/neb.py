@@ -847,6 +847,8 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
     F_old = np.zeros((Bn, B - 2, D))
     h_par, g_old = np.full((Bn, B - 2), float(step)), np.zeros((Bn, B - 2))    # climbing
     c_old = np.full(Bn, -1)
+    dr_len = np.zeros((Bn, B - 2))                  # length of each image's last step
+    line_max = np.full(Bn, np.inf)                  # the straight line's maximum (set at it 0)
     done, converged = np.zeros(Bn, bool), np.zeros(Bn, bool)
     iters = np.zeros(Bn, int)
     hist = np.full((Bn, window), np.nan)            # peak energies of the last checks (ring)
@@ -874,6 +876,13 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
             F = g_par[..., None] * tau - Ga
             ha = h[a]
             ha = np.where(_dot(F, F_old[a]) < 0.0, 0.5 * ha, np.minimum(grow * ha, step_max))
+            # and never above 1.5 / L, L = |F - F_old| / |last step| the force's local
+            # Lipschitz estimate: the sign test above watches the whole force, which the weak
+            # directions dominate, so a step too long for a stiff one could grow unchecked
+            # and fling images up the walls (measured on network bands)
+            dF = np.sqrt(_dot(F - F_old[a], F - F_old[a]))
+            lip = np.where(dF > 0, 1.5 * dr_len[a] / np.where(dF > 0, dF, 1.0), np.inf)
+            ha = np.where(dr_len[a] > 0, np.minimum(ha, lip), ha)
             h[a], F_old[a] = ha, F
             dr = ha[..., None] * F
             climbing = climb and frozen_at(it)
@@ -881,8 +890,13 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                 r = np.arange(a.size)
                 c = np.argmax(E[a, 1:-1], axis=1)
                 Ea = E[a]
-                # only a maximum along the band climbs (not an image below a higher endpoint)
-                ok = (Ea[r, c + 1] >= Ea[r, c]) & (Ea[r, c + 1] >= Ea[r, c + 2])
+                # only a maximum along the band climbs (not an image below a higher endpoint),
+                # and only while it is below the straight line's maximum: the minimax barrier
+                # is at most the maximum along ANY path between the ends, so a climber above
+                # it has left the valley (without this bound a climber on a ridge that rises
+                # without end dragged its band up: measured on network bands, MSE 0.4 -> 1e11)
+                ok = (Ea[r, c + 1] >= Ea[r, c]) & (Ea[r, c + 1] >= Ea[r, c + 2]) & \
+                    (Ea[r, c + 1] <= line_max[a])
                 gp, hp = g_par[r, c], h_par[a, c]
                 hp = np.where(gp * g_old[a, c] < 0.0, 0.5 * hp, np.minimum(grow * hp, step_max))
                 hp = np.where(c == c_old[a], hp, float(step))            # a new climber
@@ -895,13 +909,14 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                 c = np.where(ok, c, -1)
             Xa = X[a]
             Xa[:, 1:-1] += _cap(dr, max_step)
+            dr_len[a] = np.sqrt(_dot(dr, dr))
             regrid = regrid_every > 0 and it % regrid_every == 0 and it <= regrid_until
             if regrid:
                 frac[a] = _equidistribute(Xa, E[a], Ed_last[a], energy_weight, peak_weight)
             X[a] = _reparametrize_split(Xa, frac[a], c + 1) if climbing else \
                 reparametrize(Xa, frac[a])
             if regrid:                              # fresh optimiser and window on a new grid
-                h[a], F_old[a] = float(step), 0.0
+                h[a], F_old[a], dr_len[a] = float(step), 0.0, 0.0
                 n_hist[a], gs_want[a] = 0, False
                 hist[a] = np.nan
         # ---- ONE efun call: images, dense points of checked bands, peak samples
@@ -937,6 +952,8 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
             _, prof = _profile(X[a], E[a], Ed)
             idx = np.argmax(prof, axis=1)
             peak_E[a] = prof[np.arange(a.size), idx]
+            if it == 0:
+                line_max[a] = peak_E[a]
             new_j = np.minimum(idx // nd, B - 2)
             peak_t[a] = np.where(idx // nd > B - 2, 1.0, (idx % nd) / nd)
             # the window: only on a frozen grid
