@@ -70,6 +70,13 @@ superbasin first merges with any other minimum (W_f is the global minimum,
 so that is the energy a walker at W_f must reach to get anywhere else); the
 report also gives the minimax barrier from W_f to every minimum, seen from
 both ends.
+
+This module is one experiment in the frame every experiment shares (config,
+compute, plot and report side by side: relunet.experiments.frame). It runs
+past 300 lines because its method needs the explanation above and its report
+reads three tables off the graph; the graph itself (flooding, minimax
+barriers) is :mod:`relunet.disconnectivity`, its drawing
+:func:`relunet.plots.disconnectivity_graph`.
 """
 from __future__ import annotations
 
