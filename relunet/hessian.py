@@ -64,25 +64,27 @@ passes on the exact 0 of an upstream unit that is off (the zero-bias spline
 pass-through units, the sawtooth pairs): 1,426 of the 25 x 341 (unit, point)
 pairs. The loss is not twice differentiable there; H is the Hessian of the
 smooth branch on which all those units are off, the branch whose gradient
-training uses. It is convention-dependent (measured at raw W_f: relu'(0) = 1
-would give top eigenvalue 1.57e4 instead of 1.47e4, and 104 flat directions
-instead of 93). The loss and every residual are 0 at W_f, so the second term
-vanishes and H = (2/S) J^T J (relu'(0) = 0 Jacobian) is positive
+training uses. It is convention-dependent: relu'(0) = 1 would give another top
+eigenvalue and more flat directions at raw W_f. The loss and every residual are
+0 at W_f, so the second term vanishes and H = (2/S) J^T J (relu'(0) = 0 Jacobian) is positive
 semi-definite. Every live hidden unit (nonzero incoming and outgoing weights)
 gives one flat direction (incoming weights and bias times a, outgoing weights
-over a, leaves y unchanged), so H has at least 25 zero eigenvalues; W_f has 93.
+over a, leaves y unchanged), so H has at least 25 zero eigenvalues; W_f has more
+(the count is in figures/REPORT.md, section Hessian spectra).
 
 Rounding decides the branch at such points. A positive rescaling w -> D w
 keeps every sign, zeros included, in exact arithmetic, so H(D w) = D^-1 H(w)
 D^-1 (differentiate L(D w) = L(w) twice). In floating point only powers of 2
 keep the zeros exact: after the norm-minimising rescaling with real factors
 those zeros become +-1e-17 whose signs depend on the summation order (the
-kernel and its NumPy twin then differ by 0.8% of max|H| there). Measured at
-``relunet.symmetry.canonicalize(W_f)``: top eigenvalue 1720.4 and 96 flat
-directions, against 1702.9 and 93 on the exact branch. The clean way to the
-Hessian of canonical W_f is the congruence above applied to H at raw W_f,
-with D from the log-scales of ``relunet.symmetry.rescale_min_norm``: top
-eigenvalue 1702.9 (the construction's own check: about 1.7e3).
+kernel and its NumPy twin then differ there by far more than rounding), so H
+computed directly at ``relunet.symmetry.canonicalize(W_f)`` lies on another
+branch: its top eigenvalue within a few percent, its count of flat directions
+different (tests/test_hessian.py, ``test_wf_canonical_top_eigenvalue``, bounds
+the eigenvalue). The clean way to the Hessian of canonical W_f is the
+congruence above applied to H at raw W_f, with D from the log-scales of
+``relunet.symmetry.rescale_min_norm``; its top eigenvalue is the
+construction's own check, about 1.7e3.
 
 Zero eigenvalues: the tolerance
 -------------------------------
@@ -92,9 +94,9 @@ Zero eigenvalues: the tolerance
 
 per network. Default tol_rel = 1e-11: 300 times the rounding floor (eigh's
 backward error is at most ~ P u ||H|| ~ 3e-14 ||H|| for P = 136; the HVPs'
-rounding is of the same order) and 200 times below the smallest genuine
-curvature of W_f (measured: the flat eigenvalues of W_f are below 3e-16
-max|lambda|, the next one is 2.3e-9 max|lambda| raw, 2.5e-7 canonical).
+rounding is of the same order) and more than two orders of magnitude below the
+smallest genuine curvature of W_f, raw or canonical (its flat eigenvalues sit
+at the rounding floor).
 tol_abs = 1e-12 makes an all-zero Hessian read as all-zero. Both are
 arguments: a small genuine curvature below the tolerance counts as flat.
 """
@@ -146,8 +148,8 @@ def hessian(W, arch: Arch, x, t, *, symmetrize: bool = True,
     ----------
     W : (M, P) or (P,) parameters;  x, t : data as in :func:`hvp`.
     symmetrize : return (H + H^T) / 2 (default) or the raw rows H[m, p] = (H e_p)^T.
-    return_asymmetry : also return max|H - H^T| / max|H| per network (measured
-        before symmetrising; 0 for H = 0). Measured 1e-16 to 1e-15.
+    return_asymmetry : also return max|H - H^T| / max|H| per network (taken
+        before symmetrising; 0 for H = 0): rounding level, a check of the kernel.
 
     Returns
     -------
@@ -171,8 +173,7 @@ def hessian(W, arch: Arch, x, t, *, symmetrize: bool = True,
 def _one_blas_thread():
     """Single-threaded BLAS for a loop of small eigh calls, when threadpoolctl is
     installed (a no-op otherwise). For P = 136, OpenBLAS's threads cost far more
-    than they bring: ~2 ms per eigh on one thread against 10-35 ms on two threads
-    of this busy 2-core machine (measured)."""
+    than they bring (``benchmarks/bench_hessian.py`` times eigh this way)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

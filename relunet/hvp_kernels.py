@@ -289,7 +289,7 @@ def rop_kernel(W, X, T, V, unit, K, N, block):
     vectors (V is not read), so HV[m] holds the rows (H e_p)^T of the Hessian,
     not symmetrised. One prange iteration per (network, block of ``block``
     directions); each recomputes its network's forward/backward pass.
-    (One kernel for both uses: every parallel kernel costs ~10 s of compilation.)
+    (One kernel for both uses: every parallel kernel costs seconds of compilation.)
     """
     M, P = W.shape
     n_in, S = X.shape

@@ -95,3 +95,87 @@ def colored_line(x, y, c, ax=None, cmap="viridis", lw=2.0):
     ax.add_collection(lc)
     ax.autoscale_view()
     return lc
+
+
+def _branch_points(tree, t):
+    """Polyline of the line from leaf or node t up to its parent (or the top)."""
+    n, L = tree.n_minima, tree.levels
+    bottom = tree.energies[t] if t < n else L[tree.node_level[t - n]]
+    p = tree.parent[t]
+    if p < 0:  # a root: straight up to the top level
+        return [tree.x[t], tree.x[t]], [bottom, max(bottom, L[-1])]
+    kp = tree.node_level[p - n]
+    knee = max(bottom, L[kp - 1]) if kp > 0 else bottom
+    return [tree.x[t], tree.x[t], tree.x[p]], [bottom, knee, L[kp]]
+
+
+def disconnectivity_graph(tree, ax=None, colors=None, labels=None, highlight=None, linewidth=1.0):
+    """Draw a disconnectivity graph (energy up, one line per minimum).
+
+    Each minimum i is one line (``Line2D`` with gid ``"minimum i"``) from (x_i, E_i)
+    straight up to one level below its merge node, then slanting to the node; each
+    node's line (gid ``"node t"``) does the same up to its parent. Roots run up to
+    the top level; separate trees stand side by side.
+
+    Parameters
+    ----------
+    tree : :class:`relunet.disconnectivity.DisconnectivityTree` (from
+        :func:`relunet.disconnectivity.build`)
+    ax : matplotlib Axes, optional
+        Drawn on a new figure if None.
+    colors : sequence of n matplotlib colours, optional
+        Per-minimum colour (e.g. by optimizer). A node's line takes the colour its
+        minima share, or black if they differ.
+    labels : sequence of n str, optional
+        Text written under each minimum's line.
+    highlight : int, optional
+        A minimum to draw prominently (thick line, a dot at its bottom), e.g. W_f.
+    linewidth : float, default 1.0
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    from matplotlib.colors import to_rgba
+
+    from .disconnectivity import DisconnectivityTree, check_index
+    if not isinstance(tree, DisconnectivityTree):
+        raise ValueError(f"tree: expected a DisconnectivityTree, got {type(tree).__name__}")
+    n = tree.n_minima
+    if colors is not None and len(colors) != n:
+        raise ValueError(f"colors: expected {n} colours, one per minimum, got {len(colors)}")
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"labels: expected {n} labels, one per minimum, got {len(labels)}")
+    if highlight is not None:
+        highlight = check_index("highlight", highlight, n)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    rgba = [to_rgba("k")] * n if colors is None else [to_rgba(c) for c in colors]
+
+    for q in range(tree.n_nodes):
+        t = n + q
+        shades = {rgba[i] for i in tree.members(t)}
+        color = shades.pop() if len(shades) == 1 else to_rgba("k")
+        xs, ys = _branch_points(tree, t)
+        ax.plot(xs, ys, color=color, lw=linewidth, solid_capstyle="butt", gid=f"node {t}")
+    for i in range(n):
+        xs, ys = _branch_points(tree, i)
+        strong = i == highlight
+        ax.plot(xs, ys, color=rgba[i], lw=linewidth * (3 if strong else 1),
+                zorder=3 if strong else 2, gid=f"minimum {i}")
+        if strong:
+            ax.plot([xs[0]], [ys[0]], "o", color=rgba[i], ms=5 * linewidth, zorder=4,
+                    gid=f"highlight {i}")
+        if labels is not None:
+            ax.text(xs[0], ys[0], f"{labels[i]} ", rotation=90, ha="center", va="top",
+                    fontsize=7)
+
+    span = tree.levels[-1] - tree.energies.min()
+    ax.set_ylim(tree.energies.min() - 0.05 * span, tree.levels[-1] + 0.02 * span)
+    ax.set_xlim(tree.x.min() - 1, tree.x.max() + 1)
+    ax.set_xticks([])
+    ax.set_ylabel("energy")
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.grid(False)
+    return ax

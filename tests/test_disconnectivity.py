@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from relunet import disconnectivity as dg
+from relunet.plots import disconnectivity_graph
 
 # ----------------------------------------------------------------------------
 # The hand-worked example (five minima)
@@ -313,7 +314,7 @@ def test_plot_one_line_per_minimum_from_energy_to_merge_node():
     edges = EDGES5 + [(6, 7, 1.0)]
     tree = dg.build(E, edges, levels=LEVELS5)
     colors = ["C0", "C2", "C0"] + ["C1"] * 5
-    ax = dg.plot(tree, colors=colors, labels=[f"m{i}" for i in range(8)], highlight=4)
+    ax = disconnectivity_graph(tree, colors=colors, labels=[f"m{i}" for i in range(8)], highlight=4)
     try:
         leaves = _lines_by_gid(ax, "minimum ")
         assert sorted(leaves) == [f"minimum {i}" for i in range(8)]
@@ -351,7 +352,7 @@ def test_plot_on_given_axes():
 
     fig, ax = plt.subplots()
     try:
-        assert dg.plot(dg.build(E5, EDGES5), ax=ax) is ax
+        assert disconnectivity_graph(dg.build(E5, EDGES5), ax=ax) is ax
         assert len(_lines_by_gid(ax, "minimum ")) == 5
     finally:
         plt.close(fig)
@@ -401,10 +402,10 @@ def test_edge_below_its_minimum_names_the_edge():
     (lambda t: dg.barrier_matrix(3.0), "graph"),
     (lambda t: t.members(9), "tree_id"),
     (lambda t: t.superbasins(6), "k"),
-    (lambda t: dg.plot(t, colors=["k"] * 4), "colors"),
-    (lambda t: dg.plot(t, labels=["a"] * 6), "labels"),
-    (lambda t: dg.plot(t, highlight=5), "highlight"),
-    (lambda t: dg.plot((E5, EDGES5)), "tree"),
+    (lambda t: disconnectivity_graph(t, colors=["k"] * 4), "colors"),
+    (lambda t: disconnectivity_graph(t, labels=["a"] * 6), "labels"),
+    (lambda t: disconnectivity_graph(t, highlight=5), "highlight"),
+    (lambda t: disconnectivity_graph((E5, EDGES5)), "tree"),
 ])
 def test_other_functions_reject_bad_input(tree5, call, name):
     with pytest.raises(ValueError) as err:

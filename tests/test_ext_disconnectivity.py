@@ -17,8 +17,8 @@ def test_select_prefers_certified_minima_and_drops_saddles():
 
 
 def test_deduplicate_keeps_the_first_of_each_group():
-    P = np.array([[0.0, 0.0], [1.0, 0.0], [1e-6, 0.0], [1.0, 1e-7], [3.0, 0.0]])
-    np.testing.assert_array_equal(ed.deduplicate(P, 1e-4), [True, True, False, False, True])
+    points = np.array([[0.0, 0.0], [1.0, 0.0], [1e-6, 0.0], [1.0, 1e-7], [3.0, 0.0]])
+    np.testing.assert_array_equal(ed.deduplicate(points, 1e-4), [True, True, False, False, True])
 
 
 def test_minimum_spanning_tree_matches_scipy():
@@ -62,11 +62,11 @@ def test_bottleneck_edge_sets_the_minimax_barrier():
     X = rng.normal(size=(n, 2))
     pairs = ed.choose_edges(cdist(X, X), 2, 3, spanning_tree=False)
     e = np.maximum(E[pairs[:, 0]], E[pairs[:, 1]]) + rng.uniform(0, 1, len(pairs))
-    B = dg.barrier_matrix((E, np.column_stack([pairs, e])))
+    barriers = dg.barrier_matrix((E, np.column_stack([pairs, e])))
     bn = ed.bottleneck_edges(n, pairs, e)
     assert bn[0] == -1
     for j in range(1, n):
-        if np.isfinite(B[0, j]):
-            assert e[bn[j]] == B[0, j]
+        if np.isfinite(barriers[0, j]):
+            assert e[bn[j]] == barriers[0, j]
         else:
             assert bn[j] == -1

@@ -532,8 +532,9 @@ def test_run_all_repairs_a_corrupt_numba_cache_or_says_what_to_clear(tmp_path, m
         if len(calls) <= failures:
             bad.write_bytes(b"garbage")
             _fake_cache_failure(bad)
+        return {"x": np.zeros(1)}
 
-    mod = types.SimpleNamespace(NAME="fake", TITLE="a fake experiment",
+    mod = types.SimpleNamespace(NAME="fake", TITLE="a fake experiment", RESULT="fake",
                                 config=FakeConfig,
                                 compute=compute, plot=lambda cfg, ctx: [],
                                 report=lambda cfg, ctx: "## fake\n")

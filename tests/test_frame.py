@@ -87,10 +87,11 @@ def test_preset_fills_the_scale_and_its_overrides():
 
 
 def test_the_frame_computes_once_and_stores_with_the_config(tmp_path):
-    calls = []
+    calls, forced = [], []
 
     def compute(cfg, ctx):
         calls.append(cfg)
+        forced.append(ctx.force)             # true only while recomputed on request
         return {"x": np.arange(cfg.n) * len(calls)}
     mod = types.SimpleNamespace(NAME="exp", RESULT="data", compute=compute)
     ctx = Context(store=tmp_path, figures=tmp_path)
@@ -101,5 +102,6 @@ def test_the_frame_computes_once_and_stores_with_the_config(tmp_path):
     np.testing.assert_array_equal(stored(mod, cfg, ctx)["x"], [0, 1, 2])
     assert ctx.results("exp", cfg).load_json("config") == {"scale": "smoke", "n": 3}
     assert ensure(mod, cfg, ctx, force=True) is True and len(calls) == 2
+    assert forced == [False, True]
     np.testing.assert_array_equal(stored(mod, cfg, ctx)["x"], [0, 2, 4])
     assert not is_stored(mod, _Cfg("smoke", 4), ctx)                 # another config

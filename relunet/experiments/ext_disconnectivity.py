@@ -38,33 +38,29 @@ upper bound on their mountain-pass barrier whether or not the band converged,
 and it is the quantity the stopping rule watches (``watch="path"``).
 
 Why not the climbing image's energy, the usual transition-state estimate? On
-these bands it is not a barrier of any path: with 12 images over a canonical
-distance of 12-17 the loss between neighbouring images rises well above the
-images (on W_f's bands measured 0.02-0.11 above the highest image, with
-converged bands among them), so the images alone would report a landscape
-lower than any path we have. The highest image's energy is stored
-(``image_max``) and the report gives the gap.
+these bands it is not a barrier of any path: with a dozen images over the
+canonical distance between two minima the loss between neighbouring images
+rises well above the images, converged bands included, so the images alone
+would report a landscape lower than any path we have. The highest image's
+energy is stored (``image_max``) and the report gives the gap (row "path
+maximum minus highest image").
 
 W_f's bands decide the barrier the graph is built for, so they are relaxed a
 second time with ``wf_images`` images; both relaxations give real paths, so
 the lower path maximum is the edge energy (and that band's convergence flag
-the edge's). The report gives how much the second relaxation moved them: on
-these landscapes by up to 0.2 either way at the default budget, which says
-that the W_f barriers are upper bounds, not converged values.
+the edge's). The report gives how much the second relaxation moved them;
+where it moves them either way, the W_f barriers are upper bounds, not
+converged values.
 
 Not done: refining the climbing images into transition states. P-RFO with the
-exact Hessian (:func:`relunet.saddle.network_saddles`), started from the peaks
-of W_f's five bands, converged on none of them in 50 iterations (the energy rose
-far above the band, the index grew to 3-44: the peaks sit on kinks, where a
-Newton model of one piece does not describe the ridge) and took about 12 s a
-point.
+exact Hessian (:func:`relunet.saddle.network_saddles`) does not converge from
+band peaks that sit on kinks, where a Newton model of one piece does not
+describe the ridge (the section on transition states of figures/REPORT.md
+shows it for the Fig. 4 bands), and it costs far more per point than a band.
 
-Budget (default scale, measured on 2 cores shared with two other jobs, load
-about 4): 51 minima, 139 bands of 12 images, at most 2,500 iterations, 118 s,
-50-60% of the bands converged; W_f's 5 bands again with 24 images, 31 s; 150 s
-in all (111 s of CPU time). 4,000 iterations raised the share of converged
-bands by about 5 points for 60% more time: a band stops when it converges, so
-the cost is set by the slow ones.
+Budget: a band stops when it converges, so the cost is set by the slow ones,
+and raising ``max_iter`` converges few more bands for much more time; the
+report gives the compute time and the share of converged bands.
 
 The graph. :func:`relunet.disconnectivity.build` floods the landscape on an
 even ladder of ``n_levels`` energies; minimax barriers come from
@@ -74,6 +70,13 @@ superbasin first merges with any other minimum (W_f is the global minimum,
 so that is the energy a walker at W_f must reach to get anywhere else); the
 report also gives the minimax barrier from W_f to every minimum, seen from
 both ends.
+
+This module is one experiment in the frame every experiment shares (config,
+compute, plot and report side by side: relunet.experiments.frame). It runs
+past 300 lines because its method needs the explanation above and its report
+reads three tables off the graph; the graph itself (flooding, minimax
+barriers) is :mod:`relunet.disconnectivity`, its drawing
+:func:`relunet.plots.disconnectivity_graph`.
 """
 from __future__ import annotations
 
@@ -87,7 +90,7 @@ from ..geometry import pairwise_distances
 from ..kernels import loss, loss_and_grad
 from .frame import Timer, preset
 from .students import OPTIMIZERS
-from .tables import fmt
+from .tables import CLAIM, claims, fmt, spread, table
 
 NAME = "ext_disconnectivity"
 TITLE = "Beyond the paper: the disconnectivity graph of W_f and the quenched minima"
@@ -160,11 +163,11 @@ def select(types, certified, n) -> np.ndarray:
     return order[rank[order] < 3][:n]
 
 
-def deduplicate(P, tol) -> np.ndarray:
+def deduplicate(points, tol) -> np.ndarray:
     """Mask keeping the first of every group of rows closer than ``tol``."""
-    keep = np.ones(len(P), bool)
-    for i in range(1, len(P)):
-        d = np.linalg.norm(P[:i][keep[:i]] - P[i], axis=1)
+    keep = np.ones(len(points), bool)
+    for i in range(1, len(points)):
+        d = np.linalg.norm(points[:i][keep[:i]] - points[i], axis=1)
         keep[i] = d.size == 0 or d.min() >= tol
     return keep
 
@@ -226,18 +229,19 @@ def compute(cfg: Config, ctx) -> dict:
         source += sel.tolist()
         cert += qd[f"{opt}_certified"][sel].tolist()
         types += qd[f"{opt}_type"][sel].astype(str).tolist()
-    P = np.concatenate(pool).astype(np.float64)
-    keep = deduplicate(P, cfg.dedup_tol)
-    P = P[keep]
+    minima = np.concatenate(pool).astype(np.float64)
+    keep = deduplicate(minima, cfg.dedup_tol)
+    minima = minima[keep]
     group, source = np.array(group)[keep], np.array(source)[keep]
     cert, types = np.array(cert)[keep], np.array(types)[keep]
-    E = loss(P, WF_ARCH, x, t)
-    D = pairwise_distances(P, WF_ARCH, canonical=False)       # already canonical
+    E = loss(minima, WF_ARCH, x, t)
+    D = pairwise_distances(minima, WF_ARCH, canonical=False)      # already canonical
     pairs = choose_edges(D, cfg.k_neighbours, cfg.wf_neighbours, cfg.spanning_tree)
     efun = lambda X: loss_and_grad(X, WF_ARCH, x, t)            # noqa: E731
 
     def relax(a, b, n_images):
-        return string_method(efun, P[a], P[b], n_images=n_images, max_iter=cfg.max_iter,
+        return string_method(efun, minima[a], minima[b], n_images=n_images,
+                             max_iter=cfg.max_iter,
                              step=cfg.step, step_max=cfg.step_max, max_step=cfg.max_step,
                              n_dense=cfg.n_dense, climb=cfg.climb, watch=cfg.watch,
                              regrid_every=cfg.regrid_every, regrid_until=cfg.regrid_until,
@@ -259,10 +263,10 @@ def compute(cfg: Config, ctx) -> dict:
     edge_E[wf[better]], conv[wf[better]] = wf_path_max[better], wf_conv[better]
     # the straight line between the two minima, on the same dense grid
     n_line = (cfg.n_images - 1) * cfg.n_dense + 1
-    line = linear_path(P[pairs[:, 0]], P[pairs[:, 1]], n_line)
-    line_E = loss(line.reshape(-1, P.shape[1]), WF_ARCH, x, t).reshape(len(pairs), n_line)
-    chord = np.linalg.norm(P[pairs[:, 1]] - P[pairs[:, 0]], axis=1)
-    return dict(minima=P, energies=E, group=group, source=source, certified=cert,
+    line = linear_path(minima[pairs[:, 0]], minima[pairs[:, 1]], n_line)
+    line_E = loss(line.reshape(-1, minima.shape[1]), WF_ARCH, x, t).reshape(len(pairs), n_line)
+    chord = np.linalg.norm(minima[pairs[:, 1]] - minima[pairs[:, 0]], axis=1)
+    return dict(minima=minima, energies=E, group=group, source=source, certified=cert,
                 types=types.astype(str), distances=D, pairs=pairs, edge_energy=edge_E,
                 path_max=path_max, image_max=image_max, converged=conv,
                 band_converged=res.converged, wf_edges=wf, wf_path_max=wf_path_max,
@@ -289,12 +293,12 @@ def graph(cfg: Config, ctx, energy: str = "edge_energy"):
     d = ctx.results(NAME, cfg).load_array(RESULT)
     E = d["energies"]
     edges = np.column_stack([d["pairs"], d[energy]])
-    B = dg.barrier_matrix((E, edges))
+    barriers = dg.barrier_matrix((E, edges))
     # the ladder ends just above the last merge (higher edges change nothing)
-    lo, hi = E.min(), max(E.max(), B[np.isfinite(B)].max())
+    lo, hi = E.min(), max(E.max(), barriers[np.isfinite(barriers)].max())
     step = (hi - lo) / (cfg.n_levels - 1) if hi > lo else 1.0
     tree = dg.build(E, edges, levels=lo + step * (np.arange(cfg.n_levels) + 0.5))
-    return d, tree, B
+    return d, tree, barriers
 
 
 def bottleneck_edges(n, pairs, edge_energy, root=0) -> np.ndarray:
@@ -322,10 +326,10 @@ def bottleneck_edges(n, pairs, edge_energy, root=0) -> np.ndarray:
     return out
 
 
-def wf_separation(d, B):
+def wf_separation(d, barriers):
     """The level at which W_f (minimum 0) first shares a superbasin with another
     minimum, and that minimum's index (the lowest minimax barrier from W_f)."""
-    b = B[0].copy()
+    b = barriers[0].copy()
     b[0] = np.inf
     j = int(np.argmin(b))
     return float(b[j]), j
@@ -334,14 +338,14 @@ def wf_separation(d, B):
 def plot(cfg: Config, ctx) -> list[str]:
     from matplotlib.lines import Line2D
 
-    from .. import disconnectivity as dg
-    from ..plots import F_COLOR, OPT_COLORS, OPT_LABELS, figure, savefig
-    d, tree, B = graph(cfg, ctx)
+    from ..plots import F_COLOR, OPT_COLORS, OPT_LABELS, disconnectivity_graph, figure, savefig
+    d, tree, barriers = graph(cfg, ctx)
+    to_wf = barriers[0]                  # minimax barrier from each minimum to W_f
     group = d["group"]
     colors = [F_COLOR if g < 0 else OPT_COLORS[OPTIMIZERS[g]] for g in group]
     fig, (a, b) = figure(2, 1, width=4.2, height=3.4, gridspec_kw=dict(width_ratios=[1.6, 1]))
-    dg.plot(tree, ax=a, colors=colors, highlight=0, linewidth=1.0)
-    sep, j = wf_separation(d, B)
+    disconnectivity_graph(tree, ax=a, colors=colors, highlight=0, linewidth=1.0)
+    sep, j = wf_separation(d, barriers)
     const = float(d["constant_mse"][0])
     if np.isfinite(sep):
         a.axhline(sep, color=F_COLOR, lw=0.8, ls=":")
@@ -365,15 +369,15 @@ def plot(cfg: Config, ctx) -> list[str]:
     bn = bottleneck_edges(len(E), d["pairs"], d["edge_energy"])
     solid = (bn >= 0) & d["converged"][np.maximum(bn, 0)]
     for k, o in enumerate(OPTIMIZERS):
-        m = (group == k) & np.isfinite(B[0])
+        m = (group == k) & np.isfinite(to_wf)
         if m.any():
-            b.scatter(E[m & solid], B[0, m & solid], s=14, alpha=0.8, color=OPT_COLORS[o],
+            b.scatter(E[m & solid], to_wf[m & solid], s=14, alpha=0.8, color=OPT_COLORS[o],
                       label=OPT_LABELS[o])
-            b.scatter(E[m & ~solid], B[0, m & ~solid], s=14, alpha=0.8, facecolors="none",
+            b.scatter(E[m & ~solid], to_wf[m & ~solid], s=14, alpha=0.8, facecolors="none",
                       edgecolors=OPT_COLORS[o])
     b.scatter([], [], s=14, facecolors="none", edgecolors="0.4",
               label="open: set by an unconverged\nband (an upper bound)")
-    hi = float(np.nanmax(np.where(np.isfinite(B[0]), B[0], np.nan)))
+    hi = float(np.nanmax(np.where(np.isfinite(to_wf), to_wf, np.nan)))
     b.plot([0, hi], [0, hi], color="0.5", lw=0.8, ls="--", label="barrier = own energy")
     b.set_xlabel("MSE at the minimum")
     b.set_ylabel("minimax barrier to W_f (MSE)")
@@ -383,20 +387,19 @@ def plot(cfg: Config, ctx) -> list[str]:
 
 
 def report(cfg: Config, ctx) -> str:
-    d, tree, B = graph(cfg, ctx)
+    d, tree, barriers = graph(cfg, ctx)
+    to_wf = barriers[0]                  # minimax barrier from each minimum to W_f
     E, group, cert, pairs = d["energies"], d["group"], d["certified"], d["pairs"]
     conv, edge_E = d["converged"], d["edge_energy"]
     n = len(E)
-    q = lambda v: (f"{fmt(np.median(v))} [{fmt(np.quantile(v, 0.1))}, "    # noqa: E731
-                   f"{fmt(np.quantile(v, 0.9))}]" if np.size(v) else "-")
     roots = len(tree.roots)
-    sep, j = wf_separation(d, B)
-    _, _, B_first = graph(cfg, ctx, "path_max")
-    sep_first, _ = wf_separation(d, B_first)
+    sep, j = wf_separation(d, barriers)
+    _, _, barriers_first = graph(cfg, ctx, "path_max")
+    sep_first, _ = wf_separation(d, barriers_first)
     jname = "-" if j == 0 else (f"a {OPTIMIZERS[group[j]]} minimum (MSE {fmt(E[j])}, "
                                 f"canonical distance {fmt(d['distances'][0, j])} from W_f)")
-    fin = np.isfinite(B[0])
-    top = float(np.max(B[0][fin]))
+    fin = np.isfinite(to_wf)
+    top = float(np.max(to_wf[fin]))
     const = float(d["constant_mse"][0])
     mean_like = np.abs(E - const) <= 1e-3
     wf_edges = (pairs[:, 0] == 0)
@@ -407,7 +410,7 @@ def report(cfg: Config, ctx) -> str:
     gain = d["line_max"] - d["path_max"]
     cut = d["path_max"] - d["image_max"]
     wf_moved = d["wf_path_max"] - d["path_max"][d["wf_edges"]]
-    near_const = np.abs(B[0, 1:][fin[1:]] - const) <= 0.01 * const
+    near_const = np.abs(to_wf[1:][fin[1:]] - const) <= 0.01 * const
     crit = (f"{'path maximum' if cfg.watch == 'path' else 'climbing image energy'} stable "
             f"to {cfg.etol:g} over {cfg.window} checks x {cfg.check_every} iterations on the "
             f"frozen grid, and the sampled Clarke measure of the gradient around the climbing "
@@ -431,60 +434,57 @@ def report(cfg: Config, ctx) -> str:
              "did not converge (they sit on kinks). Compute time "
              f"{fmt(float(d['seconds'][0]))} s (W_f's second relaxation "
              f"{fmt(float(d['wf_seconds'][0]))} s). "
-             "Values: median [10%, 90%].", "",
-             "| | W_f | momentum | adadelta |", "|---|---|---|---|"]
+             "Values: median [10%, 90%].", ""]
 
     def row(name, f):
-        return f"| {name} | " + " | ".join(f(g) for g in (-1, 0, 1)) + " |"
-    lines += [
+        return (name, *(f(g) for g in (-1, 0, 1)))
+    lines += table(("", "W_f", *OPTIMIZERS), [
         row("minima", lambda g: str(int(np.sum(group == g)))),
         row("of them certified stationary", lambda g: str(int(np.sum(cert[group == g])))),
-        row("MSE at the minima", lambda g: q(E[group == g])),
+        row("MSE at the minima", lambda g: spread(E[group == g])),
         row(f"predicting the mean of f (MSE within 1e-3 of {fmt(const)})",
             lambda g: str(int(np.sum(mean_like[group == g])))),
-        row("canonical distance from W_f", lambda g: q(d["distances"][0, group == g])
+        row("canonical distance from W_f", lambda g: spread(d["distances"][0, group == g])
             if g >= 0 else "0"),
-        row("minimax barrier to W_f (MSE)", lambda g: q(B[0, (group == g) & fin])
+        row("minimax barrier to W_f (MSE)", lambda g: spread(to_wf[(group == g) & fin])
             if g >= 0 else "-"),
         row("... seen from the minimum (barrier - its MSE)",
-            lambda g: q((B[0] - E)[(group == g) & fin]) if g >= 0 else "-"),
-    ]
-    lines += ["", "| edges | value |", "|---|---|",
-              f"| bands (edges) | {len(pairs)}, of them {int(wf_edges.sum())} at W_f |",
-              f"| converged | {int(conv.sum())} ({np.mean(conv):.0%}); at W_f "
-              f"{int(conv[wf_edges].sum())} of {int(wf_edges.sum())} |",
-              f"| edge energy (MSE) | all {q(edge_E)}; converged {q(edge_E[conv])} |",
-              f"| path maximum minus highest image | {q(cut)}; converged bands "
-              f"{q(cut[d['band_converged']])} |",
-              f"| W_f's bands with {cfg.wf_images} instead of {cfg.n_images} images: change of "
-              f"the path maximum | " + (", ".join(f"{v:+.3g}" for v in wf_moved)
-                                        if np.isfinite(wf_moved).any() else "-") +
-              f"; converged {int(d['wf_converged'].sum())} of {len(wf_moved)} |",
-              f"| edges above the MSE of the mean of f ({fmt(const)}) | "
-              f"{int(np.sum(edge_E > const))} |",
-              f"| straight-line maximum minus path maximum (what relaxing gained) | {q(gain)} |",
-              f"| path length / chord | {q(ratio)}; <= 1.5: {np.mean(ratio <= 1.5):.0%} |",
-              f"| connected components (trees of the graph) | {roots} |", ""]
-    lines += ["| claim | ours | verdict |", "|---|---|---|",
-              f"| (beyond the paper) the barrier that separates W_f's funnel from the rest: "
-              f"the level at which W_f first merges with another minimum | {fmt(sep)} MSE, "
-              f"with {jname}; from the first relaxation alone {fmt(sep_first)}; every minimum "
-              f"is joined to W_f below {fmt(top)} | not in the paper; "
-              + ("W_f is separated from every other minimum by a barrier above the mean "
-                 "predictor's MSE" if sep > const else
-                 f"a path leaves W_f's funnel {fmt(const - sep)} below the mean "
-                 "predictor's MSE")
-              + ("; the band that sets it converged, so it is a saddle estimate (to the band "
-                 "tolerance)" if sep_conv else "; the band that sets it did not converge, "
-                 "so it is an upper bound") + " |",
-              f"| (beyond the paper) minimax barriers from W_f | set by a converged band for "
-              f"{solid} of {n - 1} minima (the rest are upper bounds); within 1% of the mean "
-              f"predictor's MSE for {int(near_const.sum())} of {int(fin[1:].sum())} | "
-              "not in the paper" + ("; the paths from W_f climb to about the MSE of a "
-                                    "network that predicts the mean of f: to leave W_f, the "
-                                    "network first forgets f" if near_const.mean() >= 0.5
-                                    else "") + " |",
-              f"| (beyond the paper) organisation of the minima | {roots} connected "
-              f"component(s), {tree.n_nodes} merge nodes on {cfg.n_levels} levels | "
-              "not in the paper (no such graph there) |", ""]
+            lambda g: spread((to_wf - E)[(group == g) & fin]) if g >= 0 else "-")])
+    lines += ["", *table(("edges", "value"), [
+        ("bands (edges)", f"{len(pairs)}, of them {int(wf_edges.sum())} at W_f"),
+        ("converged", f"{int(conv.sum())} ({np.mean(conv):.0%}); at W_f "
+                      f"{int(conv[wf_edges].sum())} of {int(wf_edges.sum())}"),
+        ("edge energy (MSE)", f"all {spread(edge_E)}; converged {spread(edge_E[conv])}"),
+        ("path maximum minus highest image",
+         f"{spread(cut)}; converged bands {spread(cut[d['band_converged']])}"),
+        (f"W_f's bands with {cfg.wf_images} instead of {cfg.n_images} images: change of the "
+         "path maximum", (", ".join(f"{v:+.3g}" for v in wf_moved)
+                          if np.isfinite(wf_moved).any() else "-")
+         + f"; converged {int(d['wf_converged'].sum())} of {len(wf_moved)}"),
+        (f"edges above the MSE of the mean of f ({fmt(const)})", f"{int(np.sum(edge_E > const))}"),
+        ("straight-line maximum minus path maximum (what relaxing gained)", spread(gain)),
+        ("path length / chord", f"{spread(ratio)}; <= 1.5: {np.mean(ratio <= 1.5):.0%}"),
+        ("connected components (trees of the graph)", f"{roots}")]), ""]
+    lines += claims(
+        ("(beyond the paper) the barrier that separates W_f's funnel from the rest: the level "
+         "at which W_f first merges with another minimum",
+         f"{fmt(sep)} MSE, with {jname}; from the first relaxation alone {fmt(sep_first)}; "
+         f"every minimum is joined to W_f below {fmt(top)}",
+         "not in the paper; "
+         + ("W_f is separated from every other minimum by a barrier above the mean "
+            "predictor's MSE" if sep > const else
+            f"a path leaves W_f's funnel {fmt(const - sep)} below the mean predictor's MSE")
+         + ("; the band that sets it converged, so it is a saddle estimate (to the band "
+            "tolerance)" if sep_conv else "; the band that sets it did not converge, "
+            "so it is an upper bound")),
+        ("(beyond the paper) minimax barriers from W_f",
+         f"set by a converged band for {solid} of {n - 1} minima (the rest are upper bounds); "
+         f"within 1% of the mean predictor's MSE for {int(near_const.sum())} of "
+         f"{int(fin[1:].sum())}",
+         "not in the paper" + ("; the paths from W_f climb to about the MSE of a network that "
+                               "predicts the mean of f: to leave W_f, the network first "
+                               "forgets f" if near_const.mean() >= 0.5 else "")),
+        ("(beyond the paper) organisation of the minima",
+         f"{roots} connected component(s), {tree.n_nodes} merge nodes on {cfg.n_levels} levels",
+         "not in the paper (no such graph there)"), header=CLAIM)
     return "\n".join(lines)

@@ -32,10 +32,10 @@ The variants (one factor at a time around the baseline)
   there) only if lr * lambda_max < 2 (1 + mu) for heavy-ball momentum mu (2 for
   plain GD; :func:`stable_lr`), lambda_max the largest Hessian eigenvalue
   there. We take it at canonical W_f, where the basin restarts start, computed
-  with :mod:`relunet.hessian` for every variant's teacher and data (about 1.7e3
-  for the default: bounds about 1.2e-3 without momentum and 2.2e-3 with 0.9).
-  Other rescalings of W_f (the same function) have other curvatures (the raw,
-  un-rescaled W_f 1.5e4), so the bound is that of canonical W_f, not a
+  with :mod:`relunet.hessian` for every variant's teacher and data (the report
+  gives lambda_max and lr / bound per variant). Other rescalings of W_f (the
+  same function) have other curvatures (the raw, un-rescaled W_f is much
+  stiffer), so the bound is that of canonical W_f, not a
   theorem about the whole family; the basin restarts test it. The learning
   rates bracket these bounds, and plain GD also runs at Keras' default 0.01,
   far beyond them.
@@ -64,9 +64,8 @@ standard error (:func:`x_half_se`).
 
 Cost at the default scale: 23 variants, 19 of them with basin restarts: about
 42 million model-steps of training (1.3 million per variant, 0.64 million per
-basin) and 5,520 quench iterations; at the measured ~230,000 model-steps/s
-(float64, 2 cores) and ~14 ms per network and quench iteration, about 3 + 1.3
-minutes, so 4-5 minutes on 2 idle cores.
+basin) and 5,520 quench iterations; the time each variant took is in the
+report, the training throughput in the README (section Performance).
 
 Every training run is its own run in the store (its TrainConfig's
 fingerprint), every variant's measurements their own entry
@@ -91,7 +90,8 @@ from ..run.files import keyed_path
 from ..run.store import Store
 from .frame import preset
 from .students import train, usable
-from .tables import fmt
+from .tables import claims, fmt
+from .tables import table as markdown_table
 
 NAME = "ext_sensitivity"
 RESULT = "variants"
@@ -546,22 +546,21 @@ def report(cfg: Config, ctx) -> str:
              f"Fig. 1 shows a spline beside the teeth; the module docstring gives the "
              f"reasoning). lr/bound: the learning rate over the largest stable step at "
              f"canonical W_f, 2 (1 + momentum) / lambda_max. Distances: median "
-             f"[5%, 95%] from the variant's own canonical W_f.", "",
-             "| variant | lambda_max at W_f | lr/bound | used (diverged) | share at global "
-             "min | best MSE | median MSE | distance, as trained | in shell | quenched: "
-             "distance | in shell | certified | basin: returned | 50% noise norm +- se |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"[5%, 95%] from the variant's own canonical W_f.", ""]
+    body = []
     for r in rows:
         v = r["variant"]
-        basin = f"{r['basin_share']:.2f} | {_x_half(r)}" if "basin_x_half" in r else "- | -"
-        lines.append(
-            f"| {v.label} | {fmt(r['lmax'])} | "
-            f"{fmt(r['lr_ratio']) if v.is_gd else '-'} | {r['n_used']} ({r['n_diverged']}) | "
-            f"{r['share']:.3f} | {fmt(r['best'])} | {fmt(r['median'])} | "
-            f"{fmt(r['raw_median'])} [{fmt(r['raw_lo'])}, {fmt(r['raw_hi'])}] | "
-            f"{r['raw_shell']:.0%} | {fmt(r['q_median'])} [{fmt(r['q_lo'])}, "
-            f"{fmt(r['q_hi'])}] | {r['q_shell']:.0%} | {r['q_certified']}/{r['q_n']} | "
-            f"{basin} |")
+        basin = (f"{r['basin_share']:.2f}", _x_half(r)) if "basin_x_half" in r else ("-", "-")
+        body.append((
+            v.label, fmt(r["lmax"]), fmt(r["lr_ratio"]) if v.is_gd else "-",
+            f"{r['n_used']} ({r['n_diverged']})", f"{r['share']:.3f}", fmt(r["best"]),
+            fmt(r["median"]), f"{fmt(r['raw_median'])} [{fmt(r['raw_lo'])}, {fmt(r['raw_hi'])}]",
+            f"{r['raw_shell']:.0%}", f"{fmt(r['q_median'])} [{fmt(r['q_lo'])}, {fmt(r['q_hi'])}]",
+            f"{r['q_shell']:.0%}", f"{r['q_certified']}/{r['q_n']}", *basin))
+    lines += markdown_table(("variant", "lambda_max at W_f", "lr/bound", "used (diverged)",
+                            "share at global min", "best MSE", "median MSE",
+                            "distance, as trained", "in shell", "quenched: distance", "in shell",
+                            "certified", "basin: returned", "50% noise norm +- se"), body)
     gd = [r for r in rows if r["variant"].is_gd]
     ada = [r for r in rows if not r["variant"].is_gd]
     found = [r["variant"].label for r in rows if r["share"] > 0]
@@ -587,48 +586,47 @@ def report(cfg: Config, ctx) -> str:
                   "precision": "precision", "data": "data"}[max(spread, key=spread.get)]
     stuck = [r for r in unstable if r["basin_share"] == 0]
     closest = min(rows, key=lambda r: abs(r["q_median"] - (cfg.shell_lo + cfg.shell_hi) / 2))
-    lines += [
-        "", "| claim of the paper | across the variants | robust to the unknowns? |",
-        "|---|---|---|",
-        "| no student finds the global minimum | "
-        + (f"students at the global minimum in: {', '.join(found)}" if found else
-           f"share 0 in all {len(rows)} variants") + " | "
-        + (f"yes (at {cfg.n_students} students per variant)" if not found else
-           "no: it depends on " + ", ".join(found)) + " |",
-        f"| Adadelta's best fit beats GD's, but is not optimal | Adadelta's best below "
-        f"GD's in {len(ada_wins)} of {len(pairs)} matched pairs ("
-        + "; ".join(f"{lab}: {fmt(a)} vs {fmt(g)}" for lab, a, g in pairs) + ") | "
-        + ("yes" if pairs and len(ada_wins) == len(pairs) else
-           "no: it holds only in some pairs" if ada_wins else "no: GD's best is lower") + " |",
-        f"| MSE of the fits (the paper prints none) | median MSE {med_range}, best "
-        f"{_range([r['best'] for r in rows])}; baseline {fmt(base['median'])}, "
-        f"{fmt(base['best'])}; the median moves most with the {moves_most} | unknown in "
-        f"the paper |",
-        f"| most local minima lie in the shell {cfg.shell_lo:g}-{cfg.shell_hi:g} around W_f "
-        f"| median distance of the quenched points {_range([r['q_median'] for r in rows])} "
-        f"(as trained {_range([r['raw_median'] for r in rows])}); share in the shell at most "
-        f"{max(r['q_shell'] for r in rows):.0%} quenched, "
-        f"{max(r['raw_shell'] for r in rows):.0%} as trained; "
-        + f"closest: {closest['variant'].label} (median {fmt(closest['q_median'])}) | "
-        + (f"reproduced by: {', '.join(by)}; not by the baseline" if by and base["q_shell"] < 0.5
-           else f"reproduced by: {', '.join(by)}" if by else
-           "no variant reproduces it: no single one of the unknowns varied here (heights, "
-           "step, momentum, precision, data; one at a time) explains the difference (the "
-           "paper's de-symmetrisation or its sense of 'distance' may differ)") + " |",
-        f"| GD returns to W_f for small noise; the basin is small against the NEB radius ~2 "
-        f"| 50% point {_range([r['basin_x_half'] for r in stable])} in the {len(stable)} "
-        f"variants whose step is stable at canonical W_f (baseline {_x_half(base)}); "
-        + (f"beyond the bound ({'; '.join(r['variant'].label for r in unstable)}): share "
-           f"returned {_range([r['basin_share'] for r in unstable], '{:.2f}'.format)}"
-           if unstable else "")
-        + " | " + ("yes, wherever the step is stable at canonical W_f" if stable and
-                   len(small) == len(stable) else
-                   f"partly: {len(small)} of {len(stable)} stable variants return with a 50% "
-                   f"point below {PAPER_BASIN_RADIUS / 2:g}")
-        + (f"; no restart returns with a step beyond its stability bound ({len(stuck)} "
-           f"of {len(unstable)} such variants)" if unstable and len(stuck) == len(unstable)
-           else f"; {len(unstable) - len(stuck)} of {len(unstable)} variants beyond the "
-           f"stability bound still return" if unstable else "") + " |", ""]
+    lines += ["", *claims(
+        ("no student finds the global minimum",
+         f"students at the global minimum in: {', '.join(found)}" if found else
+         f"share 0 in all {len(rows)} variants",
+         f"yes (at {cfg.n_students} students per variant)" if not found else
+         "no: it depends on " + ", ".join(found)),
+        ("Adadelta's best fit beats GD's, but is not optimal",
+         f"Adadelta's best below GD's in {len(ada_wins)} of {len(pairs)} matched pairs ("
+         + "; ".join(f"{lab}: {fmt(a)} vs {fmt(g)}" for lab, a, g in pairs) + ")",
+         "yes" if pairs and len(ada_wins) == len(pairs) else
+         "no: it holds only in some pairs" if ada_wins else "no: GD's best is lower"),
+        ("MSE of the fits (the paper prints none)",
+         f"median MSE {med_range}, best {_range([r['best'] for r in rows])}; baseline "
+         f"{fmt(base['median'])}, {fmt(base['best'])}; the median moves most with the "
+         f"{moves_most}", "unknown in the paper"),
+        (f"most local minima lie in the shell {cfg.shell_lo:g}-{cfg.shell_hi:g} around W_f",
+         f"median distance of the quenched points {_range([r['q_median'] for r in rows])} "
+         f"(as trained {_range([r['raw_median'] for r in rows])}); share in the shell at most "
+         f"{max(r['q_shell'] for r in rows):.0%} quenched, "
+         f"{max(r['raw_shell'] for r in rows):.0%} as trained; "
+         f"closest: {closest['variant'].label} (median {fmt(closest['q_median'])})",
+         f"reproduced by: {', '.join(by)}; not by the baseline" if by and base["q_shell"] < 0.5
+         else f"reproduced by: {', '.join(by)}" if by else
+         "no variant reproduces it: no single one of the unknowns varied here (heights, "
+         "step, momentum, precision, data; one at a time) explains the difference (the "
+         "paper's de-symmetrisation or its sense of 'distance' may differ)"),
+        ("GD returns to W_f for small noise; the basin is small against the NEB radius ~2",
+         f"50% point {_range([r['basin_x_half'] for r in stable])} in the {len(stable)} "
+         f"variants whose step is stable at canonical W_f (baseline {_x_half(base)}); "
+         + (f"beyond the bound ({'; '.join(r['variant'].label for r in unstable)}): share "
+            f"returned {_range([r['basin_share'] for r in unstable], '{:.2f}'.format)}"
+            if unstable else ""),
+         ("yes, wherever the step is stable at canonical W_f" if stable and
+          len(small) == len(stable) else
+          f"partly: {len(small)} of {len(stable)} stable variants return with a 50% "
+          f"point below {PAPER_BASIN_RADIUS / 2:g}")
+         + (f"; no restart returns with a step beyond its stability bound ({len(stuck)} "
+            f"of {len(unstable)} such variants)" if unstable and len(stuck) == len(unstable)
+            else f"; {len(unstable) - len(stuck)} of {len(unstable)} variants beyond the "
+            f"stability bound still return" if unstable else "")),
+        header=("claim of the paper", "across the variants", "robust to the unknowns?"))]
     sec = [r["variant"] for r in rows]
     t = [variant_store(ctx, cfg, v).load_array("summary")["seconds"] for v in sec]
     lines += [f"Compute time of the stored variants: training {sum(s[0] for s in t):.0f} s, "

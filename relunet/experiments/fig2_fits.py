@@ -17,7 +17,7 @@ from ..construct import WF_ARCH, WF_KNOTS, build_wf, default_heights
 from ..kernels import forward
 from .frame import preset
 from .students import OPTIMIZERS, fit_summary, main_config, train, usable
-from .tables import claims, fmt, quantile_table
+from .tables import claims, fmt, quantile_table, table
 
 NAME = "fig2_fits"
 TITLE = "Figs. 2-3: mean, typical and best fits of trained 5x5 students"
@@ -163,19 +163,20 @@ def report(cfg: Config, ctx) -> str:
              "![loss distribution](fig2c_loss_distribution.png)", "",
              f"{cfg.n_models:,} students per optimizer (paper: 160,000), {cfg.steps:,} "
              f"full-batch steps, float64; a student has found the global minimum when its "
-             f"final MSE is below {cfg.global_threshold:g}.", "",
-             "| optimizer | students used (diverged) | share at global min | min MSE | 1% | "
-             "5% | median | 95% | max |", "|---|---|---|---|---|---|---|---|---|"]
+             f"final MSE is below {cfg.global_threshold:g}.", ""]
     best = {}
     share = {}
+    rows = []
     for opt in OPTIMIZERS:
         st = d[f"{opt}_status"]
         loss = d[f"{opt}_loss"][st == 0]
         q = quantile_table(loss)
         share[opt] = float(np.mean(loss < cfg.global_threshold)) if loss.size else float("nan")
         best[opt] = q[0.0]
-        lines.append(f"| {opt} | {loss.size:,} ({int(np.sum(st != 0))}) | {share[opt]:.4f} | "
-                     + " | ".join(fmt(q[k]) for k in (0.0, 0.01, 0.05, 0.5, 0.95, 1.0)) + " |")
+        rows.append((opt, f"{loss.size:,} ({int(np.sum(st != 0))})", f"{share[opt]:.4f}",
+                     *(fmt(q[k]) for k in (0.0, 0.01, 0.05, 0.5, 0.95, 1.0))))
+    lines += table(("optimizer", "students used (diverged)", "share at global min", "min MSE",
+                    "1%", "5%", "median", "95%", "max"), rows)
     # Does the mean fit follow the tooth-free part of f (spline + the sawtooth's mean
     # 1.4 / 2) rather than f? RMS distances on the plotting grid.
     xs = d["xs"]

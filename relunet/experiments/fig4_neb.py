@@ -50,7 +50,7 @@ from ..geometry import path_angles, path_functions
 from ..kernels import loss_and_grad
 from ..neb import string_method
 from .frame import preset
-from .tables import fmt
+from .tables import claims, fmt, spread
 
 NAME = "fig4_neb"
 TITLE = "Fig. 4: minimum energy paths (string method) from W_f to local minima"
@@ -243,11 +243,7 @@ def plot(cfg: Config, ctx) -> list[str]:
 
 
 def _q(v):
-    v = np.asarray(v, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return "none"
-    return f"{fmt(np.median(v))} [{fmt(np.quantile(v, 0.1))}, {fmt(np.quantile(v, 0.9))}]"
+    return spread(v, empty="none")
 
 
 def report(cfg: Config, ctx) -> str:
@@ -325,36 +321,39 @@ def report(cfg: Config, ctx) -> str:
         f"({cfg.climb}), at most {cfg.max_iter} iterations; convergence: {crit}. Wall time "
         f"{t_main:.0f} s, convergence study {t_study:.0f} s. Values: median [10%, 90%] over "
         "bands.", "",
-        "| quantity | ours | paper | verdict |", "|---|---|---|---|",
-        f"| bands converged | {conv.mean():.0%} ({int(conv.sum())} of {n}); iterations "
-        f"{_q(d['iterations'])}; barrier change over the window {_q(d['barrier_change'])}; "
-        f"sampled min-norm at the climbing image {_q(d['peak_measure'])} | not stated | "
-        + ("target (90%) met" if conv.mean() >= 0.9 else "below the 90% target") + " |",
-        f"| path length / chord | {_q(ratio)}, max {fmt(ratio.max())}; <= 1.5: "
-        f"{np.mean(ratio <= 1.5):.0%} | not stated | "
-        + ("target (95% <= 1.5) met" if np.mean(ratio <= 1.5) >= 0.95 else "target missed")
-        + " |",
-        f"| convergence study: images and iterations doubled | {study_row} | not done | "
-        f"target < 1e-4: {verdict} |",
-        f"| bands above the constant predictor's MSE | {explain} | not stated | "
-        + ("explained" if not unres.any() else f"{int(unres.sum())} unresolved") + " |",
-        f"| barrier from the local minimum | climbing image - E_end: all {_q(top - E[:, -1])}, "
-        f"converged {_q((top - E[:, -1])[conv])}; path maximum - E_end: all {_q(barrier)}, "
-        f"converged {_q(barrier[conv])} | 'flat and slightly bumpy' | "
-        + ("reproduced: bumps are small against the drop"
-           if np.median(top - E[:, -1]) < 0.5 * np.median(E[:, -1]) else
-           "differs: sizeable barriers") + " |",
-        f"| distance W_f -> local minimum (canonical) | {_q(chord)}; in [9.5, 10.5]: "
-        f"{in_shell:.0%} | most in the shell 9.5-10.5 | "
-        + ("reproduced" if in_shell >= 0.5 else "differs (our minima sit elsewhere)") + " |",
-        f"| basin radius: distance from W_f of the first ridge (local max) on converged paths "
-        f"| {_q(r_eu[conv])} (energy there {_q(r_E[conv])}; along the path {_q(r_arc[conv])}); "
-        f"paper's half-energy reading: {_q(r_half)} | about 2 | "
-        + ("reproduced" if conv.any() and 1.0 <= np.median(r_eu[conv]) <= 3.0 else "differs")
-        + " |",
-        f"| energy at the local minima (MSE) | {_q(E[:, -1])} | not stated | unknown |",
-        f"| the path twists near W_f, then runs straight (Fig. 4d) | mean angle between "
-        f"successive steps, first third {_q(turn_near)} rad, last third {_q(turn_far)} rad | "
-        "qualitative | " + ("reproduced: the path turns most near W_f"
-                            if np.nanmedian(turn_near) > np.nanmedian(turn_far) else
-                            "differs: the path does not turn most near W_f") + " |", ""])
+        *claims(
+            ("bands converged",
+             f"{conv.mean():.0%} ({int(conv.sum())} of {n}); iterations {_q(d['iterations'])}; "
+             f"barrier change over the window {_q(d['barrier_change'])}; sampled min-norm at "
+             f"the climbing image {_q(d['peak_measure'])}", "not stated",
+             "target (90%) met" if conv.mean() >= 0.9 else "below the 90% target"),
+            ("path length / chord",
+             f"{_q(ratio)}, max {fmt(ratio.max())}; <= 1.5: {np.mean(ratio <= 1.5):.0%}",
+             "not stated",
+             "target (95% <= 1.5) met" if np.mean(ratio <= 1.5) >= 0.95 else "target missed"),
+            ("convergence study: images and iterations doubled", study_row, "not done",
+             f"target < 1e-4: {verdict}"),
+            ("bands above the constant predictor's MSE", explain, "not stated",
+             "explained" if not unres.any() else f"{int(unres.sum())} unresolved"),
+            ("barrier from the local minimum",
+             f"climbing image - E_end: all {_q(top - E[:, -1])}, converged "
+             f"{_q((top - E[:, -1])[conv])}; path maximum - E_end: all {_q(barrier)}, "
+             f"converged {_q(barrier[conv])}", "'flat and slightly bumpy'",
+             "reproduced: bumps are small against the drop"
+             if np.median(top - E[:, -1]) < 0.5 * np.median(E[:, -1]) else
+             "differs: sizeable barriers"),
+            ("distance W_f -> local minimum (canonical)",
+             f"{_q(chord)}; in [9.5, 10.5]: {in_shell:.0%}", "most in the shell 9.5-10.5",
+             "reproduced" if in_shell >= 0.5 else "differs (our minima sit elsewhere)"),
+            ("basin radius: distance from W_f of the first ridge (local max) on converged paths",
+             f"{_q(r_eu[conv])} (energy there {_q(r_E[conv])}; along the path "
+             f"{_q(r_arc[conv])}); paper's half-energy reading: {_q(r_half)}", "about 2",
+             "reproduced" if conv.any() and 1.0 <= np.median(r_eu[conv]) <= 3.0 else "differs"),
+            ("energy at the local minima (MSE)", _q(E[:, -1]), "not stated", "unknown"),
+            ("the path twists near W_f, then runs straight (Fig. 4d)",
+             f"mean angle between successive steps, first third {_q(turn_near)} rad, last "
+             f"third {_q(turn_far)} rad", "qualitative",
+             "reproduced: the path turns most near W_f"
+             if np.nanmedian(turn_near) > np.nanmedian(turn_far) else
+             "differs: the path does not turn most near W_f"),
+            header=("quantity", "ours", "paper", "verdict"))])

@@ -20,7 +20,7 @@ from ..run.config import TrainConfig
 from ..stats import logistic_fit, lowess
 from .frame import preset
 from .students import OPTIMIZERS, train, usable
-from .tables import claims, fmt
+from .tables import claims, fmt, table
 
 NAME = "fig5_basin"
 TITLE = "Fig. 5: the basin of the global minimum under noise"
@@ -124,22 +124,23 @@ def report(cfg: Config, ctx) -> str:
     lines = [f"## {TITLE}", "", "![fig5](fig5_basin.png)", "",
              f"{cfg.n_restarts:,} restarts per optimizer (paper: 4,096) from canonical W_f "
              f"plus noise of norm ~ U({cfg.radius_lo:g}, {cfg.radius_hi:g}), {cfg.steps:,} "
-             f"steps; *returned* = final MSE < {cfg.return_threshold:g}.", "",
-             "| optimizer | restarts (diverged) | share returned | logistic b0 (se) | "
-             "b1 (se) | noise norm of 50% return | fit |", "|---|---|---|---|---|---|---|"]
+             f"steps; *returned* = final MSE < {cfg.return_threshold:g}.", ""]
     shares = {}
+    rows = []
     for opt in OPTIMIZERS:
         ok = d[f"{opt}_status"] == 0
         loss = d[f"{opt}_loss"][ok]
         shares[opt] = float(np.mean(loss < cfg.return_threshold)) if loss.size else np.nan
         b, se = d[f"{opt}_coef"], d[f"{opt}_stderr"]
         if str(d[f"{opt}_fit_status"]) == "ok":
-            coefs = f"{fmt(b[0])} ({fmt(se[0])}) | {fmt(b[1])} ({fmt(se[1])}) | " \
-                    f"{fmt(float(d[f'{opt}_x_half'][0]))}"
+            coefs = (f"{fmt(b[0])} ({fmt(se[0])})", f"{fmt(b[1])} ({fmt(se[1])})",
+                     fmt(float(d[f"{opt}_x_half"][0])))
         else:                           # constant or separable outcomes: no coefficients
-            coefs = "- | - | -"
-        lines.append(f"| {opt} | {int(ok.sum())} ({int((~ok).sum())}) | {shares[opt]:.3f} | "
-                     f"{coefs} | {d[f'{opt}_fit_status']} |")
+            coefs = ("-", "-", "-")
+        rows.append((opt, f"{int(ok.sum())} ({int((~ok).sum())})", f"{shares[opt]:.3f}",
+                     *coefs, str(d[f"{opt}_fit_status"])))
+    lines += table(("optimizer", "restarts (diverged)", "share returned", "logistic b0 (se)",
+                    "b1 (se)", "noise norm of 50% return", "fit"), rows)
     xh = float(d["momentum_x_half"][0])
     from .ext_sensitivity import basin_note
     sens = basin_note(cfg.scale, ctx)     # '' unless ext_sensitivity ran at this scale

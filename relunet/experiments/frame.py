@@ -6,14 +6,17 @@ An experiment is a module with
 * ``Config``: a frozen dataclass holding every setting, seeds included, its
   first field ``scale``; ``PRESETS``: {scale: the settings that differ from
   the dataclass defaults} for ``smoke`` (seconds, for the tests),
-  ``default`` (every figure, statistically meaningful, ~13 minutes on 2
-  cores for all experiments together) and ``paper`` (the paper's full scale,
+  ``default`` (every figure, statistically meaningful, minutes on 2 cores
+  for all experiments together: README, section Scales, timings and the
+  cluster) and ``paper`` (the paper's full scale,
   for a cluster); and ``config = preset(Config, PRESETS)``;
 * ``RESULT``: the name of its stored arrays;
 * ``compute(cfg, ctx) -> dict``: the arrays to store (no matplotlib, no
   store writes). :func:`ensure` calls it only when the store does not hold
   them yet, and stores them with the config: no experiment checks or saves
-  for itself;
+  for itself (``ctx.force`` is true while it is being recomputed on request,
+  for an experiment that keeps parts of its work in stores of its own, as
+  ext_sensitivity does per variant);
 * ``plot(cfg, ctx) -> [files]``: reads the store only and writes figures;
 * ``report(cfg, ctx) -> str``: reads the store only and returns a Markdown
   section of figures/REPORT.md, numbers beside the paper's claims
@@ -24,10 +27,6 @@ An experiment that needs another's results asks for them with
 ``<store>/<NAME>/<scale>-<key>/`` (:func:`relunet.run.files.keyed_path`, the
 store's one naming rule), so a changed setting never reuses stale results and
 an unchanged one is never recomputed.
-
-A module of the older frame (no ``RESULT``: its ``compute`` checks the store,
-saves its own arrays and returns None) still runs: :func:`ensure` just calls
-its ``compute``.
 """
 from __future__ import annotations
 
@@ -100,20 +99,15 @@ class Context:
 def is_stored(mod, cfg, ctx) -> bool:
     """Whether the store holds the results of experiment ``mod`` for ``cfg``."""
     st = ctx.results(mod.NAME, cfg)
-    done = st.path("config", ".json").is_file()
-    return done and (getattr(mod, "RESULT", None) is None or st.has(mod.RESULT))
+    return st.path("config", ".json").is_file() and st.has(mod.RESULT)
 
 
 def ensure(mod, cfg, ctx, force: bool = False) -> bool:
     """Compute and store experiment ``mod``'s results for ``cfg`` unless stored
     (or ``force``); returns whether it computed."""
-    if getattr(mod, "RESULT", None) is None:       # the older frame: it saves itself
-        computes = force or not is_stored(mod, cfg, ctx)
-        mod.compute(cfg, dataclasses.replace(ctx, force=force))
-        return computes
     if is_stored(mod, cfg, ctx) and not force:
         return False
-    arrays = mod.compute(cfg, ctx)
+    arrays = mod.compute(cfg, dataclasses.replace(ctx, force=force))
     st = ctx.results(mod.NAME, cfg)
     st.save_array(mod.RESULT, **arrays)
     st.save_json("config", config_dict(cfg))        # last: it marks the result complete

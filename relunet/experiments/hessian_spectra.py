@@ -24,7 +24,7 @@ from ..symmetry import apply_rescaling, canonicalize, dead_units
 from . import fig2_fits, quench_minima
 from .frame import preset
 from .students import OPTIMIZERS, usable
-from .tables import CLAIM, claims, fmt
+from .tables import CLAIM, claims, fmt, table
 
 NAME = "hessian_spectra"
 TITLE = "Hessian eigenvalue spectra at W_f and at the trained minima"
@@ -132,11 +132,9 @@ def report(cfg: Config, ctx) -> str:
     sw = spectrum_summary(d["wf_evals"], cfg.tol_rel, cfg.tol_abs)
     lines = [f"## {TITLE}", "", "![hessian](ext_hessian_spectra.png)", "",
              f"Zero eigenvalue: |lambda| <= max({cfg.tol_abs:g}, {cfg.tol_rel:g} max|lambda|). "
-             "All networks canonical (minimal-norm rescaling, sorted units).", "",
-             "| networks | n | largest eigenvalue | negative | zero | positive | "
-             "smallest positive | most negative |", "|---|---|---|---|---|---|---|---|",
-             f"| W_f | 1 | {fmt(sw['max'])} | {sw['n_neg']} | {sw['n_zero']} | {sw['n_pos']} | "
-             f"{fmt(sw['min_pos'])} | {fmt(float(d['wf_evals'].min()))} |"]
+             "All networks canonical (minimal-norm rescaling, sorted units).", ""]
+    rows = [("W_f", "1", fmt(sw["max"]), f"{sw['n_neg']}", f"{sw['n_zero']}", f"{sw['n_pos']}",
+             fmt(sw["min_pos"]), fmt(float(d["wf_evals"].min())))]
     neg_ratio, n_neg_median = {}, {}
     med = lambda v: fmt(float(np.nanmedian(v)))  # noqa: E731
     for opt in OPTIMIZERS:
@@ -145,14 +143,16 @@ def report(cfg: Config, ctx) -> str:
             if not len(ev):
                 continue
             s = spectrum_summary(ev, cfg.tol_rel, cfg.tol_abs)
-            lines.append(f"| {opt} {label} (median) | {len(ev)} | {med(s['max'])} | "
-                         f"{med(s['n_neg'])} | {med(s['n_zero'])} | {med(s['n_pos'])} | "
-                         f"{med(s['min_pos'])} | {med(ev.min(axis=1))} |")
+            rows.append((f"{opt} {label} (median)", f"{len(ev)}", med(s["max"]),
+                         med(s["n_neg"]), med(s["n_zero"]), med(s["n_pos"]), med(s["min_pos"]),
+                         med(ev.min(axis=1))))
         ev = d[f"{opt}_evals"]
         s = spectrum_summary(ev, cfg.tol_rel, cfg.tol_abs)
         neg_ratio[opt] = float(np.median(np.maximum(-ev.min(axis=1), 0.0)
                                          / np.abs(ev).max(axis=1)))
         n_neg_median[opt] = float(np.median(s["n_neg"]))
+    lines += table(("networks", "n", "largest eigenvalue", "negative", "zero", "positive",
+                    "smallest positive", "most negative"), rows)
     types = {o: dict(zip(*np.unique(d[f"{o}_q_type"], return_counts=True)))
              for o in OPTIMIZERS if f"{o}_q_type" in d}
     live = int(d["wf_live_units"][0])

@@ -18,7 +18,7 @@ from ..kernels import forward
 from ..run.config import TrainConfig
 from .frame import preset
 from .students import OPTIMIZERS, fit_summary, train, usable
-from .tables import claims, fmt, quantile_table
+from .tables import claims, fmt, quantile_table, table
 
 NAME = "high_freq"
 TITLE = "Sec. 3.5: a 5x5 teacher of higher frequency (81 teeth)"
@@ -91,14 +91,15 @@ def report(cfg: Config, ctx) -> str:
     lines = [f"## {TITLE}", "", "![high frequency](ext_high_freq.png)", "",
              f"{cfg.n_models} students per optimizer, {cfg.steps:,} steps. For scale: a "
              "tooth-free fit that keeps only the spline and the sawtooth's mean has MSE "
-             f"{1.4 ** 2 / 12:.3f} (the variance of a 1.4-high sawtooth).", "",
-             "| optimizer | share at global min | min MSE | median MSE |", "|---|---|---|---|"]
+             f"{1.4 ** 2 / 12:.3f} (the variance of a 1.4-high sawtooth).", ""]
+    rows = []
     for opt in OPTIMIZERS:
         ok = d[f"{opt}_status"] == 0
         loss = d[f"{opt}_loss"][ok]
         q = quantile_table(loss)
-        lines.append(f"| {opt} | {np.mean(loss < cfg.global_threshold):.3f} | "
-                     f"{fmt(q[0.0])} | {fmt(q[0.5])} |")
+        rows.append((opt, f"{np.mean(loss < cfg.global_threshold):.3f}", fmt(q[0.0]),
+                     fmt(q[0.5])))
+    lines += table(("optimizer", "share at global min", "min MSE", "median MSE"), rows)
     lines += ["", *claims(
         ("5x5 networks with far higher frequencies can be built the same way",
          "reproduced: the teacher above has 81 teeth and loss exactly 0"),

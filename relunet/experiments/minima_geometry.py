@@ -20,7 +20,7 @@ from ..symmetry import canonicalize
 from . import fig2_fits, quench_minima
 from .frame import preset
 from .students import OPTIMIZERS, usable
-from .tables import claims, fmt, quantile_table
+from .tables import claims, fmt, quantile_table, table
 
 NAME = "minima_geometry"
 TITLE = "The organisation of the minima in weight space"
@@ -113,11 +113,10 @@ def report(cfg: Config, ctx) -> str:
     ev = d["mds_eigenvalues"]
     share2 = float(ev[:2].sum() / ev[ev > 0].sum())
     lines = [f"## {TITLE}", "", "![geometry](ext_minima_geometry.png)", "",
-             f"Canonical W_f has norm {fmt(float(d['wf_norm'][0]))}.", "",
-             "| minima | n | distance from W_f: 5% | median | 95% | in paper's shell | "
-             "median norm |", "|---|---|---|---|---|---|---|"]
+             f"Canonical W_f has norm {fmt(float(d['wf_norm'][0]))}.", ""]
     shares = {}
     raw_shares = {}
+    rows = []
     for opt in OPTIMIZERS:
         for key, label in (("raw_dist", "as trained"), ("dist", "quenched")):
             dist = d[f"{opt}_{key}"]
@@ -125,8 +124,10 @@ def report(cfg: Config, ctx) -> str:
             share = float(np.mean((dist >= cfg.shell_lo) & (dist <= cfg.shell_hi)))
             (shares if key == "dist" else raw_shares)[opt] = share
             norm = fmt(float(np.median(d[f"{opt}_norm"]))) if key == "dist" else "-"
-            lines.append(f"| {opt}, {label} | {dist.size} | {fmt(q[0.05])} | {fmt(q[0.5])} | "
-                         f"{fmt(q[0.95])} | {share:.0%} | {norm} |")
+            rows.append((f"{opt}, {label}", f"{dist.size}", fmt(q[0.05]), fmt(q[0.5]),
+                         fmt(q[0.95]), f"{share:.0%}", norm))
+    lines += table(("minima", "n", "distance from W_f: 5%", "median", "95%", "in paper's shell",
+                    "median norm"), rows)
     from .ext_sensitivity import shell_note
     sens = shell_note(cfg.scale, ctx)     # '' unless ext_sensitivity ran at this scale
     lab, D = d["pair_label"], d["pair_D"]

@@ -28,7 +28,7 @@ from ..symmetry import canonicalize
 from . import fig2_fits
 from .frame import preset, stored
 from .students import OPTIMIZERS, usable
-from .tables import fmt
+from .tables import CLAIM, claims, fmt, spread, table
 
 NAME = "quench_minima"
 TITLE = "Quenched minima: certified stationary points below the trained students"
@@ -150,12 +150,6 @@ def type_counts(d, opt) -> dict:
 
 def report(cfg: Config, ctx) -> str:
     d = ctx.results(NAME, cfg).load_array(RESULT)
-    def q(v):
-        v = np.asarray(v, dtype=np.float64)
-        v = v[np.isfinite(v)]
-        if not v.size:
-            return "-"
-        return f"{fmt(np.median(v))} [{fmt(np.quantile(v, 0.1))}, {fmt(np.quantile(v, 0.9))}]"
     lines = [f"## {TITLE}", "", "![quench](ext_quench.png)", "",
              f"The first students of each main run quenched (relunet.quench) in two stages: "
              f"at most {cfg.descent_iter} batched L-BFGS steps down the smooth descents, then "
@@ -164,31 +158,29 @@ def report(cfg: Config, ctx) -> str:
              f"pre-activation within {cfg.gap:g} of its kink) or kink (every pre-activation "
              f"on its kink, |z| <= {cfg.eps_on:g}, or farther than {cfg.gap:g}; the kink "
              f"families' normals independent; Clarke measure <= {cfg.gtol:g}). Values: "
-             "median [10%, 90%].",
-             "", "| | momentum | adadelta |", "|---|---|---|"]
+             "median [10%, 90%].", ""]
     opts = optimizers(d)
 
     def row(name, f):
-        return f"| {name} | " + " | ".join(f(o) for o in opts) + " |"
-    lines += [
+        return (name, *(f(o) for o in opts))
+    lines += table(("", *opts), [
         row("networks quenched", lambda o: str(len(d[f"{o}_loss"]))),
         row("students certified stationary before quenching",
             lambda o: f"{int(d[f'{o}_raw_certified'].sum())}; measure "
-                      f"{q(d[f'{o}_raw_measure'])}"),
+                      f"{spread(d[f'{o}_raw_measure'])}"),
         row("certified after quenching", lambda o: f"{int(d[f'{o}_certified'].sum())} "
             f"({np.mean(d[f'{o}_certified']):.0%})"),
         row("types after quenching", lambda o: ", ".join(f"{k} {v}" for k, v in
                                                          type_counts(d, o).items())),
-        row("MSE before", lambda o: q(d[f"{o}_loss0"])),
-        row("MSE after", lambda o: q(d[f"{o}_loss"])),
-        row("MSE decrease", lambda o: q(d[f"{o}_loss0"] - d[f"{o}_loss"])),
-        row("distance moved", lambda o: q(d[f"{o}_moved"])),
-        row("measure after (uncertified ones)", lambda o: q(d[f"{o}_measure"][
+        row("MSE before", lambda o: spread(d[f"{o}_loss0"])),
+        row("MSE after", lambda o: spread(d[f"{o}_loss"])),
+        row("MSE decrease", lambda o: spread(d[f"{o}_loss0"] - d[f"{o}_loss"])),
+        row("distance moved", lambda o: spread(d[f"{o}_moved"])),
+        row("measure after (uncertified ones)", lambda o: spread(d[f"{o}_measure"][
             ~d[f"{o}_certified"]]) if np.any(~d[f"{o}_certified"]) else "-"),
-        row("L-BFGS steps (stage 1)", lambda o: q(d[f"{o}_descent_iterations"])
+        row("L-BFGS steps (stage 1)", lambda o: spread(d[f"{o}_descent_iterations"])
             if f"{o}_descent_iterations" in d else "-"),
-        row("Newton iterations (stage 2)", lambda o: q(d[f"{o}_iterations"])),
-    ]
+        row("Newton iterations (stage 2)", lambda o: spread(d[f"{o}_iterations"]))])
     reasons = {}
     for o in opts:
         for r in d[f"{o}_reason"][~d[f"{o}_certified"]]:
@@ -198,19 +190,20 @@ def report(cfg: Config, ctx) -> str:
     stationary = {o: float(np.mean(d[f"{o}_raw_certified"])) for o in opts}
     lines += ["", "Why the rest are not certified: " + (", ".join(
         f"{k}: {v}" for k, v in reasons.items()) or "-") + ".", "",
-        "| claim | ours | verdict |", "|---|---|---|",
-        "| the trained students are local minima (Sec. 3.2) | "
-        + "; ".join(f"{o}: {int(d[f'{o}_raw_certified'].sum())} of {len(d[f'{o}_loss'])} "
-                    f"students are certified stationary points; quenching lowers the MSE by "
-                    f"{fmt(np.median(d[f'{o}_loss0'] - d[f'{o}_loss']))} (median, up to "
-                    f"{fmt(np.max(d[f'{o}_loss0'] - d[f'{o}_loss']))}) and moves them "
-                    f"{fmt(np.median(d[f'{o}_moved']))}" for o in opts)
-        + " | " + ("reproduced: most students are at rest" if min(stationary.values()) >= 0.5
-                   else "differs: the students are not at rest (not stationary, still "
-                   "descending under a second-order method); the landscape experiments use "
-                   "the quenched points, and only the certified ones are called minima") + " |",
-        "| the quenched points are minima | " + "; ".join(
-            f"{o}: " + ", ".join(f"{k} {v}" for k, v in type_counts(d, o).items()) for o in opts)
-        + " | unknown for the uncertified majority: the quench's budget ends before a "
-        "certificate (see the reasons above) |", ""]
+        *claims(
+            ("the trained students are local minima (Sec. 3.2)",
+             "; ".join(f"{o}: {int(d[f'{o}_raw_certified'].sum())} of {len(d[f'{o}_loss'])} "
+                       f"students are certified stationary points; quenching lowers the MSE by "
+                       f"{fmt(np.median(d[f'{o}_loss0'] - d[f'{o}_loss']))} (median, up to "
+                       f"{fmt(np.max(d[f'{o}_loss0'] - d[f'{o}_loss']))}) and moves them "
+                       f"{fmt(np.median(d[f'{o}_moved']))}" for o in opts),
+             "reproduced: most students are at rest" if min(stationary.values()) >= 0.5
+             else "differs: the students are not at rest (not stationary, still descending "
+             "under a second-order method); the landscape experiments use the quenched "
+             "points, and only the certified ones are called minima"),
+            ("the quenched points are minima",
+             "; ".join(f"{o}: " + ", ".join(f"{k} {v}" for k, v in type_counts(d, o).items())
+                       for o in opts),
+             "unknown for the uncertified majority: the quench's budget ends before a "
+             "certificate (see the reasons above)"), header=CLAIM)]
     return "\n".join(lines)

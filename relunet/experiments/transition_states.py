@@ -21,7 +21,7 @@ from ..data import wf_training_set
 from ..saddle import network_saddles
 from . import fig4_neb
 from .frame import preset, stored
-from .tables import fmt
+from .tables import CLAIM, claims, spread, table
 
 NAME = "transition_states"
 TITLE = "Transition states: band maxima refined into saddles"
@@ -68,35 +68,32 @@ def report(cfg: Config, ctx) -> str:
     n = len(d["E"])
     kinds = {k: int(np.sum(d["kind"] == k)) for k in np.unique(d["kind"])}
     ok = d["converged"]
-    q = lambda v: (f"{fmt(np.median(v))} [{fmt(np.quantile(v, 0.1))}, "  # noqa: E731
-                   f"{fmt(np.quantile(v, 0.9))}]" if len(v) else "-")
     lines = [f"## {TITLE}", "",
              f"The highest image of each of the first {n} Fig. 4 bands, refined by P-RFO "
              f"eigenvector-following with the exact Hessian (at most {cfg.max_iter} "
              f"iterations, trust radius {cfg.radius:g}). Certified transition state: "
              f"|grad| <= {cfg.gtol:g}, one negative curvature after removing the rescaling "
              f"modes, no pre-activation within {cfg.gap:g} of its kink.", "",
-             "| quantity | value |", "|---|---|",
-             "| outcome | " + ", ".join(f"{k}: {v}" for k, v in kinds.items()) + " |",
-             f"| certified index-1 saddles | {int(ok.sum())} of {n} |",
-             f"| barrier from W_f (E_ts - 0), certified | {q(d['E'][ok])} |",
-             f"| barrier from the minimum (E_ts - E_end), certified | "
-             f"{q(d['E'][ok] - d['end_energy'][ok])} |",
-             f"| highest image -> refined point: energy change, certified | "
-             f"{q(d['E'][ok] - d['start_energy'][ok])} |",
-             f"| gradient norm reached (all) | {q(d['gnorm'])} |",
-             f"| negative curvatures of the reduced Hessian there (all; 1 for a saddle) | "
-             f"{q(d['index'][d['index'] >= 0])} |",
-             f"| distance moved (all) | {q(d['moved'])} |", "",
-             "| claim | ours | verdict |", "|---|---|---|",
-             "| the paths from W_f to the minima cross smooth index-1 saddles | "
-             f"{int(ok.sum())} of {n} band maxima refine into certified saddles | "
-             + ("reproduced for most bands" if ok.mean() >= 0.5 else
-                "not shown: most band maxima do not refine into smooth saddles; on a ReLU "
-                "loss the highest point of a path can sit on a kink (a ridge crease), where "
-                "no gradient vanishes, and the others have dozens of negative curvatures "
-                "(row above): directions in which the band itself could still descend, so "
-                "they are not near a saddle of index 1; the band maxima (Fig. 4) remain "
-                "upper bounds of the barriers") + " |",
-             ""]
+             *table(("quantity", "value"), [
+                 ("outcome", ", ".join(f"{k}: {v}" for k, v in kinds.items())),
+                 ("certified index-1 saddles", f"{int(ok.sum())} of {n}"),
+                 ("barrier from W_f (E_ts - 0), certified", spread(d["E"][ok])),
+                 ("barrier from the minimum (E_ts - E_end), certified",
+                  spread(d["E"][ok] - d["end_energy"][ok])),
+                 ("highest image -> refined point: energy change, certified",
+                  spread(d["E"][ok] - d["start_energy"][ok])),
+                 ("gradient norm reached (all)", spread(d["gnorm"])),
+                 ("negative curvatures of the reduced Hessian there (all; 1 for a saddle)",
+                  spread(d["index"][d["index"] >= 0])),
+                 ("distance moved (all)", spread(d["moved"]))]), "",
+             *claims(
+                 ("the paths from W_f to the minima cross smooth index-1 saddles",
+                  f"{int(ok.sum())} of {n} band maxima refine into certified saddles",
+                  "reproduced for most bands" if ok.mean() >= 0.5 else
+                  "not shown: most band maxima do not refine into smooth saddles; on a ReLU "
+                  "loss the highest point of a path can sit on a kink (a ridge crease), where "
+                  "no gradient vanishes, and the others have dozens of negative curvatures "
+                  "(row above): directions in which the band itself could still descend, so "
+                  "they are not near a saddle of index 1; the band maxima (Fig. 4) remain "
+                  "upper bounds of the barriers"), header=CLAIM)]
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from ..run.config import TrainConfig
 from . import fig2_fits
 from .frame import preset
 from .students import train, usable
-from .tables import claims, fmt, quantile_table
+from .tables import claims, fmt, quantile_table, table
 
 NAME = "wide_10x10"
 TITLE = "Sec. 3.5: a 10x10 network fitted to f with Adadelta"
@@ -112,9 +112,9 @@ def report(cfg: Config, ctx) -> str:
         f"## {TITLE}", "", "![wide](ext_wide_10x10.png)", "",
         f"{int(ok.sum())} 10x10 students (1,021 parameters), Adadelta, {cfg.steps:,} steps, "
         f"against the 5x5 Adadelta students of Figs. 2-3.", "",
-        "| students | min MSE | median MSE | max MSE |", "|---|---|---|---|",
-        f"| 10x10 | {fmt(q[0.0])} | {fmt(q[0.5])} | {fmt(q[1.0])} |",
-        f"| 5x5 | {fmt(q5[0.0])} | {fmt(q5[0.5])} | {fmt(q5[1.0])} |", "",
+        *table(("students", "min MSE", "median MSE", "max MSE"),
+               [(name, fmt(v[0.0]), fmt(v[0.5]), fmt(v[1.0]))
+                for name, v in (("10x10", q), ("5x5", q5))]), "",
         *claims(("a 10x10 network fitted with Adadelta quickly gets very close to the "
                  "global minimum",
                  f"median 10x10 MSE {fmt(q[0.5])} vs best 5x5 MSE {fmt(q5[0.0])}",

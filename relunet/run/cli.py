@@ -7,8 +7,8 @@ add one by writing those two small functions and a line in the table.
   2017, Sec. 3) into a run directory, resumably
   (``relunet.run.engine.run_training``); its flags are read off
   ``TrainConfig`` and ``EngineOptions`` (:mod:`relunet.run.flags`).
-  Ctrl-C or SIGTERM stops within about a second (measured: 25-50 ms, with
-  the embedded engine and with local worker processes), prints the command
+  Ctrl-C or SIGTERM stops within about a second (with the embedded engine
+  and with local worker processes), prints the command
   that resumes, and exits with 130 (SIGINT) or 143 (SIGTERM). Every finished
   chunk is already stored; chunks in flight are abandoned. A numba call cannot
   be interrupted, so every command runs in a worker thread while the main

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from ..experiments import names, registry
 from ..experiments.frame import SCALES, Context, ensure, is_stored
+from ..experiments.tables import table
 from .config import DEFAULT_STORE, EngineOptions
 from .faults import (
     EngineError,
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="run_all.py",
         description="Regenerate every figure of Gamst & Walker (2017) and figures/REPORT.md.")
     p.add_argument("--scale", choices=SCALES, default="default",
-                   help="smoke: seconds; default: every figure, ~20 min on 2 cores; "
+                   help="smoke: seconds; default: every figure, minutes on 2 cores (README); "
                         "paper: the paper's full scale (use a cluster)")
     p.add_argument("--only", action="append", default=None, metavar="NAME",
                    help=f"run only this experiment (repeatable); one of {', '.join(names())}")
@@ -158,8 +159,10 @@ def write_report(ctx: Context, scale: str, sections: list[str], timings: dict) -
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
         "",
-        "| experiment | wall time of the run that computed it (s) |", "|---|---|",
-    ] + [f"| {m.NAME} | {timings[m.NAME]:.1f} |" for m in registry() if m.NAME in timings] + [""]
+        *table(("experiment", "wall time of the run that computed it (s)"),
+               [(m.NAME, f"{timings[m.NAME]:.1f}") for m in registry() if m.NAME in timings]),
+        "",
+    ]
     path = ctx.figures / "REPORT.md"
     ctx.figures.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".md.tmp")

@@ -16,8 +16,8 @@ Two kinds of things are stored under a directory:
                       "stop", "file", "finished", ...}}, "versions", "created",
                       "updated"}
 
-Rules that make this crash-safe (measured: 37 random SIGKILLs of a writer left
-nothing corrupt):
+Rules that make this crash-safe (tests/test_cli.py kills a writer mid-run with
+SIGKILL and checks that the rerun gives the uninterrupted result):
 
 1. Every file is written atomically (:func:`relunet.run.files.atomic_write`):
    a reader sees the old file or the new one, never half of one.

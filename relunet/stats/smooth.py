@@ -27,7 +27,7 @@ point. (An earlier version here took ceil(frac * n): one neighbour more
 whenever frac * n is not an integer, e.g. 154 instead of 153 at Fig. 5's
 n = 512, frac = 0.3, changing its curve by up to 1.4e-3.) The r
 nearest points of sorted data form a window, found by bisection, so the cost is
-O(n r) flops in blocks of ~1e6 doubles: ~0.5 s for n = 10,000, frac = 2/3 (one core).
+O(n r) flops, in blocks of ~1e6 doubles.
 
 Robustness iterations (Sec. 2, steps 2-4): with residuals e_i = y_i - yhat_i and
 s = median |e_i|, each point gets the bisquare weight delta_i = B(e_i / (6 s)),
