@@ -879,7 +879,7 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
             # and never above 1.5 / L, L = |F - F_old| / |last step| the force's local
             # Lipschitz estimate: the sign test above watches the whole force, which the weak
             # directions dominate, so a step too long for a stiff one could grow unchecked
-            # and fling images up the walls (measured on network bands)
+            # and fling images up the walls (seen on network bands)
             dF = np.sqrt(_dot(F - F_old[a], F - F_old[a]))
             lip = np.where(dF > 0, 1.5 * dr_len[a] / np.where(dF > 0, dF, 1.0), np.inf)
             ha = np.where(dr_len[a] > 0, np.minimum(ha, lip), ha)
@@ -894,7 +894,7 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                 # and only while it is below the straight line's maximum: the minimax barrier
                 # is at most the maximum along ANY path between the ends, so a climber above
                 # it has left the valley (without this bound a climber on a ridge that rises
-                # without end dragged its band up: measured on network bands, MSE 0.4 -> 1e11)
+                # without end dragged its band far up it: seen on network bands)
                 ok = (Ea[r, c + 1] >= Ea[r, c]) & (Ea[r, c + 1] >= Ea[r, c + 2]) & \
                     (Ea[r, c + 1] <= line_max[a])
                 gp, hp = g_par[r, c], h_par[a, c]

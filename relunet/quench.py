@@ -15,7 +15,7 @@ Stage 1: the descent
 The trained students are not near a minimum: they sit on long, weakly curved
 descents (dozens of negative curvatures of order -1e-2) that training has not
 finished. Newton steps on the piecewise model crawl there (each step is held
-back by the kinks it would cross: ~1e-5 of MSE per iteration, measured), while
+back by the kinks it would cross; benchmarks/bench_quench.py times both), while
 L-BFGS crosses kinks freely at the cost of one gradient. So a quench first
 runs :func:`descend`, batched L-BFGS as in pele and GMIN, until it stalls at a
 kink, stagnates or spends its budget (``descent_iter``); the second stage
