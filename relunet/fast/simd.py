@@ -56,10 +56,13 @@ ENV = "RELUNET_VECTOR_BITS"       #: environment override of the width
 # The width: from the CPU numba compiles for, or overridden
 # =============================================================================
 def _cpu_has_avx512() -> bool:
+    """Whether numba's code may use AVX-512: numba compiles with the features
+    of ``NUMBA_CPU_FEATURES`` when that is set (e.g. with ``NUMBA_CPU_NAME``
+    for a portable cache), else with the host CPU's."""
     import numba
     from llvmlite import binding
-    if numba.config.CPU_NAME:                 # NUMBA_CPU_NAME / NUMBA_CPU_FEATURES set
-        return "+avx512f" in (numba.config.CPU_FEATURES or "").split(",")
+    if numba.config.CPU_FEATURES is not None:
+        return "+avx512f" in numba.config.CPU_FEATURES.split(",")
     return bool(binding.get_host_cpu_features().get("avx512f", False))
 
 
