@@ -145,6 +145,8 @@ def test_vector_bits_choice(monkeypatch):
     assert fast.vector_bits(256) == 256 and fast.vector_bits("512") == 512
     monkeypatch.setenv(simd.ENV, "256")
     assert fast.vector_bits() == 256 and fast.vector_bits(512) == 512   # argument wins
+    from relunet.run.files import versions
+    assert versions()["vector_bits"] == 256                  # what a run store records
     monkeypatch.setenv(simd.ENV, "128")
     with pytest.raises(ValueError, match="RELUNET_VECTOR_BITS must be 256 or 512"):
         fast.vector_bits()
