@@ -93,6 +93,7 @@ GEN_VERSION = 3
 CM = 352        # row stride: 341 points in one chunk (a multiple of every block width)
 UF = 2          # vectors per forward block
 UD = 2          # vectors per delta block
+GRAD_ACC_512 = 25   # gradient accumulators per tile at 512 bits (32 zmm registers)
 NMAX = 16       # widest layer the generator unrolls (code grows like N^2)
 
 
@@ -222,15 +223,17 @@ def _emit_output(e, L, N, n_in, n_out):
     e(0, "vstore(buf, LOSS_ACC, loss_lanes)")
 
 
-def _emit_grad(e, L, n_i, n_o, src):
+def _emit_grad(e, L, n_i, n_o, src, acc=12):
     """G[j, i] += sum_s dz[j, s] h_in[i, s] over the chunk (column i = n_i: the
     bias, h_in = 1).
 
-    Register tiles of up to 6 units x up to 12 // units columns (<= 12
+    Register tiles of up to 6 units x up to ``acc // units`` columns (<= acc
     accumulators, each a vector of per-lane partial sums kept in G_ACC between
-    chunks)."""
+    chunks; acc = 12 of the 16 ymm registers, GRAD_ACC_512 of the 32 zmm). Which
+    pass computes a sum does not change its order, so the tiling does not
+    change results."""
     tile_units = min(n_o, 6)
-    tile_cols = min(n_i + 1, max(1, 12 // tile_units))
+    tile_cols = min(n_i + 1, max(1, acc // tile_units))
 
     def gidx(j, i):
         return (j * n_i + i) if i < n_i else (n_o * n_i + j)
@@ -363,6 +366,7 @@ def generate(N: int, n_in: int, n_out: int, dtype, bits: int = 256) -> str:
     if bits not in (256, 512):
         raise ValueError(f"bits must be 256 or 512, got {bits!r}")
     L = bits // 8 // dtype.itemsize
+    acc = 12 if bits == 256 else GRAD_ACC_512
     offset = block_offset.py_func                   # net.py's layout (the plain function)
     NCM, LW = N * CM, (offset(3, N, n_in) - offset(2, N, n_in)) * L    # LW: one hidden layer
     e = _Src()
@@ -403,7 +407,7 @@ def generate(N: int, n_in: int, n_out: int, dtype, bits: int = 256) -> str:
     _emit_output(e, L, N, n_in, n_out)
     e(0, "g_at = G_ACC + W_OUT")
     e(0, "dz_at = DY")
-    _emit_grad(e, L, N, n_out, "buf")
+    _emit_grad(e, L, N, n_out, "buf", acc)
     e(0, "dz_below = DZ_A")
     _emit_delta(e, L, N, n_out)
     e(0, "dz_at = DZ_A")
@@ -414,13 +418,13 @@ def generate(N: int, n_in: int, n_out: int, dtype, bits: int = 256) -> str:
     e(0, f"w_at -= {LW}")
     e(0, f"h_in = H + (layer - 1) * {NCM}")
     e(0, "g_at = G_ACC + w_at")
-    _emit_grad(e, L, N, N, "buf")
+    _emit_grad(e, L, N, N, "buf", acc)
     _emit_delta(e, L, N, N)
     e(0, "dz_at, dz_below = dz_below, dz_at")
     e.base = 4
     e(0, "# ---- backward, layer 1: G_1 += dz_1 x^T")
     e(0, "h_in = chunk")
     e(0, "g_at = G_ACC")
-    _emit_grad(e, L, n_in, N, "data")
+    _emit_grad(e, L, n_in, N, "data", acc)
     e.base = 0
     return e.text() + _TAIL
