@@ -13,10 +13,11 @@ Why it is fast (details in ``relunet/fast/``, whose docstring maps each phase
 of a step to its equation and its NumPy reference):
 
 * points innermost (structure of arrays): the activations of a layer are N
-  rows of points, so one AVX2 register holds one unit at 4 (float64) or 8
-  (float32) consecutive points, and every layer is a small dense product done
-  with FMA instructions (explicit vectors, ``fast/simd.py``);
-* the kernel source is generated per (N, n_in, n_out, dtype) with the unit
+  rows of points, so one vector register holds one unit at L consecutive
+  points (512-bit AVX-512: 8 float64 / 16 float32; 256-bit AVX2: 4 / 8), and
+  every layer is a small dense product done with FMA instructions (explicit
+  vectors, ``fast/simd.py``);
+* the kernel source is generated per (N, n_in, n_out, dtype, vector width) with the unit
   loops unrolled, so a whole layer's outputs for a block of points, or a tile
   of up to 12 weight-gradient sums, live in registers;
 * all points of the W_f set (341) fit one chunk whose rows (K*N + 2N + 2 of
@@ -50,7 +51,10 @@ Semantics
   and state is bit-identical to ``a + b`` steps in one call (history is
   counted per call).
 * Results do not depend on the number of threads or on how the networks are
-  split into stacks.
+  split into stacks. The fused kernel's results do depend, in their last
+  bits, on its vector width (``vector_bits``: 512 where the CPU has AVX-512,
+  else 256; ``fast.vector_bits``): a different width sums over the points in
+  another order. The same width gives the same bits.
 
 ``train_stack_ref`` is the NumPy twin of ``train_stack``: the same contract,
 written as the plain loop ``loss_and_grad_ref`` + an ``optim.py`` rule, step by
@@ -175,7 +179,8 @@ def _positive_int(value, name):
 
 
 def train_stack(W0, arch: Arch, x, t, opt, steps, record_every=1000, dtype=None,
-                state=None, return_state=False, kernel="auto", threads=None) -> TrainResult:
+                state=None, return_state=False, kernel="auto", threads=None,
+                vector_bits=None) -> TrainResult:
     """Train every network of the stack ``W0`` for ``steps`` full-batch steps.
 
     Parameters
@@ -194,6 +199,9 @@ def train_stack(W0, arch: Arch, x, t, opt, steps, record_every=1000, dtype=None,
         'generic' (the plain kernels.py loop; slower, for any size).
     threads : worker threads, one network at a time each; default
         ``numba.get_num_threads()`` (so ``numba.set_num_threads`` applies).
+    vector_bits : 256 or 512, the fused kernel's vector width; default
+        ``$RELUNET_VECTOR_BITS`` if set, else 512 where the CPU has AVX-512
+        and 256 otherwise (``fast.vector_bits``). Widths differ in the last bits.
 
     Returns
     -------
@@ -227,6 +235,7 @@ def train_stack(W0, arch: Arch, x, t, opt, steps, record_every=1000, dtype=None,
         raise ValueError(f"kernel must be 'auto', 'fused' or 'generic', got {kernel!r}")
     if kernel == "auto":
         kernel = "fused" if arch.N <= fast.NMAX else "generic"
+    bits = fast.vector_bits(vector_bits)
 
     state1 = np.zeros((M, P), dtype=dtype)
     state2 = np.zeros((M, P) if opt.n_state == 2 else (M, 0), dtype=dtype)
@@ -262,8 +271,8 @@ def train_stack(W0, arch: Arch, x, t, opt, steps, record_every=1000, dtype=None,
     if kernel == "fused":
         if arch.N > fast.NMAX:
             raise ValueError(f"kernel='fused' supports N <= {fast.NMAX}, got N={arch.N}")
-        mod = fast.kernel_module(arch.N, arch.n_in, arch.n_out, dtype)
-        data, nchunks, clen = fast.pack_points(X, T, fast.CM, fast.block_points(dtype))
+        mod = fast.kernel_module(arch.N, arch.n_in, arch.n_out, dtype, bits)
+        data, nchunks, clen = fast.pack_points(X, T, fast.CM, fast.block_points(dtype, bits))
         args = (W, state1, state2, data, arch.K, nchunks, clen) + common \
             + (cast(2.0 / (S * n_out)), cast(1.0 / (S * n_out))) + outputs
         _run_threads(mod.train_range, args, M, threads)

@@ -1,9 +1,13 @@
 """train_stack against step-by-step NumPy training, and its invariances.
 
 Compile cost (first run, numba cache empty): one generated module per
-(N, n_in, n_out, dtype) -- 1x1, 2x3 (2 in, 2 out) in float64 and float32, 5x5 --
-about 2-4 s each, plus the generic fallback kernel. Later runs load them from
-the cache.
+(N, n_in, n_out, dtype, vector width) -- 1x1, 2x3 (2 in, 2 out) in float64 and
+float32, 5x5 -- about 2-4 s each, plus the generic fallback kernel. Later runs
+load them from the cache.
+
+The fused-kernel tests run at every vector width this CPU supports (``WIDTHS``:
+256 bits everywhere, 512 where it has AVX-512), each against the NumPy
+reference and for its own bit-for-bit invariances.
 """
 import os
 
@@ -12,15 +16,23 @@ import numpy as np
 import pytest
 from numba import njit
 
+from relunet import fast
 from relunet.data import wf_training_set
 from relunet.fast import pack_points
-from relunet.fast.simd import vhsum, vload, vmask, vrelu, vstore
+from relunet.fast.simd import vhsum, vload, vload512, vmask, vrelu, vsplat512, vstore
 from relunet.kernels import loss_and_grad_ref, loss_ref
 from relunet.net import Arch, init_stack
 from relunet.optim import Adadelta, Momentum, adadelta_step, momentum_step
 from relunet.train import train_stack, train_stack_ref
 
 OPTS = [Momentum(lr=1e-2, momentum=0.9), Adadelta()]
+WIDTHS = fast.BITS if fast.native_bits() == 512 else (256,)   # what this CPU runs natively
+
+
+@pytest.fixture(params=WIDTHS, ids=lambda b: f"{b}bit")
+def bits(request):
+    """Each vector width this CPU supports (the tests pass it explicitly)."""
+    return request.param
 
 
 def reference(W0, arch, x, t, opt, steps):
@@ -67,7 +79,7 @@ def test_reference_is_loss_and_grad_ref_then_the_optim_rules():
         np.testing.assert_array_equal(r.loss, loss_ref(W, arch, x, t))
 
 
-def test_reference_divergence_matches_the_fused_kernel():
+def test_reference_divergence_matches_the_fused_kernel(bits):
     """Both divergence cases of train_stack's contract: a non-finite loss at step
     0 (network 1) and an update that overflows (lr = 1e308)."""
     arch = Arch(5, 5)
@@ -75,13 +87,13 @@ def test_reference_divergence_matches_the_fused_kernel():
     W0 = init_stack(arch, [0, 1, 2])
     W0[1] *= 1e26
     for opt in (Momentum(lr=1e-2), Momentum(lr=1e308)):
-        fast = train_stack(W0, arch, x, t, opt, 6, record_every=2)
+        got = train_stack(W0, arch, x, t, opt, 6, record_every=2, vector_bits=bits)
         with np.errstate(over="ignore", invalid="ignore"):     # NumPy meets the overflow
             ref = train_stack_ref(W0, arch, x, t, opt, 6, record_every=2)
         for name in ("status", "steps_done"):
-            np.testing.assert_array_equal(getattr(ref, name), getattr(fast, name), err_msg=name)
-        np.testing.assert_allclose(ref.W, fast.W, rtol=1e-12)
-        np.testing.assert_allclose(ref.history, fast.history, rtol=1e-12)
+            np.testing.assert_array_equal(getattr(ref, name), getattr(got, name), err_msg=name)
+        np.testing.assert_allclose(ref.W, got.W, rtol=1e-12)
+        np.testing.assert_allclose(ref.history, got.history, rtol=1e-12)
     # network 1 stops at step 0 (loss inf); the others take one step, to weights
     # of order 1e308, and stop at step 1
     assert list(ref.status) == [1, 1, 1] and list(ref.steps_done) == [1, 0, 1]
@@ -107,6 +119,46 @@ def test_vector_intrinsics():
     np.testing.assert_array_equal(out[:4], [0.0, 0.0, 2.5, np.nan])
     np.testing.assert_array_equal(out[4:], [0.0, 0.0, 4.0, 0.0])
     assert total == (1.5 + 2.0) + (4.0 + 8.0)
+
+
+@njit
+def _apply_intrinsics_512(z, d, out):
+    vstore(out, 0, vrelu(vload512(z, 0)))
+    vstore(out, 8, vsplat512(d[0]))
+    return vhsum(vload512(d, 0))
+
+
+def test_vector_intrinsics_512_bits():
+    z = np.array([-1.0, 0.0, 2.5, np.nan, -3.0, 7.0, -0.5, 1.0])
+    d = 2.0 ** np.arange(8)
+    out = np.zeros(16)
+    total = _apply_intrinsics_512(z, d, out)
+    np.testing.assert_array_equal(out[:8], [0.0, 0.0, 2.5, np.nan, 0.0, 7.0, 0.0, 1.0])
+    np.testing.assert_array_equal(out[8:], 1.0)
+    assert total == ((1.0 + 2.0) + (4.0 + 8.0)) + ((16.0 + 32.0) + (64.0 + 128.0))
+
+
+def test_vector_bits_choice(monkeypatch):
+    from relunet.fast import simd
+    monkeypatch.delenv(simd.ENV, raising=False)
+    assert fast.vector_bits() == fast.native_bits() in (256, 512)
+    assert fast.vector_bits(256) == 256 and fast.vector_bits("512") == 512
+    monkeypatch.setenv(simd.ENV, "256")
+    assert fast.vector_bits() == 256 and fast.vector_bits(512) == 512   # argument wins
+    from relunet.run.files import versions
+    assert versions()["vector_bits"] == 256                  # what a run store records
+    monkeypatch.setenv(simd.ENV, "128")
+    with pytest.raises(ValueError, match="RELUNET_VECTOR_BITS must be 256 or 512"):
+        fast.vector_bits()
+    with pytest.raises(ValueError, match="vector_bits must be 256 or 512"):
+        fast.vector_bits(True)
+
+
+def test_kernel_modules_are_keyed_by_width():
+    a = fast.kernel_module(2, 1, 1, np.float64, 256)
+    b = fast.kernel_module(2, 1, 1, np.float64, 512)
+    assert a is not b and "_b256_" in a.__name__ and "_b512_" in b.__name__
+    assert (a.L, b.L) == (4, 8) and fast.kernel_module(2, 1, 1, np.float32, 512).L == 16
 
 
 def test_pack_points_layout():
@@ -135,12 +187,13 @@ CASES = [  # (arch, S): 1x1; 2x3 with 2 inputs / 2 outputs and 800 points (3 chu
 
 @pytest.mark.parametrize("opt", OPTS, ids=lambda o: o.name)
 @pytest.mark.parametrize("arch, S", CASES, ids=["1x1", "2x3-2in-2out"])
-def test_fused_matches_reference_small(arch, S, opt):
+def test_fused_matches_reference_small(arch, S, opt, bits):
     x, t = toy_data(arch, S)
     W0 = init_stack(arch, [3, 4, 5])
     W0_copy = W0.copy()
     steps = 25
-    r = train_stack(W0, arch, x, t, opt, steps, record_every=1, return_state=True)
+    r = train_stack(W0, arch, x, t, opt, steps, record_every=1, return_state=True,
+                    vector_bits=bits)
     W, hist, final, state = reference(W0, arch, x, t, opt, steps)
     np.testing.assert_array_equal(W0, W0_copy)             # input not modified
     # reassociated sums differ from NumPy's in the last bits only
@@ -154,25 +207,25 @@ def test_fused_matches_reference_small(arch, S, opt):
 
 
 @pytest.mark.slow
-def test_fused_matches_reference_wide_layers():
+def test_fused_matches_reference_wide_layers(bits):
     """N >= 7 takes the generator's other code paths (outputs and deltas in
     groups of 5); compiling the N = 8 kernel takes about 10 s."""
     arch = Arch(3, 8)
     x, t = toy_data(arch, 90, seed=2)
     W0 = init_stack(arch, [5, 6])
     for opt in OPTS:
-        r = train_stack(W0, arch, x, t, opt, 15, record_every=1)
+        r = train_stack(W0, arch, x, t, opt, 15, record_every=1, vector_bits=bits)
         W, hist, final, _ = reference(W0, arch, x, t, opt, 15)
         np.testing.assert_allclose(r.W, W, rtol=1e-11, atol=1e-13)
         np.testing.assert_allclose(r.history, hist, rtol=1e-12)
 
 
 @pytest.mark.parametrize("opt", OPTS, ids=lambda o: o.name)
-def test_fused_matches_reference_5x5_on_wf_set(opt):
+def test_fused_matches_reference_5x5_on_wf_set(opt, bits):
     arch = Arch(5, 5)
     x, t = wf_training_set()
     W0 = init_stack(arch, [0, 1])
-    r = train_stack(W0, arch, x, t, opt, 30, record_every=1)
+    r = train_stack(W0, arch, x, t, opt, 30, record_every=1, vector_bits=bits)
     W, hist, final, _ = reference(W0, arch, x, t, opt, 30)
     np.testing.assert_allclose(r.W, W, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(r.history, hist, rtol=1e-11)
@@ -181,17 +234,30 @@ def test_fused_matches_reference_5x5_on_wf_set(opt):
 
 
 @pytest.mark.parametrize("opt", OPTS, ids=lambda o: o.name)
-def test_float32_computes_in_float32(opt):
+def test_float32_computes_in_float32(opt, bits):
     arch = Arch(2, 3, n_in=2, n_out=2)
     x, t = toy_data(arch, 100)
     W0 = init_stack(arch, [7, 8])
-    r = train_stack(W0, arch, x, t, opt, 10, record_every=1, dtype=np.float32)
+    r = train_stack(W0, arch, x, t, opt, 10, record_every=1, dtype=np.float32, vector_bits=bits)
     assert r.W.dtype == r.loss.dtype == r.history.dtype == np.float32
     W, hist, final, _ = reference(W0, arch, x, t, opt, 10)
     np.testing.assert_allclose(r.W, W, rtol=2e-4, atol=2e-5)
     np.testing.assert_allclose(r.history, hist, rtol=2e-5)
-    r64 = train_stack(W0, arch, x, t, opt, 10, record_every=1)
+    r64 = train_stack(W0, arch, x, t, opt, 10, record_every=1, vector_bits=bits)
     assert np.abs(r.W - r64.W).max() > 1e-9                 # not float64 in disguise
+
+
+@pytest.mark.skipif(len(WIDTHS) < 2, reason="this CPU runs only 256-bit vectors natively")
+def test_the_widths_sum_in_different_orders(wf):
+    """Both widths equal the reference to rounding (tests above), but they are
+    different code: 4 against 8 per-lane partial sums over the points, so the
+    trained weights differ in their last bits (the reason the width is part of
+    a kernel's key and of a run's metadata)."""
+    arch, x, t = wf
+    W0 = init_stack(arch, [0, 1])
+    a, b = (train_stack(W0, arch, x, t, OPTS[1], 30, vector_bits=w) for w in (256, 512))
+    assert not np.array_equal(a.W, b.W)
+    np.testing.assert_allclose(a.W, b.W, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("opt", OPTS, ids=lambda o: o.name)
@@ -214,12 +280,14 @@ def wf():
     return Arch(5, 5), *wf_training_set()
 
 
-def test_threads_and_stacking_do_not_change_bits(wf):
+def test_threads_and_stacking_do_not_change_bits(wf, bits, monkeypatch):
     arch, x, t = wf
     W0 = init_stack(arch, np.arange(7))
     opt = Adadelta()
+    monkeypatch.setenv("RELUNET_VECTOR_BITS", str(bits))    # the width of every call below
     ref = train_stack(W0, arch, x, t, opt, 40, record_every=7, threads=1)
-    assert_same(ref, train_stack(W0, arch, x, t, opt, 40, record_every=7, threads=2))
+    assert_same(ref, train_stack(W0, arch, x, t, opt, 40, record_every=7, threads=2,
+                                 vector_bits=bits))
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
@@ -234,8 +302,9 @@ def test_threads_and_stacking_do_not_change_bits(wf):
 
 
 @pytest.mark.parametrize("opt", OPTS, ids=lambda o: o.name)
-def test_two_segments_equal_one_run(wf, opt):
+def test_two_segments_equal_one_run(wf, opt, bits, monkeypatch):
     arch, x, t = wf
+    monkeypatch.setenv("RELUNET_VECTOR_BITS", str(bits))
     W0 = init_stack(arch, [10, 11, 12])
     full = train_stack(W0, arch, x, t, opt, 12, record_every=1, return_state=True)
     a = train_stack(W0, arch, x, t, opt, 7, record_every=1, return_state=True)
@@ -249,8 +318,9 @@ def test_two_segments_equal_one_run(wf, opt):
     np.testing.assert_array_equal(a.loss, full.history[:, 7])
 
 
-def test_history_every_k_steps(wf):
+def test_history_every_k_steps(wf, bits, monkeypatch):
     arch, x, t = wf
+    monkeypatch.setenv("RELUNET_VECTOR_BITS", str(bits))
     W0 = init_stack(arch, [4, 5])
     every = train_stack(W0, arch, x, t, OPTS[0], 10, record_every=1)
     sparse = train_stack(W0, arch, x, t, OPTS[0], 10, record_every=3)
@@ -316,6 +386,7 @@ def test_non_finite_update_restores_the_step_weights(wf):
     (dict(arch=(1, 3)), "arch"), (dict(kernel="gpu"), "kernel"),
     (dict(state=np.zeros((2, 1, 16))), "state"),
     (dict(state=np.full((1, 1, 16), np.inf)), "state"),
+    (dict(vector_bits=128), "vector_bits must be 256 or 512"),
 ])
 def test_bad_input_raises_value_error(kwargs, match):
     arch = Arch(1, 3)                                       # P = 16
@@ -335,7 +406,8 @@ def test_generated_sources_go_under_numba_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "_MODULES", {})             # force a fresh write
     mod = build.kernel_module(3, 1, 1, np.float64)
     assert os.path.dirname(mod.__file__) == str(tmp_path / "nc" / "relunet-generated")
-    assert os.path.basename(mod.__file__).startswith("relunet_fused_n3_i1_o1_float64_")
+    assert os.path.basename(mod.__file__).startswith(
+        f"relunet_fused_n3_i1_o1_float64_b{fast.vector_bits()}_")
 
 
 def test_stale_generated_modules_and_their_cache_files_are_pruned(tmp_path, monkeypatch):
@@ -369,14 +441,15 @@ def test_stale_generated_modules_and_their_cache_files_are_pruned(tmp_path, monk
 # -- the committed exhibit of a generated kernel -------------------------------------
 def test_committed_exhibit_is_the_generated_5x5_float64_kernel():
     """relunet/fast/exhibit_5x5_float64.py is what train_stack compiles for every
-    K x 5 network in float64; regenerate it with
+    K x 5 network in float64 at 256 bits (4 lanes, the AVX2 width; whatever the
+    width of this CPU); regenerate it with
     ``python -m relunet.fast 5 > relunet/fast/exhibit_5x5_float64.py``."""
     import relunet.fast
     from relunet.fast import generate
     path = os.path.join(os.path.dirname(relunet.fast.__file__), "exhibit_5x5_float64.py")
     with open(path, encoding="utf-8", newline="") as f:
         committed = f.read()
-    assert committed == generate(5, 1, 1, np.float64), \
+    assert committed == generate(5, 1, 1, np.float64, 256), \
         "exhibit is stale: python -m relunet.fast 5 > relunet/fast/exhibit_5x5_float64.py"
 
 
@@ -385,6 +458,10 @@ def test_print_command_writes_the_kernel(capsys):
     from relunet.fast.__main__ import main
     main(["3", "--n-out", "2", "--dtype", "float32"])
     assert capsys.readouterr().out == generate(3, 1, 2, np.float32)
+    main(["3", "--bits", "512"])
+    text = capsys.readouterr().out
+    assert text == generate(3, 1, 1, np.float64, 512) != generate(3, 1, 1, np.float64, 256)
+    assert "L, CM = 3, 1, 1, 8, 352" in text and "vload512 as vload" in text
     with pytest.raises(SystemExit):
         main(["17"])
     assert "N must be an integer in 1..16, got 17" in capsys.readouterr().err

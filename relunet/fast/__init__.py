@@ -3,10 +3,14 @@
 ``train.train_stack`` runs every step of forward pass, backward pass and
 optimizer update for one network inside ONE numba call, with the network's
 weights, state and activations in the core's caches. For N <= 16 that call
-is a kernel generated for the sizes (N, n_in, n_out, dtype): the unit loops
-are unrolled so a layer's outputs or a tile of gradient sums stay in AVX2
-registers, and every value is an explicit 4 x float64 / 8 x float32 vector
-of consecutive training points. Everything here is an optimisation of the
+is a kernel generated for the sizes (N, n_in, n_out, dtype) and the vector
+width: the unit loops are unrolled so a layer's outputs or a tile of gradient
+sums stay in registers, and every value is an explicit vector of consecutive
+training points, 8 x float64 / 16 x float32 (512 bits) where the CPU has
+AVX-512, else 4 x float64 / 8 x float32 (256 bits, AVX2); ``vector_bits``
+says which, and ``$RELUNET_VECTOR_BITS`` or ``train_stack(vector_bits=...)``
+overrides it. The two widths sum over points in different orders, so their
+results differ in the last bits; each is deterministic. Everything here is an optimisation of the
 plain code elsewhere in the package, which is what to read first; the tests
 hold the two together.
 
@@ -40,13 +44,17 @@ Files:
   point layout the generated code reads (``pack_points``);
 * ``build.py``: writes, imports and memoises the generated modules (``kernel_module``);
 * ``exhibit_5x5_float64.py``: the generated module for N = 5, float64 (the
-  paper's network), committed for reading; a test regenerates it and compares
-  it byte for byte. ``python -m relunet.fast N [--dtype float32]`` prints
-  the module for other sizes.
+  paper's network), 256-bit vectors (the AVX2 width; the 512-bit module is
+  the same text with L = 8 and the 512-bit ``vload`` / ``vsplat``), committed
+  for reading; a test regenerates it and compares it byte for byte.
+  ``python -m relunet.fast N [--dtype float32] [--bits 512]`` prints the
+  module for other sizes and widths.
 """
 from __future__ import annotations
 
 from .build import kernel_module
 from .codegen import CM, NMAX, block_points, generate, pack_points
+from .simd import BITS, native_bits, vector_bits
 
-__all__ = ["CM", "NMAX", "block_points", "generate", "kernel_module", "pack_points"]
+__all__ = ["BITS", "CM", "NMAX", "block_points", "generate", "kernel_module", "native_bits",
+           "pack_points", "vector_bits"]

@@ -1,14 +1,16 @@
 """Writing, importing and memoising the generated training kernels.
 
-``kernel_module(N, n_in, n_out, dtype)`` returns the imported module that
-``codegen.generate`` writes for those sizes, with its numba function
-``train_range``. The source is saved in a folder that sits with numba's cache:
+``kernel_module(N, n_in, n_out, dtype, bits)`` returns the imported module
+that ``codegen.generate`` writes for those sizes and that vector width
+(``bits``: 256 or 512; default ``simd.vector_bits()``, the CPU's), with its
+numba function ``train_range``. The source is saved in a folder that sits with numba's cache:
 under ``numba.config.CACHE_DIR`` (``NUMBA_CACHE_DIR``, or the fallback of a
 read-only install) when that is set, else ``relunet/__pycache__/generated``.
-A module's name carries a digest of its source and of the helper modules it
-calls, so an edit makes a new one; the stale ones of the same sizes, and
-numba's cache files of them, are pruned when a new one is written (if older
-than an hour: another version sharing the cache may still use them).
+A module's name carries the sizes, the width (``_b512``) and a digest of its
+source and of the helper modules it calls, so an edit makes a new one; the
+stale ones of the same sizes and width, and numba's cache files of them, are
+pruned when a new one is written (if older than an hour: another version
+sharing the cache may still use them).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import time
 import numpy as np
 
 from .codegen import generate
+from .simd import vector_bits
 
 __all__ = ["kernel_module"]
 
@@ -88,10 +91,12 @@ def _prune(directory: str, prefix: str, keep: str, now: float | None = None) -> 
     return gone
 
 
-def kernel_module(N: int, n_in: int, n_out: int, dtype):
-    """The imported kernel module for these sizes (generated on first use)."""
+def kernel_module(N: int, n_in: int, n_out: int, dtype, bits=None):
+    """The imported kernel module for these sizes and vector width (generated
+    on first use); ``bits`` None: ``simd.vector_bits()``."""
     dtype = np.dtype(dtype)
-    key = (int(N), int(n_in), int(n_out), dtype.name)
+    bits = vector_bits(bits)
+    key = (int(N), int(n_in), int(n_out), dtype.name, bits)
     with _LOCK:
         mod = _MODULES.get(key)
         if mod is not None:
@@ -102,7 +107,7 @@ def kernel_module(N: int, n_in: int, n_out: int, dtype):
             with open(os.path.join(PKG, dep), "rb") as f:
                 h.update(f.read())
         digest = h.hexdigest()[:12]
-        name = f"relunet_fused_n{N}_i{n_in}_o{n_out}_{dtype.name}_{digest}"
+        name = f"relunet_fused_n{N}_i{n_in}_o{n_out}_{dtype.name}_b{bits}_{digest}"
         path = os.path.join(_gen_dir(), name + ".py")
         if not os.path.exists(path):
             # create once and never rewrite: a new mtime would invalidate

@@ -1,4 +1,4 @@
-"""Source generator of the fused training kernel (one module per N, n_in, n_out, dtype).
+"""Source generator of the fused training kernel (one module per N, n_in, n_out, dtype, width).
 
 Why generate source
 -------------------
@@ -26,10 +26,18 @@ generated code writes out, each under a comment with its equation)::
               delta  dz_{l-1} = [h_{l-1} > 0] (W_l^T dz_l)
     update    after the last chunk: w <- rule(w, g, state)  (optim.apply_update)
 
-Register blocking (16 ymm registers on AVX2). Each choice was the fastest of
-the variants tried on a 5x5 layer in isolation:
+Vector width: ``bits`` = 256 (L = 4 float64 / 8 float32 lanes, AVX2) or 512
+(L = 8 / 16, AVX-512), chosen by ``simd.vector_bits`` from the CPU. The code
+for both widths is the same text with another L (and ``vload512`` /
+``vsplat512`` imported as ``vload`` / ``vsplat``), so the two differ only in
+how many per-lane partial sums a sum over points has: their results differ in
+the last bits, and each is deterministic.
 
-* forward: blocks of UF = 2 vectors (8 float64 / 16 float32 points); the N
+Register blocking (tuned for the 16 ymm registers of AVX2; the 512-bit kernels
+use the same blocking in zmm registers). Each choice was the fastest of the
+variants tried on a 5x5 layer in isolation:
+
+* forward: blocks of UF = 2 vectors (2L points: 8 float64 at 256 bits); the N
   inputs of the block stay in registers while the outputs are formed one unit
   at a time, so each weight (a pre-broadcast vector in ``buf``) is loaded once
   per block and feeds 2 FMAs (better than 1 vector per block);
@@ -81,16 +89,18 @@ from ..net import block_offset
 
 __all__ = ["CM", "NMAX", "GEN_VERSION", "block_points", "generate", "pack_points"]
 
-GEN_VERSION = 2
-CM = 352        # row stride: 341 points in one chunk (float64: 344, float32: 352)
+GEN_VERSION = 3
+CM = 352        # row stride: 341 points in one chunk (a multiple of every block width)
 UF = 2          # vectors per forward block
 UD = 2          # vectors per delta block
+GRAD_ACC_512 = 25   # gradient accumulators per tile at 512 bits (32 zmm registers)
 NMAX = 16       # widest layer the generator unrolls (code grows like N^2)
 
 
-def block_points(dtype) -> int:
-    """Points per block: chunk lengths are multiples of this."""
-    return (32 // np.dtype(dtype).itemsize) * max(UF, UD)
+def block_points(dtype, bits: int = 256) -> int:
+    """Points per block of the kernel of this dtype and vector width: chunk
+    lengths are multiples of this."""
+    return (bits // 8 // np.dtype(dtype).itemsize) * max(UF, UD)
 
 
 def pack_points(X, T, CM: int, block: int):
@@ -213,15 +223,17 @@ def _emit_output(e, L, N, n_in, n_out):
     e(0, "vstore(buf, LOSS_ACC, loss_lanes)")
 
 
-def _emit_grad(e, L, n_i, n_o, src):
+def _emit_grad(e, L, n_i, n_o, src, acc=12):
     """G[j, i] += sum_s dz[j, s] h_in[i, s] over the chunk (column i = n_i: the
     bias, h_in = 1).
 
-    Register tiles of up to 6 units x up to 12 // units columns (<= 12
+    Register tiles of up to 6 units x up to ``acc // units`` columns (<= acc
     accumulators, each a vector of per-lane partial sums kept in G_ACC between
-    chunks)."""
+    chunks; acc = 12 of the 16 ymm registers, GRAD_ACC_512 of the 32 zmm). Which
+    pass computes a sum does not change its order, so the tiling does not
+    change results."""
     tile_units = min(n_o, 6)
-    tile_cols = min(n_i + 1, max(1, 12 // tile_units))
+    tile_cols = min(n_i + 1, max(1, acc // tile_units))
 
     def gidx(j, i):
         return (j * n_i + i) if i < n_i else (n_o * n_i + j)
@@ -292,7 +304,11 @@ def train_range(W, state1, state2, data, K, nchunks, clen, steps, record_every, 
     DZ_B = DZ_A + N * CM
     H_K = H + (K - 1) * (N * CM)
     W_OUT = block_offset(K + 1, N, N_IN) * L
-    buf = np.empty(DZ_B + N * CM, dtype=W.dtype)
+    # buf starts on a 64-byte boundary (numba aligns to 32): every vector of it
+    # then sits in one cache line
+    buf_raw = np.empty(DZ_B + N * CM + 64 // W.itemsize, dtype=W.dtype)
+    first = (-buf_raw.ctypes.data % 64) // W.itemsize
+    buf = buf_raw[first:first + DZ_B + N * CM]
     g = np.empty(P, dtype=W.dtype)
     # private copies of the network's weights and state: the rows of W, state1,
     # state2 of neighbouring networks share cache lines, and another thread may own them
@@ -343,21 +359,29 @@ _TAIL = """            # loss = (sum of the loss lanes) / (S n_out);  g[p] = sum
 """
 
 
-def generate(N: int, n_in: int, n_out: int, dtype) -> str:
-    """Source text of the kernel module for width N, n_in inputs, n_out outputs."""
+def generate(N: int, n_in: int, n_out: int, dtype, bits: int = 256) -> str:
+    """Source text of the kernel module for width N, n_in inputs, n_out outputs,
+    vectors of ``bits`` bits (256 or 512)."""
     dtype = np.dtype(dtype)
-    L = 32 // dtype.itemsize
+    if bits not in (256, 512):
+        raise ValueError(f"bits must be 256 or 512, got {bits!r}")
+    L = bits // 8 // dtype.itemsize
+    acc = 12 if bits == 256 else GRAD_ACC_512
     offset = block_offset.py_func                   # net.py's layout (the plain function)
     NCM, LW = N * CM, (offset(3, N, n_in) - offset(2, N, n_in)) * L    # LW: one hidden layer
     e = _Src()
     e(0, f'"""Generated by relunet.fast.codegen v{GEN_VERSION}: N={N}, n_in={n_in}, '
-         f'n_out={n_out}, {dtype.name}. Do not edit."""')
+         f'n_out={n_out}, {dtype.name}, {bits} bits. Do not edit."""')
     e(0, "import numpy as np")
     e(0, "from numba import njit")
     e(0)
     e(0, "from relunet import _numba  # noqa: F401  (numba cache folder)")
-    e(0, "from relunet.fast.simd import vadd, vfma, vhsum, vload, vmask, vmul, vrelu, vsplat, "
-         "vstore, vsub")
+    if bits == 256:
+        e(0, "from relunet.fast.simd import vadd, vfma, vhsum, vload, vmask, vmul, vrelu, vsplat, "
+             "vstore, vsub")
+    else:
+        e(0, "from relunet.fast.simd import vadd, vfma, vhsum, vmask, vmul, vrelu, vstore, vsub")
+        e(0, f"from relunet.fast.simd import vload{bits} as vload, vsplat{bits} as vsplat")
     e(0, "from relunet.net import block_offset")
     e(0, "from relunet.optim import apply_update")
     e(0)
@@ -383,7 +407,7 @@ def generate(N: int, n_in: int, n_out: int, dtype) -> str:
     _emit_output(e, L, N, n_in, n_out)
     e(0, "g_at = G_ACC + W_OUT")
     e(0, "dz_at = DY")
-    _emit_grad(e, L, N, n_out, "buf")
+    _emit_grad(e, L, N, n_out, "buf", acc)
     e(0, "dz_below = DZ_A")
     _emit_delta(e, L, N, n_out)
     e(0, "dz_at = DZ_A")
@@ -394,13 +418,13 @@ def generate(N: int, n_in: int, n_out: int, dtype) -> str:
     e(0, f"w_at -= {LW}")
     e(0, f"h_in = H + (layer - 1) * {NCM}")
     e(0, "g_at = G_ACC + w_at")
-    _emit_grad(e, L, N, N, "buf")
+    _emit_grad(e, L, N, N, "buf", acc)
     _emit_delta(e, L, N, N)
     e(0, "dz_at, dz_below = dz_below, dz_at")
     e.base = 4
     e(0, "# ---- backward, layer 1: G_1 += dz_1 x^T")
     e(0, "h_in = chunk")
     e(0, "g_at = G_ACC")
-    _emit_grad(e, L, n_in, N, "data")
+    _emit_grad(e, L, n_in, N, "data", acc)
     e.base = 0
     return e.text() + _TAIL

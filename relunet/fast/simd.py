@@ -9,17 +9,33 @@ points) in its own vector register, runs out of the 16 AVX2 registers and
 spills; with runtime row strides it also gives up on loops that store many
 rows (too many run-time alias checks). So the generated kernels
 (``codegen.py``) are written with the explicit vector type below: one value
-of type ``Vec`` is one AVX2 register, holding 4 float64 or 8 float32 values
-of consecutive training points. ``vload``/``vstore`` move such a register
-from/to ``arr[i:i+L]``; ``vfma`` is one ``vfmadd...pd`` instruction. Nothing
+of type ``Vec`` is one vector register, holding L values of consecutive
+training points: 4 float64 / 8 float32 in a 256-bit AVX2 register (``vload``,
+``vsplat``), 8 float64 / 16 float32 in a 512-bit AVX-512 register
+(``vload512``, ``vsplat512``; the other intrinsics take their width from their
+arguments). ``vload``/``vstore`` move such a register from/to ``arr[i:i+L]``;
+``vfma`` is one ``vfmadd...pd`` instruction. Nothing
 is left to the auto-vectoriser, so the register blocking of the kernels is the
 one written in the generator, and the order of every floating-point sum is
 fixed by the code (no fast-math reassociation is needed for speed).
 
 Each intrinsic lowers to a few LLVM instructions and is inlined; numba caches
 functions that use them (``cache=True``) like any other.
+
+Which width
+-----------
+``vector_bits()`` is the width the training kernels use: 512 where the CPU
+numba compiles for has AVX-512 (``avx512f``), else 256; the environment
+variable ``RELUNET_VECTOR_BITS`` (256 or 512) or ``train_stack``'s
+``vector_bits`` argument overrides it. Every operation is lane by lane, so the
+width changes only the order of the sums over points (how many per-lane
+partial sums there are): the two widths give results that differ in their last
+bits, and each width gives the same bits on every run. A 512-bit kernel on a
+CPU without AVX-512 is correct but slow (LLVM splits every vector in two).
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 from llvmlite import ir
@@ -28,20 +44,60 @@ from numba.core import cgutils
 from numba.core.datamodel import default_manager
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["Vec", "lanes", "vload", "vstore", "vsplat", "vfma", "vadd", "vsub", "vmul",
-           "vrelu", "vmask", "vhsum"]
+__all__ = ["Vec", "BITS", "ENV", "lanes", "native_bits", "vector_bits", "vload", "vload512",
+           "vstore", "vsplat", "vsplat512", "vfma", "vadd", "vsub", "vmul", "vrelu", "vmask",
+           "vhsum"]
+
+BITS = (256, 512)                 #: the vector widths the kernels are generated for
+ENV = "RELUNET_VECTOR_BITS"       #: environment override of the width
 
 
 # =============================================================================
-# The vector type: one AVX2 register (256 bits)
+# The width: from the CPU numba compiles for, or overridden
 # =============================================================================
-def lanes(dtype) -> int:
-    """Values per vector register: 4 for float64, 8 for float32."""
-    return 32 // np.dtype(dtype).itemsize
+def _cpu_has_avx512() -> bool:
+    """Whether numba's code may use AVX-512: numba compiles with the features
+    of ``NUMBA_CPU_FEATURES`` when that is set (e.g. with ``NUMBA_CPU_NAME``
+    for a portable cache), else with the host CPU's."""
+    import numba
+    from llvmlite import binding
+    if numba.config.CPU_FEATURES is not None:
+        return "+avx512f" in numba.config.CPU_FEATURES.split(",")
+    return bool(binding.get_host_cpu_features().get("avx512f", False))
+
+
+def native_bits() -> int:
+    """512 where the CPU numba compiles for has AVX-512 (avx512f), else 256."""
+    return 512 if _cpu_has_avx512() else 256
+
+
+def vector_bits(bits=None) -> int:
+    """The vector width to use: ``bits`` if given, else ``$RELUNET_VECTOR_BITS``
+    if set, else :func:`native_bits`. One of :data:`BITS`."""
+    source = "vector_bits"
+    if bits is None and os.environ.get(ENV, "").strip():
+        bits, source = os.environ[ENV].strip(), ENV
+    if bits is None:
+        return native_bits()
+    try:
+        value = int(bits)
+    except (TypeError, ValueError):
+        value = None
+    if isinstance(bits, bool) or value not in BITS:
+        raise ValueError(f"{source} must be 256 or 512 (bits per vector), got {bits!r}")
+    return value
+
+
+# =============================================================================
+# The vector type: one register of 256 or 512 bits
+# =============================================================================
+def lanes(dtype, bits: int = 256) -> int:
+    """Values per vector register: bits / 64 for float64, bits / 32 for float32."""
+    return bits // 8 // np.dtype(dtype).itemsize
 
 
 class Vec(types.Type):
-    """A 256-bit vector of ``width`` values of a float ``dtype`` (numba type)."""
+    """A vector of ``width`` values of a float ``dtype`` (numba type)."""
 
     def __init__(self, dtype, width):
         self.dtype = dtype
@@ -59,8 +115,8 @@ class _VecModel(models.PrimitiveModel):
 _DATA_FIELD = default_manager.lookup(types.float64[::1])._fields.index("data")
 
 
-def _vec_of(dtype):
-    return Vec(dtype, 256 // dtype.bitwidth)
+def _vec_of(dtype, bits=256):
+    return Vec(dtype, bits // dtype.bitwidth)
 
 
 def _vec_ptr(context, builder, aryty, ary, idx, vecty):
@@ -75,17 +131,24 @@ def _vec_ptr(context, builder, aryty, ary, idx, vecty):
 # Intrinsics (each a few LLVM instructions, no checks: the generator owns the
 # index arithmetic and the buffers are sized by it)
 # =============================================================================
-@intrinsic
-def vload(typingctx, arr, idx):
-    """arr[idx : idx + L] as one vector (unaligned load)."""
-    if not isinstance(arr, types.Array) or arr.dtype not in (types.float32, types.float64):
-        return None
-    vt = _vec_of(arr.dtype)
+def _make_vload(bits):
+    def vload(typingctx, arr, idx):
+        if not isinstance(arr, types.Array) or arr.dtype not in (types.float32, types.float64):
+            return None
+        vt = _vec_of(arr.dtype, bits)
 
-    def codegen(context, builder, sig, args):
-        ptr = _vec_ptr(context, builder, sig.args[0], args[0], args[1], vt)
-        return builder.load(ptr, align=arr.dtype.bitwidth // 8)
-    return vt(arr, idx), codegen
+        def codegen(context, builder, sig, args):
+            ptr = _vec_ptr(context, builder, sig.args[0], args[0], args[1], vt)
+            return builder.load(ptr, align=arr.dtype.bitwidth // 8)
+        return vt(arr, idx), codegen
+    vload.__name__ = vload.__qualname__ = f"vload{bits}"
+    return intrinsic(vload)
+
+
+vload = _make_vload(256)
+vload.__doc__ = "arr[idx : idx + L] as one 256-bit vector (unaligned load)."
+vload512 = _make_vload(512)
+vload512.__doc__ = "arr[idx : idx + L] as one 512-bit vector (unaligned load)."
 
 
 @intrinsic
@@ -101,20 +164,27 @@ def vstore(typingctx, arr, idx, v):
     return types.none(arr, idx, v), codegen
 
 
-@intrinsic
-def vsplat(typingctx, x):
-    """A vector with every lane equal to the scalar x (float32 or float64)."""
-    if x not in (types.float32, types.float64):
-        return None
-    vt = _vec_of(x)
+def _make_vsplat(bits):
+    def vsplat(typingctx, x):
+        if x not in (types.float32, types.float64):
+            return None
+        vt = _vec_of(x, bits)
 
-    def codegen(context, builder, sig, args):
-        llt = context.get_value_type(vt)
-        undef = ir.Constant(llt, ir.Undefined)
-        v = builder.insert_element(undef, args[0], ir.Constant(ir.IntType(32), 0))
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.width), [0] * vt.width)
-        return builder.shuffle_vector(v, undef, mask)
-    return vt(x), codegen
+        def codegen(context, builder, sig, args):
+            llt = context.get_value_type(vt)
+            undef = ir.Constant(llt, ir.Undefined)
+            v = builder.insert_element(undef, args[0], ir.Constant(ir.IntType(32), 0))
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.width), [0] * vt.width)
+            return builder.shuffle_vector(v, undef, mask)
+        return vt(x), codegen
+    vsplat.__name__ = vsplat.__qualname__ = f"vsplat{bits}"
+    return intrinsic(vsplat)
+
+
+vsplat = _make_vsplat(256)
+vsplat.__doc__ = "A 256-bit vector with every lane equal to the scalar x (float32 or float64)."
+vsplat512 = _make_vsplat(512)
+vsplat512.__doc__ = "A 512-bit vector with every lane equal to the scalar x."
 
 
 def _binary(op):

@@ -130,13 +130,18 @@ def config_diff(old: dict, new: dict) -> list[str]:
 
 
 def versions() -> dict:
-    """Versions that can change results in the last bits (numba builds the kernels)."""
+    """Versions that can change results in the last bits (numba builds the kernels),
+    and ``vector_bits``: the width of the fused training kernels in this process
+    (256 or 512, ``relunet.fast.vector_bits``; the two widths give different last
+    bits, the same width the same bits)."""
+    from ..fast import vector_bits
     out = {}
     for pkg in ("relunet", "numpy", "numba"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = "unknown"
+    out["vector_bits"] = vector_bits()
     return out
 
 
