@@ -1,7 +1,7 @@
 """Benchmark: batched band methods between canonical W_f and many 5x5 minima (G&W Fig. 4).
 
 Runs ``relunet.neb.neb`` (NEB: improved tangent, FIRE, optional climbing image)
-and ``relunet.neb.string_method`` (string method with the nonsmooth
+and ``relunet.string_method.string_method`` (string method with the nonsmooth
 convergence criterion, climbing image) on Bn bands of B images (default
 100 x 32, D = 136), with every movable image of every unfinished band in ONE
 ``kernels.loss_and_grad`` call per iteration, and prints for each the wall
@@ -31,8 +31,9 @@ import numpy as np
 from relunet import init_stack, kernels
 from relunet.construct import WF_ARCH, build_wf
 from relunet.data import wf_training_set
-from relunet.neb import neb, string_method
+from relunet.neb import neb
 from relunet.optim import Momentum
+from relunet.string_method import string_method
 from relunet.train import train_stack_ref
 
 

@@ -1,6 +1,7 @@
 """Toy energy surfaces for testing the nudged elastic band: batched, with exact gradients.
 
-Every function here has the energy-function interface used by :mod:`relunet.neb`:
+Every function here has the energy-function interface used by :mod:`relunet.neb`
+and :mod:`relunet.string_method`:
 
     efun(X) -> (E, G)      X (n, D) points,  E (n,) energies,  G (n, D) = dE/dX
 

@@ -1,27 +1,24 @@
-"""Nudged elastic band: hand-worked tangents and forces, known saddles, honesty.
+"""Nudged elastic band and string method: hand-worked tangents and forces, known saddles,
+honesty.
 
-References used here are independent of relunet.neb: closed forms, hand-worked
-numbers, central differences, and a plain per-image loop re-implementation of
-the NEB force (H&J 2000 Eqs. 8-11) written below.
+References used here are independent of relunet.neb and relunet.string_method:
+closed forms, hand-worked numbers, central differences, and a plain per-image loop
+re-implementation of the NEB force (H&J 2000 Eqs. 8-11) written below.
 """
 import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
 from relunet import Arch, init_stack, kernels
-from relunet.neb import (
-    NEBResult,
+from relunet.neb import NEBResult, linear_path, neb, neb_forces, tangents
+from relunet.neb_surfaces import MB_MINIMA, MB_SADDLES, crease_well, double_well, mueller_brown
+from relunet.string_method import (
     dense_profile,
-    linear_path,
     min_norm_hull,
-    neb,
-    neb_forces,
     reparametrize,
     sampled_min_norm,
     string_method,
-    tangents,
 )
-from relunet.neb_surfaces import MB_MINIMA, MB_SADDLES, crease_well, double_well, mueller_brown
 
 MB_A, MB_B, MB_C = (np.array(MB_MINIMA[k][0]) for k in "ABC")
 MB_KW = dict(n_images=16, fmax=1e-3, dt=1e-3, max_step=0.01, max_iter=5000)

@@ -27,7 +27,7 @@ adds the shortest pair between any two parts, so every minimum is joined to
 W_f by some chain of bands. Pairs are deduplicated.
 
 Barriers. Every pair is relaxed as one band, all bands batched in one energy
-call per iteration, by the climbing string of :func:`relunet.neb.string_method`
+call per iteration, by the climbing string of :func:`relunet.string_method.string_method`
 (a stopping rule that holds on a piecewise-smooth loss: the band's barrier
 stable to ``etol`` over a window of checks on a frozen grid, and the sampled
 Clarke measure of the gradient around the climbing image at most ``gs_tol``;
@@ -211,7 +211,8 @@ def choose_edges(D, k, k0=0, spanning_tree=True) -> np.ndarray:
 # compute
 # ----------------------------------------------------------------------------
 def compute(cfg: Config, ctx) -> dict:
-    from ..neb import linear_path, string_method
+    from ..neb import linear_path
+    from ..string_method import string_method
     from . import quench_minima
     qd = quench_minima.quenched(cfg.scale, ctx)
     timer = Timer()
@@ -424,7 +425,7 @@ def report(cfg: Config, ctx) -> str:
              + (", and the minimum spanning tree (so that the graph is connected)"
                 if cfg.spanning_tree else "") +
              f"; each relaxed as a climbing string of {cfg.n_images} images "
-             f"(relunet.neb.string_method, all bands in one batch, at most {cfg.max_iter} "
+             f"(relunet.string_method, all bands in one batch, at most {cfg.max_iter} "
              f"iterations; converged: {crit}). W_f's bands relaxed again with {cfg.wf_images} "
              "images, the lower maximum kept. Edge energy: the maximum of the loss along the "
              "relaxed path, the top of an actual path, so an upper bound on the barrier "

@@ -4,19 +4,18 @@ Endpoints are de-symmetrised (relunet.symmetry.canonicalize: minimal-norm
 rescaling, then units sorted): canonical W_f at one end, a canonical quenched
 momentum-GD student (relunet.experiments.quench_minima) at the other.
 
-Method: the string method of relunet.neb (:func:`relunet.neb.string_method`:
-perpendicular relaxation, arc-length reparametrisation on a grid refined where
-the energy changes and around the peak, climbing highest image), all bands at
-once, one kernel call per iteration. The loss is piecewise smooth, so a band is
-called converged on a criterion that holds where forces jump: the energy of its
-climbing image (the saddle estimate) moved by at most ``etol`` over the last
-``window`` checks on a frozen grid, AND the gradient-sampling measure at the
-climbing image (smallest norm in the convex hull of the gradients at it and at
-``gs_samples`` points ``gs_radius`` away) is at most ``gs_tol`` (see
-relunet.neb's module docstring). Two barriers are reported: the climbing
-image's energy, and the maximum of the loss on the polyline through the images
-(sampled densely), the top of an actual path and so an upper bound, higher
-where the straight segments between images cut across the rugged landscape.
+Method: the string method (:func:`relunet.string_method.string_method`: perpendicular
+relaxation, arc-length reparametrisation on a grid refined where the energy changes and
+around the peak, climbing highest image), all bands at once, one kernel call per
+iteration. The loss is piecewise smooth, so a band is called converged on a criterion
+that holds where forces jump: the energy of its climbing image (the saddle estimate)
+moved by at most ``etol`` over the last ``window`` checks on a frozen grid, AND the
+gradient-sampling measure at the climbing image (smallest norm in the convex hull of the
+gradients at it and at ``gs_samples`` points ``gs_radius`` away) is at most ``gs_tol``
+(see relunet.string_method's module docstring). Two barriers are reported: the climbing
+image's energy, and the maximum of the loss on the polyline through the images (sampled
+densely), the top of an actual path and so an upper bound, higher where the straight
+segments between images cut across the rugged landscape.
 
 Convergence study: up to ``n_study`` converged bands are relaxed again with
 twice the images and twice the iterations; the report gives how much their
@@ -48,7 +47,7 @@ from ..construct import WF_ARCH
 from ..data import wf_training_set
 from ..geometry import path_angles, path_functions
 from ..kernels import loss_and_grad
-from ..neb import string_method
+from ..string_method import string_method
 from .frame import preset
 from .tables import claims, fmt, spread
 

@@ -1,0 +1,711 @@
+"""The string method for piecewise-smooth energies: minimum energy paths on a ReLU loss.
+
+Used for G&W Sec. 3.3 / Fig. 4 and the disconnectivity graph. The energy is any
+batched function ``efun(X) -> (E, G)`` with X (n, D), E (n,), G (n, D) (for
+networks: ``lambda X: kernels.loss_and_grad(X, arch, x, t)``); the band (a stack
+of B images, both ends fixed, started on the straight line) and its helpers are
+those of :mod:`relunet.neb`. One subject, the string method and its
+convergence test, which needs more than a sitting's 300 lines: the relaxation,
+the grid, the climbing image and the nonsmooth stationarity test are read
+together.
+
+Why the NEB criterion fails on a ReLU loss: the gradient jumps across every
+kink (a training point's pre-activation changing sign), so an image sitting on
+or oscillating across a kink has a perpendicular force bounded below by the
+jump, whatever the optimiser. On :func:`relunet.neb_surfaces.crease_well`, whose
+minimum energy path is a sharp V-shaped crease, the climbing-image NEB above
+finds the saddle energy yet ends with max |F| = 2.1 (the jump is 2a = 4): the
+criterion max |F| <= fmax measures the kink, not the band.
+
+Relaxation (E, Ren & Vanden-Eijnden, Phys. Rev. B 66, 052301 (2002); "simplified
+string", J. Chem. Phys. 126, 164103 (2007)). Each movable image moves along its
+perpendicular force F_i = -(G_i - (G_i . tau_i) tau_i); then the band is
+reparametrised: the images are put back at fixed arc-length fractions (the
+"grid") of the polyline through them, by linear interpolation (which cannot
+overshoot). There are no springs; the grid fixes where the images sit along
+the path. Details that turned out to matter (each measured on the test
+surfaces of :mod:`relunet.neb_surfaces`):
+
+* tangent: the three-point derivative on a non-uniform grid,
+  tau ~ (h-/h+) (R_{i+1} - R_i) + (h+/h-) (R_i - R_{i-1}). It is second-order
+  accurate; the plain central difference is first order on a non-uniform grid,
+  and its error angle leaks |G . tau| into F_perp where the band climbs
+  steeply (Mueller-Brown with a refined grid: |F_perp| ~ 10 that never decayed);
+* optimiser: steepest descent per image with its own step h_i ("bold driver"):
+  h_i grows by ``grow`` while the image's force keeps its direction and halves
+  when it turns back (F_new . F_old < 0). An image crossing a kink back and
+  forth therefore takes halving steps and settles on the crease, as a
+  subgradient method with diminishing steps does. FIRE with its momentum was
+  tried and dropped: with the reparametrisation it left persistent zig-zags in
+  the curved double well (F_perp ~ 1 after 3,000 steps);
+* grid: refined AutoNEB-style (Kolsbjerg, Groves & Hammer, J. Chem. Phys. 145,
+  094107 (2016), who insert images where the energy changes fast and next to
+  the maximum) by equidistribution of a monitor: every segment gets an equal
+  share of (1 - a - p) arc length + a energy variation + p a window of three
+  uniform spacings around the peak. The grid is re-equidistributed every
+  ``regrid_every`` iterations up to ``regrid_until`` and then frozen, so that
+  "converged" refers to a fixed problem.
+
+Climbing image (optional, ``climb=True``; climbing string of Ren &
+Vanden-Eijnden, J. Chem. Phys. 138, 134105 (2013)). On the frozen grid the
+highest image, if it is a maximum along the band, climbs along the tangent
+with a step of its own (an image crossing a crease sideways halves only its
+perpendicular step) and is left in place by the reparametrisation, which
+spreads the other images on either side of it. It converges to a point that
+is a maximum along the path and a minimum across it: a saddle estimate, which
+on a rugged landscape can lie well below the path maximum, because a straight
+segment between two relaxed images can cut across a ridge. Its energy is then
+the better-resolved barrier, and ``watch="image"`` makes the window watch it.
+
+Two safeguards keep a band from running away on a network's loss, where the
+landscape has stiff walls (curvatures ~1e3) beside weak directions and
+ridges that keep rising: each image's step is also capped by 1.5 / L, L =
+|F - F_old| / |last step| the force's local Lipschitz estimate (the sign test
+of the step rule watches the whole force, which the weak directions dominate);
+and an image climbs only while its energy is below the maximum of the
+straight line between the ends (the minimax barrier is at most the maximum
+along any path, so a climber above it has left the valley). Without them,
+bands to students quenched by L-BFGS climbed walls by orders of magnitude.
+
+Barrier. The band's peak is the maximum of the true energy on the polyline
+through the images: ``n_dense`` points per segment, then zoomed in three
+rounds. It is the highest point of an actual path between the endpoints, hence
+an upper bound on the mountain-pass barrier, whether or not the band has
+converged; ``peak_segment``, ``peak_t`` and ``peak_point`` say where it is, for
+a later refinement into a saddle point.
+
+Convergence criterion (both must hold, judged at checks every ``check_every``
+iterations on a frozen grid):
+
+1. stability of the barrier: max - min of the peak energy (``watch="path"``)
+   or of the highest image's energy (``watch="image"``; with ``climb`` the
+   climbing image, the saddle estimate) over the last ``window`` checks <=
+   ``etol``. This is the quantity the band is run for, and it is insensitive
+   to force jumps. Draxler et al. (ICML 2018), who ran
+   AutoNEB on ReLU networks, read their barriers off the same dense
+   interpolation but stopped on a fixed budget, with no tolerance at all;
+2. nonsmooth stationarity where the barrier is read off: at the images that
+   bound the peak segment, the gradient-sampling measure (Burke, Lewis &
+   Overton, SIAM J. Optim. 15, 751 (2005); Kiwiel, SIAM J. Optim. 18, 379
+   (2007)) of the perpendicular force is <= ``gs_tol``: the norm of the
+   smallest element of the convex hull of the perpendicular gradients at the
+   image and at ``gs_samples`` points at distance ``gs_radius`` from it in its
+   hyperplane (fixed random directions; :func:`sampled_min_norm`). Across a
+   V-shaped crease the sampled gradients point both ways and the hull
+   contains (nearly) zero, while a real slope gives a real value: the measure
+   approximates the distance of 0 from the Clarke subdifferential (Clarke,
+   Optimization and Nonsmooth Analysis, 1983) of the energy restricted to the
+   hyperplane, the nonsmooth meaning of "F_perp = 0". A single gradient at a
+   kink is one arbitrary element of it. Fewer samples can only raise the
+   measure, so the test errs on the side of "not converged". It is evaluated
+   at the check after (1) first holds, and must find the peak on the same
+   segment. A band that fails it has its steps restarted (the halving rule
+   can stall an image on a slope it keeps overshooting; the samples see the
+   slope). With a climbing image the test is taken at the climbing image
+   itself, with the FULL gradient sampled in a full ball: a small value says
+   the point is Clarke epsilon-stationary, the nonsmooth meaning of "saddle
+   candidate" (whose index a later refinement has to settle).
+
+Images away from the peak need not be relaxed for the barrier to be right
+(descent elsewhere can only lower the path); their single-point forces are
+returned as a diagnostic (``fperp``), not used. Every iteration makes ONE
+``efun`` call holding the movable images of all unfinished bands, plus, at
+checks, their dense points and the peak samples; the final peak location takes
+three more. Each band has its own optimiser state and grid and no step mixes
+bands, so a band's result is bit-identical alone or in a batch (given a
+row-independent ``efun``).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .neb import (
+    _arc_length,
+    _cap,
+    _check_endpoints,
+    _check_number,
+    _dot,
+    _evaluate,
+    linear_path,
+)
+
+__all__ = ["StringResult", "string_method", "reparametrize", "dense_profile", "min_norm_hull",
+           "sampled_min_norm"]
+
+
+# =============================================================================
+# String method with a nonsmooth convergence criterion
+# =============================================================================
+@dataclass
+class StringResult:
+    """Relaxed strings. Bn = number of bands, B = images per band incl. endpoints,
+    M = (B - 1) n_dense + 1 points of the dense profile.
+
+    The maximum of a band ("peak") is the highest point of the dense profile:
+    it lies on segment ``peak_segment`` j, at ``R_j + peak_t (R_{j+1} - R_j)``
+    (``peak_point``), at arc length ``peak_distance`` from the start. After
+    :meth:`squeeze` (single band) the leading Bn axis is gone.
+    """
+
+    images: np.ndarray          # (Bn, B, D)
+    energies: np.ndarray        # (Bn, B)
+    distance: np.ndarray        # (Bn, B) cumulative arc length
+    fractions: np.ndarray       # (Bn, B) the grid: target arc-length fractions of the images
+    converged: np.ndarray       # (Bn,) bool, the criterion of the module docstring
+    iterations: np.ndarray      # (Bn,) int
+    peak_energy: np.ndarray     # (Bn,) max of the dense profile
+    peak_segment: np.ndarray    # (Bn,) int j: the peak lies between images j and j+1
+    peak_t: np.ndarray          # (Bn,) position of the peak on that segment, in [0, 1]
+    peak_distance: np.ndarray   # (Bn,) arc length from the start to the peak
+    peak_point: np.ndarray      # (Bn, D)
+    barrier_change: np.ndarray  # (Bn,) max - min of the watched barrier over the last window
+    #                             (inf: none)
+    peak_measure: np.ndarray    # (Bn,) sampled min-norm perpendicular force at the peak images
+    #                             (nan: not measured)
+    fperp: np.ndarray           # (Bn, B-2) single-point |F_perp| per movable image
+    #                             (diagnostic only)
+    dense_distance: np.ndarray  # (Bn, M) arc length of the dense profile
+    dense_energies: np.ndarray  # (Bn, M) energies of the dense profile
+
+    def barrier(self, from_end: bool = False) -> np.ndarray:
+        """Peak energy minus the start energy (or the end's)."""
+        ref = self.energies[..., -1] if from_end else self.energies[..., 0]
+        return self.peak_energy - ref
+
+    def peak_image(self) -> np.ndarray:
+        """Index of each band's highest image (the peak itself may lie between images)."""
+        return np.argmax(self.energies, axis=-1)
+
+    def squeeze(self) -> "StringResult":
+        """Drop the band axis of a single-band result."""
+        if self.images.ndim != 3 or self.images.shape[0] != 1:
+            raise ValueError(f"squeeze needs a result with exactly one band, "
+                             f"got images of shape {self.images.shape}")
+        return replace(self, **{f: getattr(self, f)[0] for f in self.__dataclass_fields__})
+
+
+def reparametrize(X, fractions) -> np.ndarray:
+    """Images at given arc-length fractions along each band's polyline.
+
+    X : (Bn, B, D) bands;  fractions : (Bn, B') or (B',) increasing, from 0 to 1.
+    Returns (Bn, B', D): linear interpolation along the polyline through X (it
+    cannot overshoot), endpoints copied exactly.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, B, D = X.shape
+    f = np.broadcast_to(np.asarray(fractions, dtype=np.float64), (n, np.shape(fractions)[-1]))
+    s = _arc_length(X)                                  # (n, B)
+    target = f * s[:, -1:]
+    j = np.clip((s[:, None, 1:-1] <= target[:, :, None]).sum(-1), 0, B - 2)   # segment per target
+    s0, s1 = np.take_along_axis(s, j, 1), np.take_along_axis(s, j + 1, 1)
+    w = np.clip((target - s0) / np.where(s1 > s0, s1 - s0, 1.0), 0.0, 1.0)
+    X0 = np.take_along_axis(X, j[..., None], 1)
+    Y = X0 + w[..., None] * (np.take_along_axis(X, j[..., None] + 1, 1) - X0)
+    Y[:, 0], Y[:, -1] = X[:, 0], X[:, -1]
+    return Y
+
+
+def _dense_points(X, n_dense):
+    """Interior points of every segment at fractions k / n_dense, k = 1..n_dense-1:
+    (Bn, B-1, n_dense-1, D)."""
+    f = np.arange(1, n_dense) / n_dense
+    return X[:, :-1, None] + f[None, None, :, None] * np.diff(X, axis=1)[:, :, None]
+
+
+def _profile(X, E, Ed):
+    """Dense profile (distance, energy) from image energies E (n, B) and interior
+    energies Ed (n, B-1, n_dense-1): arrays (n, (B-1) n_dense + 1)."""
+    n, B = E.shape
+    nd = Ed.shape[2] + 1
+    prof = np.concatenate([E[:, :-1, None], Ed], axis=2).reshape(n, -1)
+    prof = np.concatenate([prof, E[:, -1:]], axis=1)
+    seg = np.sqrt(_dot(np.diff(X, axis=1), np.diff(X, axis=1)))         # (n, B-1)
+    s0 = np.concatenate([np.zeros((n, 1)), np.cumsum(seg, axis=1)], axis=1)
+    dist = (s0[:, :-1, None] + seg[:, :, None] * (np.arange(nd) / nd)).reshape(n, -1)
+    return np.concatenate([dist, s0[:, -1:]], axis=1), prof
+
+
+def dense_profile(efun, X, n_dense: int = 8):
+    """Energy along each band's polyline at n_dense points per segment.
+
+    X : (Bn, B, D).  Returns (distance, energy), each (Bn, (B-1) n_dense + 1):
+    the true energy on the piecewise-linear path through the images (one
+    ``efun`` call), so its maximum is the highest point of an actual path.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 3 or X.shape[1] < 2:
+        raise ValueError(f"X must have shape (Bn, B, D) with B >= 2, got {X.shape}")
+    _check_number("n_dense", n_dense, integer=True)
+    n, B, D = X.shape
+    P = _dense_points(X, n_dense).reshape(-1, D)
+    E, _ = _evaluate(efun, np.concatenate([X.reshape(-1, D), P]))
+    Ed = E[n * B:].reshape(n, B - 1, n_dense - 1)
+    return _profile(X, E[:n * B].reshape(n, B), Ed)
+
+
+def _proj_simplex(V):
+    """Euclidean projection of each row of V (N, m) onto the probability simplex."""
+    N, m = V.shape
+    U = -np.sort(-V, axis=1)
+    css = np.cumsum(U, axis=1) - 1.0
+    ok = U - css / np.arange(1, m + 1) > 0
+    r = m - np.argmax(ok[:, ::-1], axis=1)              # number of positive entries
+    theta = css[np.arange(N), r - 1] / r
+    return np.maximum(V - theta[:, None], 0.0)
+
+
+def min_norm_hull(P, iters: int = 1000):
+    """Smallest-norm point of the convex hull of the rows of each P[k] (N, m, D).
+
+    Accelerated projected gradient (FISTA, Beck & Teboulle 2009) on
+    min_{lam in simplex} |lam P|^2, batched over N. The weights returned are
+    always feasible, so the norm is an upper bound on the exact minimum norm
+    and converges to it. Returns (norm (N,), lam (N, m)).
+    """
+    P = np.asarray(P, dtype=np.float64)
+    if P.ndim != 3 or P.shape[1] == 0:
+        raise ValueError(f"P must have shape (N, m, D) with m >= 1, got {P.shape}")
+    N, m, _ = P.shape
+    Q = np.einsum("nid,njd->nij", P, P)
+    L = np.linalg.eigvalsh(Q)[:, -1]                    # Lipschitz constant of the gradient
+    L = np.where(L > 0, L, 1.0)[:, None]
+    lam = np.full((N, m), 1.0 / m)
+    z, tk = lam.copy(), 1.0
+    for _ in range(iters):
+        new = _proj_simplex(z - np.einsum("nij,nj->ni", Q, z) / L)
+        tn = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * tk * tk))
+        z = new + ((tk - 1.0) / tn) * (new - lam)
+        lam, tk = new, tn
+    d = np.einsum("nm,nmd->nd", lam, P)
+    return np.sqrt(_dot(d, d)), lam
+
+
+def _sample_directions(n_samples, D, seed):
+    """The fixed random unit directions of gradient sampling, (n_samples, D)."""
+    U = np.random.default_rng(seed).standard_normal((n_samples, D))
+    return U
+
+
+def _sample_points(points, tangents, radius, U):
+    """points (N, D), tangents (N, D) or None -> (N, m, D) points at distance
+    ``radius`` in the directions U, projected perpendicular to the tangent."""
+    V = np.broadcast_to(U, (len(points),) + U.shape).copy()
+    if tangents is not None:
+        V -= _dot(V, tangents[:, None])[..., None] * tangents[:, None]
+    V /= np.sqrt(_dot(V, V))[..., None]
+    return points[:, None] + radius * V
+
+
+def _sampled_measure(G0, Gs, tangents):
+    """Min norm of the hull of {G0, Gs} (projected perpendicular to tangents)."""
+    P = np.concatenate([G0[:, None], Gs], axis=1)
+    if tangents is not None:
+        P = P - _dot(P, tangents[:, None])[..., None] * tangents[:, None]
+    return min_norm_hull(P)[0]
+
+
+def sampled_min_norm(efun, points, radius: float, n_samples: int = 16, tangents=None,
+                     seed: int = 0) -> np.ndarray:
+    """Gradient-sampling stationarity measure at each point (Burke, Lewis & Overton,
+    SIAM J. Optim. 15, 751 (2005)).
+
+    The gradient at each point and at ``n_samples`` points at distance ``radius``
+    from it (fixed random directions) are collected; the measure is the norm of
+    the smallest element of their convex hull. With ``tangents`` (N, D) the
+    samples lie in the hyperplane perpendicular to the tangent and the gradients
+    are projected onto it (the perpendicular force of a band image). A small
+    value says that no direction in the ball descends at a slope above it (the
+    point is approximately Clarke stationary at scale ``radius``); a large value
+    is a descent slope that is really there. Few samples can only make the
+    measure larger (the hull of a subset is smaller), never smaller.
+
+    points : (N, D).  Returns (N,). One ``efun`` call.
+    """
+    pts = np.atleast_2d(np.asarray(points, dtype=np.float64))
+    if pts.ndim != 2 or not np.all(np.isfinite(pts)):
+        raise ValueError(f"points must be a finite array of shape (N, D), got shape {pts.shape}")
+    _check_number("radius", radius)
+    _check_number("n_samples", n_samples, integer=True)
+    N, D = pts.shape
+    tau = None
+    if tangents is not None:
+        tau = np.atleast_2d(np.asarray(tangents, dtype=np.float64))
+        if tau.shape != pts.shape:
+            raise ValueError(f"tangents must have the shape of points {pts.shape}, got {tau.shape}")
+        tau = tau / np.sqrt(_dot(tau, tau))[:, None]
+    S = _sample_points(pts, tau, radius, _sample_directions(n_samples, D, seed))
+    _, G = _evaluate(efun, np.concatenate([pts, S.reshape(-1, D)]))
+    return _sampled_measure(G[:N], G[N:].reshape(N, n_samples, D), tau)
+
+
+def _central_tangents(X):
+    """Unit tangents at the movable images, (n, B-2, D): the three-point derivative
+    of the curve on a non-uniform grid, (h-/h+) (R_{i+1} - R_i) + (h+/h-) (R_i - R_{i-1})
+    with h+- the neighbouring segment lengths; second-order accurate, and
+    (R_{i+1} - R_{i-1}) on a uniform grid."""
+    dX = np.diff(X, axis=1)
+    seg = np.sqrt(_dot(dX, dX))
+    hp, hm = seg[:, 1:], seg[:, :-1]
+    ok = (hp > 0) & (hm > 0)
+    wp = np.where(ok, hm / np.where(ok, hp, 1.0), 1.0)
+    wm = np.where(ok, hp / np.where(ok, hm, 1.0), 1.0)
+    t = wp[..., None] * dX[:, 1:] + wm[..., None] * dX[:, :-1]
+    norm = np.sqrt(_dot(t, t))
+    return t / np.where(norm > 0, norm, 1.0)[..., None]
+
+
+def _equidistribute(X, E, Ed, energy_weight, peak_weight):
+    """New grid fractions (n, B) that give every segment an equal share of the monitor
+
+        w(s) ds = (1 - a - p) ds / L + a |dE| / TV + p [|s - s*| <= d] ds / (2 d)
+
+    integrated on the dense profile: L the band's length, TV the total variation
+    of its energy, s* the arc length of its peak, d = 1.5 L / (B - 1) (the peak
+    window spans three uniform spacings), a = energy_weight, p = peak_weight."""
+    n, B, _ = X.shape
+    dist, prof = _profile(X, E, Ed)                     # (n, M)
+    ds = np.diff(dist, axis=1)
+    dE = np.abs(np.diff(prof, axis=1))
+    L = dist[:, -1:]
+    tv = dE.sum(axis=1, keepdims=True)
+    w = (1.0 - energy_weight - peak_weight) * ds / L
+    w += energy_weight * np.where(tv > 0, dE / np.where(tv > 0, tv, 1.0), ds / L)
+    s_pk = dist[np.arange(n), np.argmax(prof, axis=1)][:, None]
+    half = 1.5 * L / (B - 1)
+    over = np.clip(np.minimum(dist[:, 1:], s_pk + half) - np.maximum(dist[:, :-1], s_pk - half),
+                   0.0, None)
+    w += peak_weight * over / over.sum(axis=1, keepdims=True)
+    cw = np.concatenate([np.zeros((n, 1)), np.cumsum(w, axis=1)], axis=1)
+    cw /= cw[:, -1:]
+    g = np.linspace(0.0, 1.0, B)
+    out = np.empty((n, B))
+    for b in range(n):                      # per band: results independent of the batch
+        out[b] = np.interp(g, cw[b], dist[b] / dist[b, -1])
+    out[:, 0], out[:, -1] = 0.0, 1.0
+    return out
+
+
+def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, step: float = 1e-3,
+                  step_max: float = 0.5, grow: float = 1.1, max_step: float = 0.2, n_dense: int = 8,
+                  regrid_every: int = 100, regrid_until: int = 500, energy_weight: float = 0.5,
+                  peak_weight: float = 0.25,
+                  check_every: int = 10, window: int = 20, etol: float = 1e-4,
+                  gs_radius: float = 1e-2, gs_samples: int = 16, gs_tol: float = 1e-2,
+                  climb: bool = False, watch: str = "path", seed: int = 0) -> StringResult:
+    """Relax Bn strings at once and stop each on the nonsmooth criterion (module docstring).
+
+    Parameters
+    ----------
+    efun : callable X (n, D) -> (E (n,), G (n, D)), rows treated independently;
+        called ONCE per iteration on all rows needed by the unfinished bands.
+    start, end : (D,) or (Bn, D) fixed endpoints.
+    n_images : B, images per band including both endpoints (>= 3).
+    max_iter : at most this many steps per band.
+    step, step_max, grow : each image moves by h F_perp with its own step h:
+        initially ``step``, multiplied by ``grow`` while its force keeps its
+        direction, halved when the force turns back (F_new . F_old < 0), never
+        above ``step_max``.
+    max_step : largest displacement of one image in one step (units of the problem).
+    n_dense : points per segment of the dense profile (>= 2).
+    regrid_every, regrid_until : the grid is re-equidistributed every
+        ``regrid_every`` iterations up to iteration ``regrid_until`` (0: never),
+        then frozen; convergence is only judged on a frozen grid.
+    energy_weight : share a of the monitor given to the energy variation (0: plain
+        arc length).
+    peak_weight : share p of the monitor given to a window of three uniform
+        spacings around the peak (AutoNEB-style refinement where the barrier is
+        read off).
+    check_every, window : the dense profile is evaluated every ``check_every``
+        iterations; the window is the last ``window`` checks.
+    etol : largest change (max - min) of the peak energy over the window.
+    gs_radius, gs_samples, gs_tol : gradient sampling at the peak images: radius,
+        number of samples, and the largest admissible sampled min-norm
+        perpendicular force.
+    climb : on the frozen grid, the highest movable image climbs (climbing string,
+        Ren & Vanden-Eijnden, J. Chem. Phys. 138, 134105 (2013)): its force is
+        -G + 2 (G . tau) tau, its perpendicular and parallel parts with steps of
+        their own (a crease crossed sideways must not stall the climb along it),
+        it is left where it is by the reparametrisation
+        (the images on either side are spread over their own part of the band
+        by the grid), and the stationarity test samples the FULL gradient in a
+        ball around it (a Clarke epsilon-stationary point: a saddle candidate).
+        Only an image that is a maximum along the band climbs, and it moves at
+        most half way to a neighbour per step; a band whose highest point is an
+        endpoint has no climber and is tested as without ``climb``.
+    watch : the barrier whose stability over the window is required: "path", the
+        maximum of the dense profile, or "image", the highest image's energy
+        (with ``climb``: the climbing image, the saddle estimate, which does not
+        depend on how the straight segments next to it cut corners).
+    seed : seed of the fixed sampling directions (shared by all bands).
+
+    Returns
+    -------
+    StringResult with band axis Bn. Bands that never met the criterion have
+    ``converged`` False and report what they reached (``barrier_change``,
+    ``peak_measure``).
+    """
+    if not callable(efun):
+        raise ValueError(f"efun must be callable X (n, D) -> (E, G), got {type(efun).__name__}")
+    S, T = _check_endpoints(start, end)
+    _check_number("n_images", n_images, integer=True)
+    if n_images < 3:
+        raise ValueError(f"n_images must be >= 3 (two endpoints and a movable image), "
+                         f"got {n_images}")
+    for name, val in (("step", step), ("step_max", step_max), ("max_step", max_step),
+                      ("etol", etol), ("gs_radius", gs_radius), ("gs_tol", gs_tol)):
+        _check_number(name, val)
+    if step_max < step:
+        raise ValueError(f"step_max must be >= step, got step_max={step_max} < step={step}")
+    _check_number("grow", grow)
+    if grow < 1.0:
+        raise ValueError(f"grow must be >= 1, got {grow}")
+    for name, val in (("n_dense", n_dense), ("check_every", check_every), ("window", window),
+                      ("gs_samples", gs_samples)):
+        _check_number(name, val, integer=True)
+    if watch not in ("path", "image"):
+        raise ValueError(f"watch must be 'path' or 'image', got {watch!r}")
+    if n_dense < 2:
+        raise ValueError(f"n_dense must be >= 2 (one interior point per segment), got {n_dense}")
+    for name, val in (("max_iter", max_iter), ("regrid_every", regrid_every),
+                      ("regrid_until", regrid_until), ("seed", seed)):
+        _check_number(name, val, integer=True, zero_ok=True)
+    for name, val in (("energy_weight", energy_weight), ("peak_weight", peak_weight)):
+        if not (isinstance(val, (int, float)) and not isinstance(val, bool) and 0.0 <= val <= 1.0):
+            raise ValueError(f"{name} must be a number in [0, 1], got {val!r}")
+    if energy_weight + peak_weight > 1.0:
+        raise ValueError(f"energy_weight + peak_weight must be <= 1, got "
+                         f"{energy_weight} + {peak_weight}")
+
+    Bn, D = S.shape
+    B, nd, m = n_images, n_dense, gs_samples
+    U = _sample_directions(m, D, seed)
+    frac = np.tile(np.linspace(0.0, 1.0, B), (Bn, 1))
+    X = linear_path(S, T, B)
+    # optimiser state per image: step and last perpendicular force
+    h = np.full((Bn, B - 2), float(step))
+    F_old = np.zeros((Bn, B - 2, D))
+    h_par, g_old = np.full((Bn, B - 2), float(step)), np.zeros((Bn, B - 2))    # climbing
+    c_old = np.full(Bn, -1)
+    dr_len = np.zeros((Bn, B - 2))                  # length of each image's last step
+    line_max = np.full(Bn, np.inf)                  # the straight line's maximum (set at it 0)
+    done, converged = np.zeros(Bn, bool), np.zeros(Bn, bool)
+    iters = np.zeros(Bn, int)
+    hist = np.full((Bn, window), np.nan)            # peak energies of the last checks (ring)
+    n_hist = np.zeros(Bn, int)
+    peak_E, peak_j, peak_t = np.full(Bn, np.nan), np.zeros(Bn, int), np.zeros(Bn)
+    b_change, p_meas = np.full(Bn, np.inf), np.full(Bn, np.nan)
+    gs_want = np.zeros(Bn, bool)                    # sample the peak images at the next check
+    gs_seg = np.full(Bn, -1)
+    gs_climb = np.zeros(Bn, bool)                   # ... at the climbing image
+    Ed_last = np.zeros((Bn, B - 1, nd - 1))
+    E, G = np.zeros((Bn, B)), np.zeros((Bn, B, D))
+
+    def frozen_at(it):
+        return regrid_every == 0 or it > regrid_until
+
+    for it in range(max_iter + 1):
+        a = np.flatnonzero(~done)
+        if a.size == 0:
+            break
+        if it > 0:
+            # ---- one step per image along its perpendicular force, then reparametrise
+            tau = _central_tangents(X[a])
+            Ga = G[a, 1:-1]
+            g_par = _dot(Ga, tau)
+            F = g_par[..., None] * tau - Ga
+            ha = h[a]
+            ha = np.where(_dot(F, F_old[a]) < 0.0, 0.5 * ha, np.minimum(grow * ha, step_max))
+            # and never above 1.5 / L, L = |F - F_old| / |last step| the force's local
+            # Lipschitz estimate: the sign test above watches the whole force, which the weak
+            # directions dominate, so a step too long for a stiff one could grow unchecked
+            # and fling images up the walls (seen on network bands)
+            dF = np.sqrt(_dot(F - F_old[a], F - F_old[a]))
+            lip = np.where(dF > 0, 1.5 * dr_len[a] / np.where(dF > 0, dF, 1.0), np.inf)
+            ha = np.where(dr_len[a] > 0, np.minimum(ha, lip), ha)
+            h[a], F_old[a] = ha, F
+            dr = ha[..., None] * F
+            climbing = climb and frozen_at(it)
+            if climbing:        # the highest image also climbs: + (G.tau) tau, own step
+                r = np.arange(a.size)
+                c = np.argmax(E[a, 1:-1], axis=1)
+                Ea = E[a]
+                # only a maximum along the band climbs (not an image below a higher endpoint),
+                # and only while it is below the straight line's maximum: the minimax barrier
+                # is at most the maximum along ANY path between the ends, so a climber above
+                # it has left the valley (without this bound a climber on a ridge that rises
+                # without end dragged its band far up it: seen on network bands)
+                ok = (Ea[r, c + 1] >= Ea[r, c]) & (Ea[r, c + 1] >= Ea[r, c + 2]) & \
+                    (Ea[r, c + 1] <= line_max[a])
+                gp, hp = g_par[r, c], h_par[a, c]
+                hp = np.where(gp * g_old[a, c] < 0.0, 0.5 * hp, np.minimum(grow * hp, step_max))
+                hp = np.where(c == c_old[a], hp, float(step))            # a new climber
+                h_par[a, c], g_old[a, c], c_old[a] = hp, gp, np.where(ok, c, -1)
+                # at most half way to the neighbour it moves towards: it stays inside the band
+                seg = np.sqrt(_dot(np.diff(X[a], axis=1), np.diff(X[a], axis=1)))
+                room = 0.5 * np.where(gp > 0, seg[r, c + 1], seg[r, c])
+                move = np.clip(hp * gp, -room, room)
+                dr[r, c] += np.where(ok, move, 0.0)[:, None] * tau[r, c]
+                c = np.where(ok, c, -1)
+            Xa = X[a]
+            Xa[:, 1:-1] += _cap(dr, max_step)
+            dr_len[a] = np.sqrt(_dot(dr, dr))
+            regrid = regrid_every > 0 and it % regrid_every == 0 and it <= regrid_until
+            if regrid:
+                frac[a] = _equidistribute(Xa, E[a], Ed_last[a], energy_weight, peak_weight)
+            X[a] = _reparametrize_split(Xa, frac[a], c + 1) if climbing else \
+                reparametrize(Xa, frac[a])
+            if regrid:                              # fresh optimiser and window on a new grid
+                h[a], F_old[a], dr_len[a] = float(step), 0.0, 0.0
+                n_hist[a], gs_want[a] = 0, False
+                hist[a] = np.nan
+        # ---- ONE efun call: images, dense points of checked bands, peak samples
+        check = it % check_every == 0 or it == max_iter
+        parts = [X[a].reshape(-1, D) if it == 0 else X[a, 1:-1].reshape(-1, D)]
+        if check:
+            parts.append(_dense_points(X[a], nd).reshape(-1, D))
+            g_b = a[gs_want[a]]
+            # a climbing image: full ball, full gradient (zero tangent); otherwise the
+            # images bounding the peak segment, in their perpendicular hyperplanes
+            mode = gs_climb[g_b]
+            pk = np.stack([gs_seg[g_b], np.where(mode, gs_seg[g_b], gs_seg[g_b] + 1)], axis=1)
+            g_tau = _central_tangents(X[g_b])[np.arange(g_b.size)[:, None],
+                                              np.clip(pk - 1, 0, B - 3)]
+            g_tau = np.where(mode[:, None, None], 0.0, g_tau).reshape(-1, D)
+            pk_ok = (pk >= 1) & (pk <= B - 2)
+            g_pts = X[g_b[:, None], pk]                                    # (ng, 2, D)
+            if g_b.size:
+                parts.append(_sample_points(g_pts.reshape(-1, D), g_tau, gs_radius,
+                                            U).reshape(-1, D))
+        Eall, Gall = _evaluate(efun, np.concatenate(parts) if len(parts) > 1 else parts[0])
+        k = parts[0].shape[0]
+        if it == 0:
+            E[a], G[a] = Eall[:k].reshape(-1, B), Gall[:k].reshape(-1, B, D)
+        else:
+            E[a, 1:-1], G[a, 1:-1] = Eall[:k].reshape(-1, B - 2), Gall[:k].reshape(-1, B - 2, D)
+        bad = ~(np.isfinite(E[a]).all(1) & np.isfinite(G[a]).all((1, 2)))
+        if check:
+            kd = parts[1].shape[0]
+            Ed = Eall[k:k + kd].reshape(a.size, B - 1, nd - 1)
+            Ed_last[a] = Ed
+            bad |= ~np.isfinite(Ed).all((1, 2))
+            _, prof = _profile(X[a], E[a], Ed)
+            idx = np.argmax(prof, axis=1)
+            peak_E[a] = prof[np.arange(a.size), idx]
+            if it == 0:
+                line_max[a] = peak_E[a]
+            new_j = np.minimum(idx // nd, B - 2)
+            peak_t[a] = np.where(idx // nd > B - 2, 1.0, (idx % nd) / nd)
+            # the window: only on a frozen grid
+            if frozen_at(it):
+                hist[a, n_hist[a] % window] = peak_E[a] if watch == "path" else E[a].max(axis=1)
+                n_hist[a] += 1
+            full_w = n_hist[a] >= window              # then every entry is filled
+            b_change[a] = np.inf
+            if full_w.any():
+                hw = hist[a[full_w]]
+                b_change[a[full_w]] = hw.max(axis=1) - hw.min(axis=1)
+            e_ok = full_w & (b_change[a] <= etol)
+            # gradient sampling at the peak images requested at the previous check
+            top = np.argmax(E[a, 1:-1], axis=1) + 1                    # highest movable image
+            ra = np.arange(a.size)
+            interior = (E[a][ra, top] >= E[a][ra, top - 1]) & (E[a][ra, top] >= E[a][ra, top + 1])
+            if g_b.size:
+                Gs = Gall[k + kd:].reshape(g_b.size * 2, m, D)
+                G0 = G[g_b[:, None], pk].reshape(-1, D)
+                rho = _sampled_measure(G0, Gs, g_tau).reshape(g_b.size, 2)
+                rho = np.where(pk_ok, rho, 0.0).max(axis=1)             # fixed endpoints: no force
+                p_meas[g_b] = rho
+                pos = np.searchsorted(a, g_b)
+                same = np.where(mode, top[pos], new_j[pos]) == gs_seg[g_b]
+                ok = e_ok[pos] & same & (rho <= gs_tol)
+                converged[g_b[ok]] = True
+                # stable but not stationary: the steps may have collapsed (halved at every
+                # turn) on a slope the samples see; restart them
+                fail = g_b[~ok & (rho > gs_tol)]
+                h[fail] = np.maximum(h[fail], float(step))
+                h_par[fail] = np.maximum(h_par[fail], float(step))
+            peak_j[a] = new_j
+            gs_want[a] = e_ok & ~converged[a]
+            gs_climb[a] = climb & interior
+            gs_seg[a] = np.where(gs_climb[a], top, new_j)
+        if bad.any():
+            warnings.warn(f"{bad.sum()} band(s) met non-finite energies or forces and were "
+                          f"stopped (converged=False)", RuntimeWarning, stacklevel=2)
+            converged[a[bad]] = False
+        stop = converged[a] | bad | (it == max_iter)
+        done[a[stop]] = True
+        iters[a[stop]] = it
+
+    # final bookkeeping: profile of every band at its final images, the peak
+    # located to within (B - 1) / (n_dense 16^3) of the band's parameter, forces
+    dist, prof = _profile(X, E, Ed_last)
+    u, peak_E = _refine_peak(efun, X, dist, prof, nd)
+    jj = np.minimum(np.floor(u).astype(int), B - 2)
+    peak_t = u - jj
+    tau = _central_tangents(X)
+    Gm = G[:, 1:-1]
+    Fp = Gm - _dot(Gm, tau)[..., None] * tau
+    seg = np.diff(X, axis=1)
+    r = np.arange(Bn)
+    point = X[r, jj] + peak_t[:, None] * seg[r, jj]
+    s_img = _arc_length(X)
+    pdist = s_img[r, jj] + peak_t * np.sqrt(_dot(seg, seg))[r, jj]
+    return StringResult(images=X, energies=E, distance=s_img, fractions=frac, converged=converged,
+                        iterations=iters, peak_energy=peak_E, peak_segment=jj, peak_t=peak_t,
+                        peak_distance=pdist, peak_point=point, barrier_change=b_change,
+                        peak_measure=p_meas, fperp=np.sqrt(_dot(Fp, Fp)), dense_distance=dist,
+                        dense_energies=prof)
+
+
+def _reparametrize_split(X, frac, c):
+    """Reparametrise each band on both sides of its image c (n,), which stays put
+    (c <= 0: no such image, the band is reparametrised as a whole):
+    images 0..c at fractions frac[:c+1] / frac[c] of the part up to it, images
+    c..B-1 likewise on the rest."""
+    Y = X.copy()
+    B = X.shape[1]
+    for ci in np.unique(c):                 # bands grouped by c: each group vectorised
+        g = np.flatnonzero(c == ci)
+        if ci <= 0:                         # no climbing image: the plain reparametrisation
+            Y[g] = reparametrize(X[g], frac[g])
+            continue
+        f = frac[g]
+        fc = f[:, ci:ci + 1]
+        if ci >= 2:
+            Y[g, :ci + 1] = reparametrize(X[g, :ci + 1], f[:, :ci + 1] / fc)
+        if B - ci >= 3:
+            Y[g, ci:] = reparametrize(X[g, ci:], (f[:, ci:] - fc) / (1.0 - fc))
+    return Y
+
+
+def _polyline_points(X, u):
+    """Points at band parameters u (n, k) in [0, B-1] (u = j + t: segment j, fraction t)."""
+    B = X.shape[1]
+    j = np.clip(np.floor(u).astype(int), 0, B - 2)
+    t = u - j
+    X0 = np.take_along_axis(X, j[..., None], 1)
+    return X0 + t[..., None] * (np.take_along_axis(X, j[..., None] + 1, 1) - X0)
+
+
+def _refine_peak(efun, X, dist, prof, n_dense, rounds: int = 3, k: int = 33):
+    """Zoom in on the highest point of each band's polyline: start from the best
+    dense point, sample k points within +-1 dense spacing, keep the best, shrink
+    the bracket 16-fold, ``rounds`` times (one efun call per round). Returns the
+    band parameter u (n,) and the energy there (n,), never below the dense max."""
+    n, B, D = X.shape
+    i = np.argmax(prof, axis=1)
+    u, best = i / n_dense, prof[np.arange(n), i]
+    half = 1.0 / n_dense
+    for _ in range(rounds):
+        cand = np.clip(u[:, None] + np.linspace(-half, half, k)[None, :], 0.0, B - 1.0)
+        Ec, _ = _evaluate(efun, _polyline_points(X, cand).reshape(-1, D))
+        Ec = Ec.reshape(n, k)
+        j = np.argmax(Ec, axis=1)
+        better = Ec[np.arange(n), j] > best
+        u = np.where(better, cand[np.arange(n), j], u)
+        best = np.where(better, Ec[np.arange(n), j], best)
+        half /= 16.0
+    return u, best
