@@ -97,6 +97,10 @@ and after, distance moved, iterations, certificate kind and its numbers, so
 that any reader can recheck a point with :func:`certify`.
 
 Classification (:func:`classify`) then reads the second-order conditions.
+
+One subject, the stationary points of the piecewise-smooth loss (the descent
+to them, their certificate and their type, which use one another's pieces),
+longer than one sitting because half of it is the explanation above.
 """
 from __future__ import annotations
 

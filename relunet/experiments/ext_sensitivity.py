@@ -74,6 +74,10 @@ determines them), so a rerun recomputes nothing and a changed variant
 recomputes only itself. The sections of the distance shell and of the basin
 (``minima_geometry``, ``fig5_basin``) cite the results through
 :func:`shell_note` and :func:`basin_note`. Nothing here changes a default.
+
+One experiment, past 300 lines because each of its 23 variants is defined,
+measured and reported here, with the statistics (stability bound, standard
+error of the 50% point) that its verdicts rest on.
 """
 from __future__ import annotations
 

@@ -80,6 +80,9 @@ Scratch buffer ``buf`` of one network (element offsets, L = lanes)::
 Parameter offsets are net.py's layout times L: ``w_at`` = ``net.block_offset``
 of the layer times L, weight (j, i) of a layer with fan-in n_i and fan-out n_o
 at ``w_at + (j*n_i + i)*L``, bias j at ``w_at + (n_o*n_i + j)*L``.
+
+One subject, the emitted kernel, one emitter per phase, a little past 300
+lines because each phase carries its equation.
 """
 from __future__ import annotations
 
