@@ -109,13 +109,13 @@ def test_local_processes_engine_gives_identical_results(tmp_path):
 
 
 # -- resume ---------------------------------------------------------------------
-def _counting_task(log, fail_from, config, start, stop, threads):
+def _counting_task(log, fail_from, config, start, stop, threads, bits=None):
     """_train_chunk that logs each call to a file (works across pickling)."""
     with open(log, "a") as f:
         f.write(f"{start}\n")
     if fail_from is not None and start >= fail_from:
         raise RuntimeError(f"simulated crash at chunk starting {start}")
-    return engine._train_chunk(config, start, stop, threads)
+    return engine._train_chunk(config, start, stop, threads, bits)
 
 
 def test_resume_after_failure_computes_only_missing_chunks(tmp_path, monkeypatch):

@@ -316,10 +316,10 @@ def test_broken_manifest_is_one_line(run, text, message, capsys):
 # =============================================================================
 # 5. One-line errors with the fix, no traceback
 # =============================================================================
-def _boom(config, start, stop, threads):
+def _boom(config, start, stop, threads, bits=None):
     if start >= 4:
         raise RuntimeError("boom in the kernel")
-    return engine._train_chunk(config, start, stop, threads)
+    return engine._train_chunk(config, start, stop, threads, bits)
 
 
 def test_exception_inside_a_chunk_is_one_line_with_resume(tmp_path, monkeypatch, capfd):
@@ -359,7 +359,7 @@ def test_killed_worker_is_one_line(tmp_path, monkeypatch, capfd):
     assert not (tmp_path / "r").exists()          # nothing trained: nothing left behind
 
 
-def _die(config, start, stop, threads):
+def _die(config, start, stop, threads, bits=None):
     os._exit(3)
 
 
@@ -744,3 +744,30 @@ def test_a_loss_grown_ten_billion_fold_counts_as_diverged():
     s = r.loss_summary(quantiles=(0.0, 1.0))
     assert s["n_diverged"] == 1 and s["n_grew"] == 1 and s["n_used"] == 2
     assert s["quantiles"] == {0.0: 0.1, 1.0: 0.2}
+
+
+def test_every_chunk_is_trained_at_the_runs_width(tmp_path, monkeypatch):
+    """A run records its vector width at creation; a chunk recomputed by a process (or
+    a worker of a mixed cluster) whose own default differs uses the run's width, so
+    the run stays bit-identical to one trained at that width throughout."""
+    from relunet import fast
+    from relunet.train import train_stack
+    if fast.native_bits() != 512:
+        pytest.skip("needs a CPU with both widths (AVX-512)")
+    monkeypatch.setenv("RELUNET_VECTOR_BITS", "256")
+    d = tmp_path / "run"
+    run_training(CFG, d, chunk_size=2, progress=False)
+    assert RunStore(d).manifest()["versions"]["vector_bits"] == 256
+    (d / "chunk-00001.npz").unlink()
+    monkeypatch.setenv("RELUNET_VECTOR_BITS", "512")      # this process now defaults to 512
+    with pytest.warns(UserWarning, match="damaged chunk") as w:
+        run_training(CFG, d, progress=False)
+    assert not any("last bits" in str(x.message) for x in w)   # the width is the run's
+    m = RunStore(d).manifest()
+    assert m["chunks"]["1"]["vector_bits"] == 256
+    x, t = teacher_data(CFG)
+    W0 = init_stack(CFG.arch, network_seeds(CFG.seed, 0, CFG.n_models), CFG.dtype)
+    ref = {b: train_stack(W0, CFG.arch, x, t, CFG.make_optimizer(), CFG.steps,
+                          record_every=CFG.record_every, vector_bits=b) for b in (256, 512)}
+    assert not np.array_equal(ref[256].W, ref[512].W)          # the widths differ here
+    np.testing.assert_array_equal(load_run(d).W, ref[256].W)

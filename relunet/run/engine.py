@@ -137,6 +137,11 @@ def _train_todo(writer, client, config, cfg_dict, numba_threads, retries, progre
     n_done = config.n_models - sum(sizes.values())
     token = uuid.uuid4().hex[:8]            # this call's own keys (module docstring)
     pending, ac = {}, as_completed()
+    # every chunk at the width the run was created with (its manifest), whatever the
+    # CPU of the worker that trains it: a 512-bit kernel compiled for an AVX2-only CPU
+    # gives the same bits (tests/test_train.py), so a cluster of mixed CPUs, or a resume
+    # on another machine, cannot mix widths within one run
+    bits = writer.manifest.get("versions", {}).get("vector_bits")
 
     def limit():
         if max_in_flight is not None:
@@ -150,7 +155,7 @@ def _train_todo(writer, client, config, cfg_dict, numba_threads, retries, progre
         while todo and len(pending) < n:
             i = todo.popleft()
             start, stop = writer.chunk_range(i)
-            f = client.submit(_chunk_task, cfg_dict, start, stop, numba_threads,
+            f = client.submit(_chunk_task, cfg_dict, start, stop, numba_threads, bits,
                               key=f"relunet-train-{writer.fingerprint[:16]}-{token}"
                                   f"-nets-{start}-{stop}",
                               retries=retries, pure=False)
@@ -189,11 +194,14 @@ def _train_todo(writer, client, config, cfg_dict, numba_threads, retries, progre
 # =============================================================================
 # One task: train one chunk of networks (runs on a dask worker)
 # =============================================================================
-def _train_chunk(config: dict, start: int, stop: int, numba_threads: int | None = None):
-    """Train networks start..stop-1; returns (arrays, info). Pure: no file I/O
-    (except deleting a corrupt numba cache file, then compiling again)."""
+def _train_chunk(config: dict, start: int, stop: int, numba_threads: int | None = None,
+                 vector_bits: int | None = None):
+    """Train networks start..stop-1 at ``vector_bits`` (the run's width; None: this
+    CPU's default); returns (arrays, info). Pure: no file I/O (except deleting a
+    corrupt numba cache file, then compiling again)."""
     import numba
 
+    from ..fast import vector_bits as vector_bits_of
     from ..train import train_stack
     cfg = TrainConfig.from_dict(config)
     if numba_threads is not None:
@@ -204,13 +212,15 @@ def _train_chunk(config: dict, start: int, stop: int, numba_threads: int | None 
         x, t = teacher_data(cfg)
         W0, extra = initial_stack(cfg, start, stop)               # (m, P)
         return train_stack(W0, cfg.arch, x, t, cfg.make_optimizer(), cfg.steps,
-                           record_every=cfg.record_every, dtype=cfg.dtype), extra
+                           record_every=cfg.record_every, dtype=cfg.dtype,
+                           vector_bits=vector_bits), extra
 
     (r, extra), repaired = self_repairing(body)
     arrays = {"W": r.W, "seeds": network_seeds(cfg.seed, start, stop), "loss": r.loss,
               "history": r.history, "status": r.status, "steps_done": r.steps_done, **extra}
     info = {"seconds": round(time.perf_counter() - t0, 3),
             "numba_threads": int(numba.get_num_threads()),
+            "vector_bits": vector_bits_of(vector_bits),
             "worker": f"{socket.gethostname()}:{os.getpid()}"}
     if repaired:
         info["repaired_numba_cache"] = repaired

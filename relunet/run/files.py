@@ -133,7 +133,8 @@ def versions() -> dict:
     """Versions that can change results in the last bits (numba builds the kernels),
     and ``vector_bits``: the width of the fused training kernels in this process
     (256 or 512, ``relunet.fast.vector_bits``; the two widths give different last
-    bits, the same width the same bits)."""
+    bits, the same width the same bits). The width recorded when a run is created
+    is the run's: the engine trains every chunk at it, whatever the worker's CPU."""
     from ..fast import vector_bits
     out = {}
     for pkg in ("relunet", "numpy", "numba"):

@@ -74,9 +74,15 @@ class RunWriter:
                               f"{m['chunk_size']}; keeping it (results do not depend on "
                               f"the chunk size)", stacklevel=3)
             if m["versions"] != versions():
-                warnings.warn(f"run {self.path} was started with {m['versions']}, resuming "
-                              f"with {versions()}: results may differ in the last bits",
-                              stacklevel=3)
+                # the vector width is the run's own (the engine trains every chunk at the
+                # width in the manifest), so a process of another default width changes
+                # no bit; other versions may
+                def pkgs(v):
+                    return {k: x for k, x in v.items() if k != "vector_bits"}
+                if pkgs(m["versions"]) != pkgs(versions()):
+                    warnings.warn(f"run {self.path} was started with {m['versions']}, "
+                                  f"resuming with {versions()}: results may differ in the "
+                                  f"last bits", stacklevel=3)
                 m.setdefault("resumed_with", []).append(versions())
             self.manifest = m
             self._quarantine_damaged()
