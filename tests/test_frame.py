@@ -105,3 +105,24 @@ def test_the_frame_computes_once_and_stores_with_the_config(tmp_path):
     assert forced == [False, True]
     np.testing.assert_array_equal(stored(mod, cfg, ctx)["x"], [0, 2, 4])
     assert not is_stored(mod, _Cfg("smoke", 4), ctx)                 # another config
+
+
+def test_large_scale_lies_between_default_and_paper():
+    """Every experiment has a 'large' config: its integer settings between the default's
+    and the paper's, and what its preset does not name equal to the default's."""
+    from relunet.experiments import registry
+    from relunet.experiments.frame import SCALES
+    assert SCALES.index("default") < SCALES.index("large") < SCALES.index("paper")
+    for mod in registry():
+        d, big, p = (mod.config(s) for s in ("default", "large", "paper"))
+        named = getattr(mod, "PRESETS", {}).get("large", {})
+        for f in dataclasses.fields(d):
+            a, b, c = (getattr(x, f.name) for x in (d, big, p))
+            if f.name == "scale":
+                assert b == "large"
+            elif f.name not in named:
+                assert b == a, (mod.NAME, f.name)
+            if isinstance(a, int) and not isinstance(a, bool):
+                assert min(a, c) <= b <= max(a, c), (mod.NAME, f.name, a, b, c)
+    from relunet.experiments import fig2_fits
+    assert fig2_fits.config("large").n_models == 16 * fig2_fits.config("default").n_models

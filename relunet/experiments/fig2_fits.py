@@ -40,6 +40,7 @@ class Config:
 PRESETS = {
     "smoke": dict(n_models=8, steps=300, record_every=100),
     "default": dict(n_models=1024, steps=50_000),
+    "large": dict(n_models=16_384, steps=50_000),
     "paper": dict(n_models=160_000, steps=50_000),
 }
 

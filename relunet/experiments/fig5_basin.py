@@ -44,6 +44,7 @@ class Config:
 PRESETS = {
     "smoke": dict(n_restarts=12, steps=300, record_every=100),
     "default": dict(n_restarts=512, steps=20_000),
+    "large": dict(n_restarts=2048, steps=20_000),
     "paper": dict(n_restarts=4096, steps=20_000),
 }
 

@@ -8,8 +8,10 @@ An experiment is a module with
   the dataclass defaults} for ``smoke`` (seconds, for the tests),
   ``default`` (every figure, statistically meaningful, minutes on 2 cores
   for all experiments together: README, section Scales, timings and the
-  cluster) and ``paper`` (the paper's full scale,
-  for a cluster); and ``config = preset(Config, PRESETS)``;
+  cluster), ``large`` (between: 16 times the default's students, the
+  expensive instruments at their default size; about an hour on 2 cores)
+  and ``paper`` (the paper's full scale, for a cluster); and
+  ``config = preset(Config, PRESETS)``;
 * ``RESULT``: the name of its stored arrays;
 * ``compute(cfg, ctx) -> dict``: the arrays to store (no matplotlib, no
   store writes). :func:`ensure` calls it only when the store does not hold
@@ -43,7 +45,7 @@ from ..run.store import Store
 __all__ = ["SCALES", "check_scale", "config_dict", "preset", "Context", "ensure", "stored",
            "is_stored", "Timer"]
 
-SCALES = ("smoke", "default", "paper")
+SCALES = ("smoke", "default", "large", "paper")
 
 
 def check_scale(scale: str) -> str:

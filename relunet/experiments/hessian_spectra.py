@@ -41,7 +41,7 @@ class Config:
 
 
 PRESETS = {"smoke": dict(n_networks=8), "default": dict(n_networks=1024),
-           "paper": dict(n_networks=4096)}
+           "large": dict(n_networks=4096), "paper": dict(n_networks=4096)}
 
 
 config = preset(Config, PRESETS)

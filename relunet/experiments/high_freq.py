@@ -40,6 +40,7 @@ class Config:
 PRESETS = {
     "smoke": dict(n_models=2, steps=200, record_every=100),
     "default": dict(n_models=64, steps=20_000),
+    "large": dict(n_models=256, steps=20_000),
     "paper": dict(n_models=4096, steps=50_000),
 }
 

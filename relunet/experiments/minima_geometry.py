@@ -36,7 +36,7 @@ class Config:
 
 
 PRESETS = {"smoke": dict(n_pairwise=8), "default": dict(n_pairwise=400),
-           "paper": dict(n_pairwise=1000)}
+           "large": dict(n_pairwise=1000), "paper": dict(n_pairwise=1000)}
 
 
 config = preset(Config, PRESETS)

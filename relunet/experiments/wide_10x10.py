@@ -40,6 +40,7 @@ class Config:
 PRESETS = {
     "smoke": dict(n_models=2, steps=300, record_every=100),
     "default": dict(n_models=48, steps=20_000),
+    "large": dict(n_models=128, steps=20_000),
     "paper": dict(n_models=1024, steps=50_000),
 }
 
