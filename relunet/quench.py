@@ -78,8 +78,9 @@ gap (default 1e-6) a margin:
   gap / max_a |dz_a/dw| (to first order; the normals are
   :func:`relunet.kinks.preactivation_grads`), and w is a stationary point
   of it.
-* **zero-loss**: L(w) = 0 exactly, a global minimum of a sum of squares
-  (W_f itself: 1,426 of its pre-activations sit exactly on kinks).
+* **zero-loss**: L(w) = 0 exactly (by the plain kernel, ``kernel="plain"``,
+  the one W_f's targets are computed with), a global minimum of a sum of
+  squares (W_f itself: 1,426 of its pre-activations sit exactly on kinks).
 * **kink**: every pre-activation is either on its kink (|z_a| <= eps_on) or
   farther than ``gap``; the kink families' normals are linearly independent
   (so every on/off pattern of them occurs arbitrarily close to w); and the
@@ -180,7 +181,7 @@ def certify(W, arch: Arch, x, t, gtol: float = GTOL, eps_on: float = EPS_ON,
     W = np.asarray(check_stack(W, arch), dtype=np.float64)
     M = len(W)
     Z = preactivations(W, arch, x)
-    L = loss(W, arch, x, t)
+    L = loss(W, arch, x, t, kernel="plain")     # the kernel that made W_f's targets: 0 exactly
     out = {k: [] for k in ("certified", "kind", "measure", "n_kinks", "min_gap", "rank",
                            "coupled", "reason", "lam", "entries", "c", "families")}
     for m in range(M):
@@ -547,7 +548,7 @@ def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
     Lc = loss_ref(Wc, arch, x, t)          # the same (NumPy) rounding as every trial step
     mu = np.full(M, float(mu0))
     iters = np.zeros(M, int)
-    done = loss(Wc, arch, x, t) == 0.0     # a zero loss is a global minimum already
+    done = loss(Wc, arch, x, t, kernel="plain") == 0.0   # a zero loss: a global minimum already
     stalled = np.zeros(M, bool)
     for it in range(max_iter):
         act = np.flatnonzero(~done)

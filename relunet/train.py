@@ -63,8 +63,6 @@ hold the fast path to it (to rounding: its sums run in NumPy's order).
 """
 from __future__ import annotations
 
-import itertools
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -73,6 +71,7 @@ from numba import njit
 
 from . import fast
 from ._numba import STRICT
+from .fast.stack import run_threads as _run_threads
 from .kernels import _backward_one, _forward_one, _loss_one, check_data, loss_and_grad_ref
 from .net import Arch, check_stack
 from .optim import (
@@ -142,31 +141,6 @@ def _train_range_generic(W, state1, state2, X, T, K, N, steps, record_every, opt
         final[m] = _loss_one(Y, T)
         status[m] = st
         done[m] = dn
-
-
-def _run_threads(kernel, args, M: int, threads: int) -> None:
-    """Call ``kernel(*args, m0, m1)`` over batches of networks from ``threads``
-    threads. The kernels are serial and release the GIL; every network is
-    trained by exactly the same code whichever thread takes it, so the result
-    does not depend on the number of threads or the batching."""
-    if threads <= 1 or M == 1:
-        kernel(*args, 0, M)
-        return
-    batch = max(1, min(16, M // (4 * threads)))      # small batches: balance
-    nbatch = -(-M // batch)
-    counter = itertools.count()                      # next() is atomic in CPython
-
-    def worker():
-        while True:
-            i = next(counter)
-            if i >= nbatch:
-                return
-            kernel(*args, i * batch, min(M, (i + 1) * batch))
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        futures = [pool.submit(worker) for _ in range(min(threads, nbatch))]
-        for f in futures:
-            f.result()
 
 
 # =============================================================================

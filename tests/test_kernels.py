@@ -126,3 +126,70 @@ def test_bad_input_names_the_argument():
         kn.loss(W, arch, np.zeros(3), np.zeros(2))
     with pytest.raises(ValueError, match="arch must be"):
         kn.loss(W, (2, 2), x, x)
+
+
+# -- the two loss-and-gradient kernels: plain numba loops and the fast vector kernel ----------
+from relunet import fast  # noqa: E402
+from relunet.optim import Momentum  # noqa: E402
+from relunet.train import train_stack  # noqa: E402
+
+WIDTHS = fast.BITS if fast.native_bits() == 512 else (256,)
+
+
+@pytest.mark.parametrize("bits", WIDTHS)
+@pytest.mark.parametrize("arch,S", [(Arch(5, 5), 341), (Arch(2, 3, n_in=2, n_out=2), 800)])
+def test_fast_and_plain_kernels_match_the_numpy_twin(bits, arch, S, rng, monkeypatch):
+    """Both kernels against loss_and_grad_ref, at every vector width this CPU
+    runs, with one chunk of points and several (S = 800 > 352 per chunk).
+    (Sizes the training tests also compile: each new size is a new kernel.)"""
+    monkeypatch.setenv(fast.simd.ENV, str(bits))
+    W = random_stack(arch, 7, rng)
+    x = rng.uniform(-1.2, 1.2, (S, arch.n_in))
+    t = rng.standard_normal((S, arch.n_out))
+    lr, gr = kn.loss_and_grad_ref(W, arch, x, t)
+    for kernel in ("fast", "plain"):
+        loss, g = kn.loss_and_grad(W, arch, x, t, kernel=kernel)
+        np.testing.assert_allclose(loss, lr, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(g, gr, rtol=1e-10, atol=1e-12 * np.abs(gr).max())
+        assert np.array_equal(kn.loss(W, arch, x, t, kernel=kernel), loss)   # bit for bit
+    l32, g32 = kn.loss_and_grad(W.astype(np.float32), arch, x, t, kernel="fast")
+    assert g32.dtype == np.float32
+    np.testing.assert_allclose(l32, lr, rtol=2e-4)
+    np.testing.assert_allclose(g32, gr, rtol=1e-2, atol=1e-3 * np.abs(gr).max())
+
+
+@pytest.mark.parametrize("bits", WIDTHS)
+def test_fast_loss_is_the_training_kernels_loss_bit_for_bit(bits, rng):
+    """The fast kernel is a training step without its update: the loss it
+    returns is what train_stack records at step 0 of the same width."""
+    arch = Arch(5, 5)
+    W = random_stack(arch, 5, rng)
+    x = rng.uniform(-1, 1, 341)
+    t = np.sin(4 * x)
+    import os
+    old = os.environ.get(fast.simd.ENV)
+    os.environ[fast.simd.ENV] = str(bits)
+    try:
+        loss, _ = kn.loss_and_grad(W, arch, x, t, kernel="fast")
+    finally:
+        if old is None:
+            del os.environ[fast.simd.ENV]
+        else:
+            os.environ[fast.simd.ENV] = old
+    r = train_stack(W, arch, x, t, Momentum(lr=1e-3, momentum=0.9), 1, record_every=1,
+                    vector_bits=bits)
+    assert np.array_equal(r.history[:, 0], loss)
+
+
+def test_plain_kernel_serves_layers_wider_than_the_generator(rng):
+    arch = Arch(1, fast.NMAX + 1)
+    W = random_stack(arch, 2, rng)
+    x = rng.uniform(-1, 1, 20)
+    t = rng.standard_normal(20)
+    loss, g = kn.loss_and_grad(W, arch, x, t)            # auto: the plain kernel
+    lr, gr = kn.loss_and_grad_ref(W, arch, x, t)
+    np.testing.assert_allclose(g, gr, rtol=1e-10, atol=1e-12 * np.abs(gr).max())
+    with pytest.raises(ValueError, match="kernel='fast' supports N <="):
+        kn.loss_and_grad(W, arch, x, t, kernel="fast")
+    with pytest.raises(ValueError, match="kernel must be 'auto', 'fast' or 'plain'"):
+        kn.loss(W, arch, x, t, kernel="vector")

@@ -221,7 +221,7 @@ def test_wf_is_certified_as_the_global_minimum():
     assert cert["kind"][0] == "zero-loss" and cert["n_kinks"][0] == 1426
     assert classify(w[None], WF_ARCH, x, t, cert)["type"][0] == "global-minimum"
     q = quench(w[None], WF_ARCH, x, t, max_iter=3)
-    assert q.certified[0] and q.moved[0] == 0.0 and q.loss[0] == 0.0
+    assert q.certified[0] and q.moved[0] == 0.0 and q.loss[0] < 1e-30   # 0 to rounding
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -92,7 +92,7 @@ from ..net import block_offset
 
 __all__ = ["CM", "NMAX", "GEN_VERSION", "block_points", "generate", "pack_points"]
 
-GEN_VERSION = 3
+GEN_VERSION = 4
 CM = 352        # row stride: 341 points in one chunk (a multiple of every block width)
 UF = 2          # vectors per forward block
 UD = 2          # vectors per delta block
@@ -284,18 +284,7 @@ def _emit_delta(e, L, n_i, n_o):
 # =============================================================================
 # The kernel: one function, the phases written out inside the step loop
 # =============================================================================
-_HEAD = """
-@njit(cache=True, nogil=True, error_model="numpy")
-def train_range(W, state1, state2, data, K, nchunks, clen, steps, record_every, opt,
-                lr, hyper1, hyper2, hyper3, dy_scale, inv_count, hist, status, done, final, m0, m1):
-    \"\"\"Train networks m0 .. m1-1 of the stack in place, one after the other.
-
-    Step k computes the loss and gradient at w_k (all chunks), records the
-    loss, then updates w. A last pass k == steps only computes the final loss.
-    dy_scale = 2 / (S n_out), inv_count = 1 / (S n_out); hyper1..3: the
-    optimizer's scalars (``optim.apply_update``'s h1..h3).
-    \"\"\"
-    P = W.shape[1]
+_SETUP = """    P = W.shape[1]
     zero = dy_scale - dy_scale
     v_zero = vsplat(zero)
     v_dy_scale = vsplat(dy_scale)
@@ -312,7 +301,20 @@ def train_range(W, state1, state2, data, K, nchunks, clen, steps, record_every, 
     buf_raw = np.empty(DZ_B + N * CM + 64 // W.itemsize, dtype=W.dtype)
     first = (-buf_raw.ctypes.data % 64) // W.itemsize
     buf = buf_raw[first:first + DZ_B + N * CM]
-    g = np.empty(P, dtype=W.dtype)
+"""
+
+_HEAD = """
+@njit(cache=True, nogil=True, error_model="numpy")
+def train_range(W, state1, state2, data, K, nchunks, clen, steps, record_every, opt,
+                lr, hyper1, hyper2, hyper3, dy_scale, inv_count, hist, status, done, final, m0, m1):
+    \"\"\"Train networks m0 .. m1-1 of the stack in place, one after the other.
+
+    Step k computes the loss and gradient at w_k (all chunks), records the
+    loss, then updates w. A last pass k == steps only computes the final loss.
+    dy_scale = 2 / (S n_out), inv_count = 1 / (S n_out); hyper1..3: the
+    optimizer's scalars (``optim.apply_update``'s h1..h3).
+    \"\"\"
+""" + _SETUP + """    g = np.empty(P, dtype=W.dtype)
     # private copies of the network's weights and state: the rows of W, state1,
     # state2 of neighbouring networks share cache lines, and another thread may own them
     w = np.empty(P, dtype=W.dtype)
@@ -362,6 +364,103 @@ _TAIL = """            # loss = (sum of the loss lanes) / (S n_out);  g[p] = sum
 """
 
 
+_LG_HEAD = """
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def loss_grad_range(W, data, K, nchunks, clen, dy_scale, inv_count, E, G, m0, m1):
+    \"\"\"Loss E[m] and gradient G[m] at the weights W[m] of networks m0 .. m1-1:
+    the forward and backward pass of one ``train_range`` step (the same
+    arithmetic in the same order, so E[m] is bit for bit the loss that step
+    records), without the update. Used by the landscape instruments (quench,
+    bands, basin), whose energy is this function of a stack of points.
+    \"\"\"
+""" + _SETUP + """    for m in range(m0, m1):
+        for p in range(P):
+            vstore(buf, p * L, vsplat(W[m, p]))
+            vstore(buf, G_ACC + p * L, v_zero)
+        vstore(buf, LOSS_ACC, v_zero)
+        for c in range(nchunks):
+            chunk = c * ((N_IN + N_OUT + 1) * CM)
+"""
+
+_LG_TAIL = """        E[m] = vhsum(vload(buf, LOSS_ACC)) * inv_count
+        for p in range(P):
+            G[m, p] = vhsum(vload(buf, G_ACC + p * L))
+"""
+
+_SETUP_NO_GRAD = _SETUP.replace(           # the gradient's offsets unused: say so to the linter
+    "P * L                   # gradient accumulators",
+    "P * L                   # noqa: F841 (no gradient here)").replace(
+    "block_offset(K + 1, N, N_IN) * L", "block_offset(K + 1, N, N_IN) * L   # noqa: F841")
+
+_L_HEAD = """
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def loss_range(W, data, K, nchunks, clen, dy_scale, inv_count, E, m0, m1):
+    \"\"\"Loss E[m] at the weights W[m] of networks m0 .. m1-1: the forward pass
+    of ``loss_grad_range`` alone (bit for bit its E).\"\"\"
+""" + _SETUP_NO_GRAD + """    for m in range(m0, m1):
+        for p in range(P):
+            vstore(buf, p * L, vsplat(W[m, p]))
+        vstore(buf, LOSS_ACC, v_zero)
+        for c in range(nchunks):
+            chunk = c * ((N_IN + N_OUT + 1) * CM)
+"""
+
+_L_TAIL = """        E[m] = vhsum(vload(buf, LOSS_ACC)) * inv_count
+"""
+
+
+def _emit_pass(e, base, N, n_in, n_out, L, acc, backward=True):
+    """The forward and (if ``backward``) backward pass over one chunk (the body
+    of the chunk loop), written at indentation ``base``: shared by
+    ``train_range``, ``loss_grad_range`` and ``loss_range``, so all three
+    compute the same numbers."""
+    offset = block_offset.py_func                   # net.py's layout (the plain function)
+    NCM, LW = N * CM, (offset(3, N, n_in) - offset(2, N, n_in)) * L    # LW: one hidden layer
+    e.base = base
+    e(0, "# ---- forward pass, layer 1 (from the inputs x): h_1 = relu(W_1 x + b_1)")
+    e(0, "h_in = chunk")
+    e(0, "h_out = H")
+    e(0, "w_at = 0")
+    _emit_forward(e, L, n_in, N, "data")
+    e(0, f"w_at = {offset(2, N, n_in) * L}")
+    e(0, "for layer in range(1, K):")
+    e.base = base + 1
+    e(0, "# ---- forward pass, hidden layer l = layer + 1: h_l = relu(W_l h_{l-1} + b_l)")
+    e(0, f"h_in = H + (layer - 1) * {NCM}")
+    e(0, f"h_out = h_in + {NCM}")
+    _emit_forward(e, L, N, N, "buf")
+    e(0, f"w_at += {LW}")
+    e.base = base
+    e(0, "# ---- output layer: residuals and loss, then its gradient and dz_K into DZ_A")
+    e(0, "h_in = H_K")
+    _emit_output(e, L, N, n_in, n_out)
+    if not backward:
+        return
+    e(0, "g_at = G_ACC + W_OUT")
+    e(0, "dz_at = DY")
+    _emit_grad(e, L, N, n_out, "buf", acc)
+    e(0, "dz_below = DZ_A")
+    _emit_delta(e, L, N, n_out)
+    e(0, "dz_at = DZ_A")
+    e(0, "dz_below = DZ_B")
+    e(0, "for layer in range(K - 1, 0, -1):")
+    e.base = base + 1
+    e(0, "# ---- backward, hidden layer l = layer + 1: grad of W_l, b_l; then dz_{l-1}")
+    e(0, f"w_at -= {LW}")
+    e(0, f"h_in = H + (layer - 1) * {NCM}")
+    e(0, "g_at = G_ACC + w_at")
+    _emit_grad(e, L, N, N, "buf", acc)
+    _emit_delta(e, L, N, N)
+    e(0, "dz_at, dz_below = dz_below, dz_at")
+    e.base = base
+    e(0, "# ---- backward, layer 1: G_1 += dz_1 x^T")
+    e(0, "h_in = chunk")
+    e(0, "g_at = G_ACC")
+    _emit_grad(e, L, n_in, N, "data", acc)
+
+
 def generate(N: int, n_in: int, n_out: int, dtype, bits: int = 256) -> str:
     """Source text of the kernel module for width N, n_in inputs, n_out outputs,
     vectors of ``bits`` bits (256 or 512)."""
@@ -370,8 +469,6 @@ def generate(N: int, n_in: int, n_out: int, dtype, bits: int = 256) -> str:
         raise ValueError(f"bits must be 256 or 512, got {bits!r}")
     L = bits // 8 // dtype.itemsize
     acc = 12 if bits == 256 else GRAD_ACC_512
-    offset = block_offset.py_func                   # net.py's layout (the plain function)
-    NCM, LW = N * CM, (offset(3, N, n_in) - offset(2, N, n_in)) * L    # LW: one hidden layer
     e = _Src()
     e(0, f'"""Generated by relunet.fast.codegen v{GEN_VERSION}: N={N}, n_in={n_in}, '
          f'n_out={n_out}, {dtype.name}, {bits} bits. Do not edit."""')
@@ -390,44 +487,14 @@ def generate(N: int, n_in: int, n_out: int, dtype, bits: int = 256) -> str:
     e(0)
     e(0, f"N, N_IN, N_OUT, L, CM = {N}, {n_in}, {n_out}, {L}, {CM}")
     e.lines.extend(_HEAD.rstrip("\n").split("\n"))
-    e.base = 4
-    e(0, "# ---- forward pass, layer 1 (from the inputs x): h_1 = relu(W_1 x + b_1)")
-    e(0, "h_in = chunk")
-    e(0, "h_out = H")
-    e(0, "w_at = 0")
-    _emit_forward(e, L, n_in, N, "data")
-    e(0, f"w_at = {offset(2, N, n_in) * L}")
-    e(0, "for layer in range(1, K):")
-    e.base = 5
-    e(0, "# ---- forward pass, hidden layer l = layer + 1: h_l = relu(W_l h_{l-1} + b_l)")
-    e(0, f"h_in = H + (layer - 1) * {NCM}")
-    e(0, f"h_out = h_in + {NCM}")
-    _emit_forward(e, L, N, N, "buf")
-    e(0, f"w_at += {LW}")
-    e.base = 4
-    e(0, "# ---- output layer: residuals and loss, then its gradient and dz_K into DZ_A")
-    e(0, "h_in = H_K")
-    _emit_output(e, L, N, n_in, n_out)
-    e(0, "g_at = G_ACC + W_OUT")
-    e(0, "dz_at = DY")
-    _emit_grad(e, L, N, n_out, "buf", acc)
-    e(0, "dz_below = DZ_A")
-    _emit_delta(e, L, N, n_out)
-    e(0, "dz_at = DZ_A")
-    e(0, "dz_below = DZ_B")
-    e(0, "for layer in range(K - 1, 0, -1):")
-    e.base = 5
-    e(0, "# ---- backward, hidden layer l = layer + 1: grad of W_l, b_l; then dz_{l-1}")
-    e(0, f"w_at -= {LW}")
-    e(0, f"h_in = H + (layer - 1) * {NCM}")
-    e(0, "g_at = G_ACC + w_at")
-    _emit_grad(e, L, N, N, "buf", acc)
-    _emit_delta(e, L, N, N)
-    e(0, "dz_at, dz_below = dz_below, dz_at")
-    e.base = 4
-    e(0, "# ---- backward, layer 1: G_1 += dz_1 x^T")
-    e(0, "h_in = chunk")
-    e(0, "g_at = G_ACC")
-    _emit_grad(e, L, n_in, N, "data", acc)
+    _emit_pass(e, 4, N, n_in, n_out, L, acc)
     e.base = 0
-    return e.text() + _TAIL
+    e.lines.extend(_TAIL.rstrip("\n").split("\n"))
+    e.lines.extend(_LG_HEAD.rstrip("\n").split("\n"))
+    _emit_pass(e, 3, N, n_in, n_out, L, acc)
+    e.base = 0
+    e.lines.extend(_LG_TAIL.rstrip("\n").split("\n"))
+    e.lines.extend(_L_HEAD.rstrip("\n").split("\n"))
+    _emit_pass(e, 3, N, n_in, n_out, L, acc, backward=False)
+    e.base = 0
+    return e.text() + _L_TAIL

@@ -63,7 +63,13 @@ def _cpu_has_avx512() -> bool:
     from llvmlite import binding
     if numba.config.CPU_FEATURES is not None:
         return "+avx512f" in numba.config.CPU_FEATURES.split(",")
-    return bool(binding.get_host_cpu_features().get("avx512f", False))
+    global _HOST_AVX512
+    if _HOST_AVX512 is None:          # asking LLVM costs ~150 us: once per process
+        _HOST_AVX512 = bool(binding.get_host_cpu_features().get("avx512f", False))
+    return _HOST_AVX512
+
+
+_HOST_AVX512 = None
 
 
 def native_bits() -> int:

@@ -1,0 +1,98 @@
+"""Calling the generated kernels over a stack of networks: threads and the
+loss-and-gradient entry point of the landscape instruments.
+
+``run_threads`` shares the networks of a stack out to worker threads (the
+generated kernels are serial and release the GIL); ``loss_and_grad`` is the
+fast twin of :func:`relunet.kernels.loss_and_grad` (same contract, same
+numbers to rounding: its sums over points run in the vector kernel's order),
+which that function calls for every width the generator handles.
+"""
+from __future__ import annotations
+
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+
+from .build import kernel_module
+from .codegen import CM, block_points, pack_points
+from .simd import vector_bits
+
+__all__ = ["loss", "loss_and_grad", "run_threads"]
+
+
+def run_threads(kernel, args, M: int, threads: int) -> None:
+    """Call ``kernel(*args, m0, m1)`` over batches of networks from ``threads``
+    threads. The kernels are serial and release the GIL; every network is
+    computed by exactly the same code whichever thread takes it, so the result
+    does not depend on the number of threads or the batching."""
+    if threads <= 1 or M == 1:
+        kernel(*args, 0, M)
+        return
+    batch = max(1, min(16, M // (4 * threads)))      # small batches: balance
+    nbatch = -(-M // batch)
+    counter = itertools.count()                      # next() is atomic in CPython
+
+    def worker():
+        while True:
+            i = next(counter)
+            if i >= nbatch:
+                return
+            kernel(*args, i * batch, min(M, (i + 1) * batch))
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = [pool.submit(worker) for _ in range(min(threads, nbatch))]
+        for f in futures:
+            f.result()
+
+
+_PACKED = {}       # (bytes of X and T, dtype, bits) -> packed points (a few kept)
+
+
+def _packed(X, T, bits):
+    key = (X.tobytes(), T.tobytes(), X.shape, T.shape, X.dtype.name, bits)
+    hit = _PACKED.get(key)
+    if hit is None:
+        hit = pack_points(X, T, CM, block_points(X.dtype, bits))
+        if len(_PACKED) >= 8:
+            _PACKED.clear()
+        _PACKED[key] = hit
+    return hit
+
+
+def loss(W, K: int, N: int, X, T, bits=None, threads=None):
+    """MSE of every network of the stack (the contract of :func:`loss_and_grad`;
+    bit for bit its loss)."""
+    return _call(W, K, N, X, T, bits, threads, grad=False)[0]
+
+
+def loss_and_grad(W, K: int, N: int, X, T, bits=None, threads=None):
+    """MSE and gradient of every network of the C-contiguous stack ``W``
+    (M, P) on points X (n_in, S), targets T (n_out, S) of W's dtype (as
+    ``kernels.check_data`` returns them), by the generated kernel of width N.
+    Rows are independent: a network's result does not depend on the others
+    in the stack or on the thread count. Returns (loss (M,), grad (M, P))."""
+    return _call(W, K, N, X, T, bits, threads, grad=True)
+
+
+def _call(W, K, N, X, T, bits, threads, grad):
+    bits = vector_bits(bits)
+    M, P = W.shape
+    n_in, S = X.shape
+    n_out = T.shape[0]
+    mod = kernel_module(N, n_in, n_out, W.dtype, bits)
+    data, nchunks, clen = _packed(X, T, bits)
+    E = np.empty(M, dtype=W.dtype)
+    G = np.empty((M, P) if grad else (0, 0), dtype=W.dtype)
+    if M == 0:
+        return E, G
+    if threads is None:
+        threads = numba.get_num_threads() if M >= 64 else 1   # a pool costs ~0.2 ms
+    cast = W.dtype.type
+    args = (W, data, K, nchunks, clen, cast(2.0 / (S * n_out)), cast(1.0 / (S * n_out)), E)
+    if grad:
+        run_threads(mod.loss_grad_range, args + (G,), M, threads)
+    else:
+        run_threads(mod.loss_range, args, M, threads)
+    return E, G
