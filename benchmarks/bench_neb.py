@@ -17,7 +17,15 @@ defaults lr 1e-3, mu 0.9) from ``init_stack`` seeds on the 341-point W_f
 training set. Both ends are de-symmetrised with ``symmetry.canonicalize``
 (the paper's procedure, Sec. 3.3) when that module is available.
 
-    python benchmarks/bench_neb.py                      # default, a few minutes
+Kernels (``--kernel``, default both, in the same run): 'fast', the generated
+vector kernel of the training fast path without its update (what the package
+uses), and 'plain', the numba loops of ``kernels.py`` (what the instruments
+used before); the ratio of their wall times is printed, and the kernel's
+GFLOP/s (network evaluations/s x 341 points x the flops per point of
+``bench_train.flops_per_point``) against numpy's float64 matmul peak measured
+in the same run. Both give the same bands to rounding.
+
+    python benchmarks/bench_neb.py                      # default, several minutes
     python benchmarks/bench_neb.py --bands 10 --max-iter 200     # quick look
     python benchmarks/bench_neb.py --method string --bands 20
 """
@@ -27,6 +35,7 @@ import argparse
 import time
 
 import numpy as np
+from bench_train import flops_per_point, matmul_peak  # noqa: E402  (this folder)
 
 from relunet import init_stack, kernels
 from relunet.construct import WF_ARCH, build_wf
@@ -61,7 +70,9 @@ def main(argv=None):
     p.add_argument("--images", type=int, default=32, help="per band, endpoints included")
     p.add_argument("--train-steps", type=int, default=3000)
     p.add_argument("--fmax", type=float, default=1e-3)
-    p.add_argument("--max-iter", type=int, default=1000)
+    p.add_argument("--max-iter", type=int, default=2000)
+    p.add_argument("--kernel", choices=("both", "fast", "plain"), default="both")
+    p.add_argument("--threads", type=int, default=2, help="for the matmul peak")
     p.add_argument("--k-spring", type=float, default=1.0)
     p.add_argument("--dt", type=float, default=0.1)
     p.add_argument("--dt-max", type=float, default=None)
@@ -91,22 +102,45 @@ def main(argv=None):
     print(f"end losses: median {np.median(L_end):.4g}, end |grad| median {np.median(g_end):.3g};"
           f" |end - start| median {np.median(np.linalg.norm(end - start, axis=-1)):.3g}")
 
+    peak, _, blas = matmul_peak("float64", a.threads, 3)
+    fpp = flops_per_point(WF_ARCH)
+    print(f"numpy float64 matmul peak on {a.threads} threads: {peak:.0f} GFLOP/s (OpenBLAS "
+          f"kernels: {blas}); a network evaluation (loss + gradient) at 341 points is "
+          f"{fpp * x.size / 1e3:.0f} kflop")
+    walls = {}
+    for kern in (("fast", "plain") if a.kernel == "both" else (a.kernel,)):
+        print(f"--- kernel '{kern}'")
+        walls[kern] = run_methods(a, kern, start, end, x, t, fpp, peak)
+    if len(walls) == 2:
+        for name in walls["fast"]:
+            print(f"{name}: fast kernel {walls['plain'][name] / walls['fast'][name]:.1f}x faster "
+                  f"than the plain one in wall time ({walls['fast'][name]:.1f} s against "
+                  f"{walls['plain'][name]:.1f} s)")
+
+
+def run_methods(a, kern, start, end, x, t, fpp, peak):
     t_kernel, rows = [0.0], [0]
 
     def efun(X):
         tk = time.perf_counter()
-        out = kernels.loss_and_grad(X, WF_ARCH, x, t)
+        out = kernels.loss_and_grad(X, WF_ARCH, x, t, kernel=kern)
         t_kernel[0] += time.perf_counter() - tk
         rows[0] += len(X)
         return out
 
     def timing(name, wall, it):
+        rate = rows[0] / t_kernel[0]
+        gflops = rate * x.size * fpp / 1e9
         print(f"{name}: {len(it)} bands x {a.images} images, D = {WF_ARCH.P}: wall {wall:.1f} s, "
               f"kernel {t_kernel[0]:.1f} s ({100 * t_kernel[0] / wall:.0f}%), "
-              f"{rows[0] / t_kernel[0]:.0f} network evaluations/s")
+              f"{rate:.0f} network evaluations/s = {gflops:.1f} GFLOP/s in the kernel "
+              f"({100 * gflops / peak:.0f}% of the matmul peak; whole run "
+              f"{100 * gflops * t_kernel[0] / wall / peak:.0f}%)")
         print(f"  iterations: min {it.min()}, median {int(np.median(it))}, max {it.max()}; "
               f"{wall / max(it.max(), 1) * 1e3:.0f} ms per iteration at most")
+        walls[name] = wall
 
+    walls = {}
     chord = np.linalg.norm(np.atleast_2d(end) - np.atleast_2d(start), axis=-1)
     out = {}
     if a.method in ("both", "neb"):
@@ -149,7 +183,8 @@ def main(argv=None):
                    string_peak_energy=r.peak_energy, string_barrier_change=r.barrier_change,
                    string_peak_measure=r.peak_measure)
     if a.out:
-        np.savez(a.out, **out)
+        np.savez(a.out.replace(".npz", f"_{kern}.npz"), **out)
+    return walls
 
 
 if __name__ == "__main__":

@@ -169,6 +169,8 @@ class StringResult:
     #                             (diagnostic only)
     dense_distance: np.ndarray  # (Bn, M) arc length of the dense profile
     dense_energies: np.ndarray  # (Bn, M) energies of the dense profile
+    step: np.ndarray | None = None   # (Bn, B-2) each movable image's last perpendicular step h
+    #                             (diagnostic: a tiny h on a real slope is a stalled image)
 
     def barrier(self, from_end: bool = False) -> np.ndarray:
         """Peak energy minus the start energy (or the end's)."""
@@ -184,7 +186,8 @@ class StringResult:
         if self.images.ndim != 3 or self.images.shape[0] != 1:
             raise ValueError(f"squeeze needs a result with exactly one band, "
                              f"got images of shape {self.images.shape}")
-        return replace(self, **{f: getattr(self, f)[0] for f in self.__dataclass_fields__})
+        return replace(self, **{f: getattr(self, f)[0] for f in self.__dataclass_fields__
+                                if getattr(self, f) is not None})
 
 
 def reparametrize(X, fractions) -> np.ndarray:
@@ -657,27 +660,34 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                         iterations=iters, peak_energy=peak_E, peak_segment=jj, peak_t=peak_t,
                         peak_distance=pdist, peak_point=point, barrier_change=b_change,
                         peak_measure=p_meas, fperp=np.sqrt(_dot(Fp, Fp)), dense_distance=dist,
-                        dense_energies=prof)
+                        dense_energies=prof, step=h.copy())
 
 
 def _reparametrize_split(X, frac, c):
     """Reparametrise each band on both sides of its image c (n,), which stays put
     (c <= 0: no such image, the band is reparametrised as a whole):
     images 0..c at fractions frac[:c+1] / frac[c] of the part up to it, images
-    c..B-1 likewise on the rest."""
-    Y = X.copy()
-    B = X.shape[1]
-    for ci in np.unique(c):                 # bands grouped by c: each group vectorised
-        g = np.flatnonzero(c == ci)
-        if ci <= 0:                         # no climbing image: the plain reparametrisation
-            Y[g] = reparametrize(X[g], frac[g])
-            continue
-        f = frac[g]
-        fc = f[:, ci:ci + 1]
-        if ci >= 2:
-            Y[g, :ci + 1] = reparametrize(X[g, :ci + 1], f[:, :ci + 1] / fc)
-        if B - ci >= 3:
-            Y[g, ci:] = reparametrize(X[g, ci:], (f[:, ci:] - fc) / (1.0 - fc))
+    c..B-1 likewise on the rest. All bands at once: the targets are arc
+    lengths along the whole polyline (s_c f_i / f_c before the climber,
+    s_c + (s_end - s_c) (f_i - f_c) / (1 - f_c) after it)."""
+    n, B, D = X.shape
+    c = np.asarray(c)
+    if np.all(c <= 0):
+        return reparametrize(X, frac)
+    r = np.arange(n)
+    s = _arc_length(X)                                  # (n, B)
+    ci = np.where(c > 0, c, B - 1)                      # no climber: one part, split at the end
+    fc, sc, se = frac[r, ci][:, None], s[r, ci][:, None], s[:, -1:]
+    before = np.arange(B)[None, :] <= ci[:, None]
+    after_w = np.where(fc < 1.0, (frac - fc) / np.where(fc < 1.0, 1.0 - fc, 1.0), 0.0)
+    target = np.where(before, frac / fc * sc, sc + after_w * (se - sc))
+    j = np.clip((s[:, None, 1:-1] <= target[:, :, None]).sum(-1), 0, B - 2)
+    s0, s1 = np.take_along_axis(s, j, 1), np.take_along_axis(s, j + 1, 1)
+    w = np.clip((target - s0) / np.where(s1 > s0, s1 - s0, 1.0), 0.0, 1.0)
+    X0 = np.take_along_axis(X, j[..., None], 1)
+    Y = X0 + w[..., None] * (np.take_along_axis(X, j[..., None] + 1, 1) - X0)
+    Y[:, 0], Y[:, -1] = X[:, 0], X[:, -1]
+    Y[r, ci] = X[r, ci]                                 # the climber stays where it is
     return Y
 
 
