@@ -8,7 +8,9 @@ minimum that sits on kinks, the gradient jumps and never becomes small, and
 quasi-Newton line searches stall (Lewis & Overton 2013, Math. Program. 141).
 In energy-landscape practice a *quench* is a descent to the nearest minimum
 (pele's ``lbfgs_cpp``, GMIN and OPTIM: Wales, "Energy Landscapes", CUP 2003);
-here it also hands back a certificate that a reader can check.
+here it also hands back a certificate that a reader can check. (For an energy
+given only as a function of points, without a network's kinks to enumerate,
+:mod:`relunet.gradient_sampling` descends and certifies from sampled gradients.)
 
 Stage 1: the descent
 --------------------
