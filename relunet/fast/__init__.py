@@ -35,6 +35,12 @@ reference, its plain numba kernel, and the emitter that writes it here::
     steps     forward, backward, update, ``steps`` times per network
               NumPy train.train_stack_ref | numba train._train_range_generic
               fast  the generated train_range (codegen._HEAD, _TAIL)
+    instruments  loss and gradient of a stack, no update (quench, bands, ...)
+              NumPy kernels.loss_and_grad_ref | numba kernels.loss_and_grad(kernel="plain")
+              fast  the generated loss_grad_range / loss_range (the same
+                    emitted pass, so the loss is bit for bit the training
+                    step's), called through ``stack.loss_and_grad``: the
+                    default of ``kernels.loss_and_grad`` for N <= 16
 
 Files:
 
@@ -43,6 +49,8 @@ Files:
 * ``codegen.py``: the source generator (one emitter per phase) and the chunked
   point layout the generated code reads (``pack_points``);
 * ``build.py``: writes, imports and memoises the generated modules (``kernel_module``);
+* ``stack.py``: calls them over a stack of networks from worker threads
+  (``run_threads``) and is the instruments' entry (``loss_and_grad``, ``loss``);
 * ``exhibit_5x5_float64.py``: the generated module for N = 5, float64 (the
   paper's network), 256-bit vectors (the AVX2 width; the 512-bit module is
   the same text with L = 8 and the 512-bit ``vload`` / ``vsplat``), committed
