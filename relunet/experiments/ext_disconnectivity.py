@@ -222,6 +222,7 @@ def compute(cfg: Config, ctx) -> dict:
     qd = quench_minima.quenched(cfg.scale, ctx, cfg.dtype)
     timer = Timer()
     x, t = wf_training_set()
+    xd, td = wf_training_set(dtype=cfg.dtype)     # the data in the precision computed in
     pool, group, source, cert, types = [qd["wf_c"][None, :]], [-1], [-1], [True], ["W_f"]
     offered = {}
     for k, opt in enumerate(OPTIMIZERS):
@@ -240,10 +241,10 @@ def compute(cfg: Config, ctx) -> dict:
     minima = minima[keep]
     group, source = np.array(group)[keep], np.array(source)[keep]
     cert, types = np.array(cert)[keep], np.array(types)[keep]
-    E = loss_in(minima, WF_ARCH, x, t, cfg.dtype)
+    E = loss_in(minima, WF_ARCH, xd, td, cfg.dtype)
     D = pairwise_distances(minima, WF_ARCH, canonical=False)      # already canonical
     pairs = choose_edges(D, cfg.k_neighbours, cfg.wf_neighbours, cfg.spanning_tree)
-    efun = energy(WF_ARCH, x, t, cfg.dtype)
+    efun = energy(WF_ARCH, xd, td, cfg.dtype)
 
     def relax(a, b, n_images):
         return string_method(efun, minima[a], minima[b], n_images=n_images,
@@ -270,7 +271,7 @@ def compute(cfg: Config, ctx) -> dict:
     # the straight line between the two minima, on the same dense grid
     n_line = (cfg.n_images - 1) * cfg.n_dense + 1
     line = linear_path(minima[pairs[:, 0]], minima[pairs[:, 1]], n_line)
-    line_E = loss_in(line.reshape(-1, minima.shape[1]), WF_ARCH, x, t,
+    line_E = loss_in(line.reshape(-1, minima.shape[1]), WF_ARCH, xd, td,
                      cfg.dtype).reshape(len(pairs), n_line)
     chord = np.linalg.norm(minima[pairs[:, 1]] - minima[pairs[:, 0]], axis=1)
     return dict(minima=minima, energies=E, group=group, source=source, certified=cert,

@@ -114,7 +114,7 @@ def endpoints(cfg: Config, ctx):
 
 
 def _relax(cfg: Config, wf, ends, n_images: int, max_iter: int):
-    x, t = wf_training_set()
+    x, t = wf_training_set(dtype=cfg.dtype)
     return string_method(energy(WF_ARCH, x, t, cfg.dtype), wf, ends,
                          n_images=n_images, max_iter=max_iter, step=cfg.step,
                          step_max=cfg.step_max, max_step=cfg.max_step, n_dense=cfg.n_dense,
@@ -162,7 +162,7 @@ def compute(cfg: Config, ctx) -> dict:
 
 def _straight_max(wf, ends, n, dtype="float64"):
     """Highest loss on the straight segment W_f -> end, n + 1 points (n+1, per band)."""
-    x, t = wf_training_set()
+    x, t = wf_training_set(dtype=dtype)
     s = np.linspace(0.0, 1.0, n + 1)[None, :, None]
     P = wf[None, None] + s * (ends - wf)[:, None]
     E, _ = energy(WF_ARCH, x, t, dtype)(P.reshape(-1, P.shape[-1]))

@@ -60,9 +60,11 @@ def energy(arch, x, t, dtype: str = "float64"):
 
     float64: :func:`relunet.kernels.loss_and_grad` itself (bit for bit what the
     experiments always used). float32: the points rounded to float32, the
-    kernel run in float32 (data rounded too, as in training), the results
-    returned as float64 arrays holding the float32 values, so that the callers'
-    own arithmetic (L-BFGS, the string method) is unchanged.
+    kernel run in float32, the results returned as float64 arrays holding the
+    float32 values, so that the callers' own arithmetic (L-BFGS, the string
+    method) is unchanged. Pass the data of that precision,
+    ``wf_training_set(dtype=dtype)``, as training does (float32 targets are
+    W_f's float32 outputs, on which W_f's float32 loss is exactly 0).
     """
     if check_dtype(dtype) == "float64":
         return lambda X: loss_and_grad(X, arch, x, t)
@@ -81,9 +83,13 @@ def loss_in(W, arch, x, t, dtype: str = "float64") -> np.ndarray:
 
 
 def quench_float32(W, arch, x, t, descent_iter: int, gtol: float, eps_on: float,
-                   gap: float, progress=None) -> dict:
+                   gap: float, data32=None, progress=None) -> dict:
     """The float32 quench (module docstring): L-BFGS on the float32 loss, the result
-    rounded to float32, then certified and classified in float64.
+    rounded to float32, then certified in float64.
+
+    ``x, t``: the float64 data of the certificate and ``loss64``; ``data32``: the
+    float32 data of the descent (default: ``x, t`` rounded to float32; the
+    experiments pass the training set of the float32 runs).
 
     Returns the fields of :class:`relunet.quench.QuenchResult` that quench_minima
     stores (``iterations``, the Newton stage's, are 0), plus ``loss64``: the
@@ -91,7 +97,8 @@ def quench_float32(W, arch, x, t, descent_iter: int, gtol: float, eps_on: float,
     dict there. ``loss0`` and ``loss`` are float32 losses."""
     from ..quench import certify, lbfgs
     W0 = np.asarray(W).astype(np.float32).astype(np.float64)
-    efun = energy(arch, x, t, "float32")
+    x32, t32 = (x, t) if data32 is None else data32
+    efun = energy(arch, x32, t32, "float32")
     dr = lbfgs(efun, W0, max_iter=int(descent_iter), gtol=gtol, progress=progress) \
         if descent_iter else None
     Wq = W0.copy() if dr is None else dr.W.astype(np.float32).astype(np.float64)
@@ -110,21 +117,23 @@ def quench_float32(W, arch, x, t, descent_iter: int, gtol: float, eps_on: float,
 # =============================================================================
 # The comparison section of the float32 report
 # =============================================================================
+def _is_count(v: float) -> bool:
+    return np.isfinite(v) and float(v).is_integer() and abs(v) < 1e15
+
+
 def _diff(a: float, b: float) -> str:
+    """float32 - float64, and relative to float64 (in %, two digits)."""
     if not (np.isfinite(a) and np.isfinite(b)):
         return "-"
-    d = a - b
     if a == b:
         return "0"
-    rel = f" ({d / abs(b):+.1%})" if b != 0 else ""
-    if float(a).is_integer() and float(b).is_integer():
-        return f"{int(d):+d}{rel}"
-    return f"{d:+.3g}{rel}"
+    d = a - b
+    rel = f" ({100 * d / abs(b):+.2g}%)" if b != 0 else ""
+    return (f"{int(d):+d}" if _is_count(a) and _is_count(b) else f"{d:+.3g}") + rel
 
 
 def _value(v: float) -> str:
-    return f"{int(v):,}" if np.isfinite(v) and float(v).is_integer() and abs(v) >= 1 \
-        else fmt(v)
+    return f"{int(v):,}" if _is_count(v) else fmt(v)
 
 
 def comparison(scale: str, ctx, mods) -> str:
@@ -162,7 +171,14 @@ def comparison(scale: str, ctx, mods) -> str:
              "same number from the float64 results of the same store, with the difference "
              "float32 - float64 (relative to float64 in brackets). fig1_wf and "
              "ext_sensitivity are the same in both precisions (W_f is built exactly; the "
-             "sensitivity study trains float32 as one of its variants).", ""]
+             "sensitivity study trains float32 as one of its variants).", "",
+             "Read the quench rows, and everything computed from the quenched points (bands, "
+             "saddles, Hessians and distances of quenched points, the graph), with care: the "
+             "float32 quench is the L-BFGS stage alone (a float32 point cannot be brought to "
+             "a 1e-9 certificate), the float64 one adds the Newton stage, so those rows "
+             "differ by a stage as well as by the precision. The rows of training (fits, "
+             "basin, 10x10, high frequency; the students as trained) differ by the "
+             "precision alone.", ""]
     if not rows:
         return "\n".join(lines + ["No float32 results stored yet.", ""])
     lines += table(("experiment", "quantity", "float32", "float64", "float32 - float64"), rows)

@@ -98,7 +98,8 @@ def compute(cfg: Config, ctx) -> dict:
             q = {k: getattr(r, k) for k in _FIELDS}
         else:
             q = quench_float32(W0, WF_ARCH, x, t, cfg.descent_iter, cfg.gtol, cfg.eps_on,
-                               cfg.gap, progress=progress)
+                               cfg.gap, data32=wf_training_set(dtype=np.float32),
+                               progress=progress)
             out[f"{opt}_loss64"] = q.pop("loss64")
         if bar is not None:
             bar.close()
