@@ -249,6 +249,7 @@ def numbers(cfg: Config, ctx) -> list:
                 (f"{o}: median MSE decrease", float(np.median(d[f"{o}_loss0"]
                                                               - d[f"{o}_loss"]))),
                 (f"{o}: median distance moved", float(np.median(d[f"{o}_moved"]))),
+                (f"{o}: median L-BFGS steps", float(np.median(d[f"{o}_descent_iterations"]))),
                 (f"{o}: median stationarity measure after (float64)",
                  float(np.median(d[f"{o}_measure"])))]
     return out

@@ -107,6 +107,12 @@ def _select(only):
     return [m for m in mods if m.NAME in wanted]
 
 
+def _config(mod, scale: str, dtype: str):
+    """The experiment's config of a scale and precision (``config(scale)`` for float64,
+    the default of every experiment's config)."""
+    return mod.config(scale) if dtype == "float64" else mod.config(scale, dtype)
+
+
 def _timings_path(ctx: Context, scale: str) -> Path:
     tail = "" if ctx.dtype == "float64" else f"-{ctx.dtype}"
     return ctx.store / f"timings-{scale}{tail}.json"
@@ -165,7 +171,7 @@ def report_sections(ctx: Context, scale: str, fresh: dict) -> list[str]:
     sections = []
     for mod in registry():
         try:
-            sections.append(mod.report(mod.config(scale, ctx.dtype), ctx))
+            sections.append(mod.report(_config(mod, scale, ctx.dtype), ctx))
         except (FileNotFoundError, KeyError):
             if mod.NAME in fresh:
                 sections.append(fresh[mod.NAME])
@@ -248,7 +254,7 @@ def main(argv=None) -> int:
 
     def work():
         for i, mod in enumerate(mods, 1):
-            cfg = mod.config(args.scale, ctx.dtype)
+            cfg = _config(mod, args.scale, ctx.dtype)
             print(f"[{i}/{len(mods)}] {mod.TITLE}", flush=True)
             t0 = time.perf_counter()
             computes = not args.plot_only and (args.force or not is_stored(mod, cfg, ctx))
