@@ -71,6 +71,10 @@ so that is the energy a walker at W_f must reach to get anywhere else); the
 report also gives the minimax barrier from W_f to every minimum, seen from
 both ends.
 
+In float32 (``dtype``) the minima are the float32 quench's, and the energies,
+the bands' forces and the straight lines are computed in float32
+(:mod:`relunet.experiments.precision`); the graph is built from those.
+
 This module is one experiment in the frame every experiment shares (config,
 compute, plot and report side by side: relunet.experiments.frame). It runs
 past 300 lines because its method needs the explanation above and its report
@@ -87,8 +91,8 @@ import numpy as np
 from ..construct import WF_ARCH
 from ..data import wf_training_set
 from ..geometry import pairwise_distances
-from ..kernels import loss, loss_and_grad
 from .frame import Timer, preset
+from .precision import energy, loss_in
 from .students import OPTIMIZERS
 from .tables import CLAIM, claims, fmt, spread, table
 
@@ -125,6 +129,7 @@ class Config:
     gs_radius: float = 1e-2
     gs_tol: float = 1e-2
     n_levels: int = 40            # energy ladder of the graph, up to the last merge
+    dtype: str = "float64"        # precision of the minima, energies and forces
 
 
 PRESETS = {
@@ -214,9 +219,10 @@ def compute(cfg: Config, ctx) -> dict:
     from ..neb import linear_path
     from ..string_method import string_method
     from . import quench_minima
-    qd = quench_minima.quenched(cfg.scale, ctx)
+    qd = quench_minima.quenched(cfg.scale, ctx, cfg.dtype)
     timer = Timer()
     x, t = wf_training_set()
+    xd, td = wf_training_set(dtype=cfg.dtype)     # the data in the precision computed in
     pool, group, source, cert, types = [qd["wf_c"][None, :]], [-1], [-1], [True], ["W_f"]
     offered = {}
     for k, opt in enumerate(OPTIMIZERS):
@@ -235,10 +241,10 @@ def compute(cfg: Config, ctx) -> dict:
     minima = minima[keep]
     group, source = np.array(group)[keep], np.array(source)[keep]
     cert, types = np.array(cert)[keep], np.array(types)[keep]
-    E = loss(minima, WF_ARCH, x, t)
+    E = loss_in(minima, WF_ARCH, xd, td, cfg.dtype)
     D = pairwise_distances(minima, WF_ARCH, canonical=False)      # already canonical
     pairs = choose_edges(D, cfg.k_neighbours, cfg.wf_neighbours, cfg.spanning_tree)
-    efun = lambda X: loss_and_grad(X, WF_ARCH, x, t)            # noqa: E731
+    efun = energy(WF_ARCH, xd, td, cfg.dtype)
 
     def relax(a, b, n_images):
         return string_method(efun, minima[a], minima[b], n_images=n_images,
@@ -265,7 +271,8 @@ def compute(cfg: Config, ctx) -> dict:
     # the straight line between the two minima, on the same dense grid
     n_line = (cfg.n_images - 1) * cfg.n_dense + 1
     line = linear_path(minima[pairs[:, 0]], minima[pairs[:, 1]], n_line)
-    line_E = loss(line.reshape(-1, minima.shape[1]), WF_ARCH, x, t).reshape(len(pairs), n_line)
+    line_E = loss_in(line.reshape(-1, minima.shape[1]), WF_ARCH, xd, td,
+                     cfg.dtype).reshape(len(pairs), n_line)
     chord = np.linalg.norm(minima[pairs[:, 1]] - minima[pairs[:, 0]], axis=1)
     return dict(minima=minima, energies=E, group=group, source=source, certified=cert,
                 types=types.astype(str), distances=D, pairs=pairs, edge_energy=edge_E,
@@ -489,3 +496,15 @@ def report(cfg: Config, ctx) -> str:
          f"{roots} connected component(s), {tree.n_nodes} merge nodes on {cfg.n_levels} levels",
          "not in the paper (no such graph there)"), header=CLAIM)
     return "\n".join(lines)
+
+
+def numbers(cfg: Config, ctx) -> list:
+    """W_f's funnel and the edges (the float32 report's comparison)."""
+    d, _, barriers = graph(cfg, ctx)
+    sep, _ = wf_separation(d, barriers)
+    b = barriers[0][1:]
+    b = b[np.isfinite(b)]
+    return [("level at which W_f's funnel opens", sep),
+            ("median minimax barrier to W_f", float(np.median(b)) if b.size else float("nan")),
+            ("bands converged", int(np.sum(d["band_converged"]))),
+            ("edges", len(d["pairs"]))]

@@ -163,7 +163,7 @@ def report(cfg: Config, ctx) -> str:
              "![fig2](fig2_mean_fit.png)", "", "![fig3](fig3_best_fits.png)", "",
              "![loss distribution](fig2c_loss_distribution.png)", "",
              f"{cfg.n_models:,} students per optimizer (paper: 160,000), {cfg.steps:,} "
-             f"full-batch steps, float64; a student has found the global minimum when its "
+             f"full-batch steps, {cfg.dtype}; a student has found the global minimum when its "
              f"final MSE is below {cfg.global_threshold:g}.", ""]
     best = {}
     share = {}
@@ -202,3 +202,19 @@ def report(cfg: Config, ctx) -> str:
          "reproduced" if ada_better and never else "differs"),
         ("MSE values of the fits", "the paper prints none", "unknown in the paper"))]
     return "\n".join(lines)
+
+
+def numbers(cfg: Config, ctx) -> list:
+    """Share at the global minimum, best and median final MSE, diverged students,
+    per optimizer (the float32 report's comparison)."""
+    d = ctx.results(NAME, cfg).load_array(RESULT)
+    out = []
+    for opt in OPTIMIZERS:
+        st = d[f"{opt}_status"]
+        loss = d[f"{opt}_loss"][st == 0]
+        out += [(f"{opt}: share at the global minimum",
+                 float(np.mean(loss < cfg.global_threshold)) if loss.size else float("nan")),
+                (f"{opt}: best MSE", float(loss.min()) if loss.size else float("nan")),
+                (f"{opt}: median MSE", float(np.median(loss)) if loss.size else float("nan")),
+                (f"{opt}: diverged", int(np.sum(st != 0)))]
+    return out

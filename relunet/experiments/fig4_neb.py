@@ -40,6 +40,11 @@ value, is kept beside it for comparison.
 converged bands in colour); (b) one profile coloured along its length; (c) the
 network's function along that path in the same colours; (d) the angle between
 successive difference vectors along it.
+
+In float32 (``dtype``, ``run_all.py --dtype float32``) the far ends are the
+float32 quench's points and the string's energies and forces are computed in
+float32 at the float32-rounded images (:func:`relunet.experiments.precision.energy`);
+the images and the method's bookkeeping stay float64.
 """
 from __future__ import annotations
 
@@ -51,9 +56,9 @@ import numpy as np
 from ..construct import WF_ARCH
 from ..data import wf_training_set
 from ..geometry import path_angles, path_functions
-from ..kernels import loss_and_grad
 from ..string_method import string_method
 from .frame import preset
+from .precision import energy
 from .tables import claims, fmt, spread
 
 NAME = "fig4_neb"
@@ -89,6 +94,7 @@ class Config:
     source: str = "momentum"      # which main run supplies the local minima
     example: int = 0              # the band drawn in panels (b)-(d)
     n_plot: int = 801
+    dtype: str = "float64"        # precision of the energy and forces (and of the minima)
 
 
 PRESETS = {
@@ -110,13 +116,13 @@ def endpoints(cfg: Config, ctx):
     (certified where the quench could certify them), not wherever training
     stopped. Returns (wf, ends, network_index)."""
     from . import quench_minima
-    d = quench_minima.quenched(cfg.scale, ctx)
+    d = quench_minima.quenched(cfg.scale, ctx, cfg.dtype)
     return d["wf_c"], d[f"{cfg.source}_Wc"][:cfg.n_paths], d[f"{cfg.source}_index"][:cfg.n_paths]
 
 
 def _relax(cfg: Config, wf, ends, n_images: int, max_iter: int):
-    x, t = wf_training_set()
-    return string_method(lambda X: loss_and_grad(X, WF_ARCH, x, t), wf, ends,
+    x, t = wf_training_set(dtype=cfg.dtype)
+    return string_method(energy(WF_ARCH, x, t, cfg.dtype), wf, ends,
                          n_images=n_images, max_iter=max_iter, step=cfg.step,
                          step_max=cfg.step_max, max_step=cfg.max_step, n_dense=cfg.n_dense,
                          regrid_every=cfg.regrid_every, regrid_until=cfg.regrid_until,
@@ -159,7 +165,7 @@ def compute(cfg: Config, ctx) -> dict:
         barrier_change=res.barrier_change, peak_measure=res.peak_measure,
         fperp_max=res.fperp.max(axis=1), dense_distance=res.dense_distance,
         dense_energies=res.dense_energies, network_index=idx, var_t=var_t, xs=xs,
-        straight_max=_straight_max(wf, ends, cfg.n_images * cfg.n_dense),
+        straight_max=_straight_max(wf, ends, cfg.n_images * cfg.n_dense, cfg.dtype),
         example_functions=path_functions(ex, WF_ARCH, xs), example_angles=path_angles(ex),
         angles=np.array([path_angles(b) for b in res.images]),
         study_index=study,
@@ -174,12 +180,12 @@ def compute(cfg: Config, ctx) -> dict:
         seconds=np.array([t_main, t_study, t_long]))
 
 
-def _straight_max(wf, ends, n):
+def _straight_max(wf, ends, n, dtype="float64"):
     """Highest loss on the straight segment W_f -> end, n + 1 points (n+1, per band)."""
-    x, t = wf_training_set()
+    x, t = wf_training_set(dtype=dtype)
     s = np.linspace(0.0, 1.0, n + 1)[None, :, None]
     P = wf[None, None] + s * (ends - wf)[:, None]
-    E, _ = loss_and_grad(P.reshape(-1, P.shape[-1]), WF_ARCH, x, t)
+    E, _ = energy(WF_ARCH, x, t, dtype)(P.reshape(-1, P.shape[-1]))
     return E.reshape(len(ends), -1).max(axis=1)
 
 
@@ -354,7 +360,8 @@ def report(cfg: Config, ctx) -> str:
     t_long = d["seconds"][2] if d["seconds"].size > 2 else 0.0
     return "\n".join([
         f"## {TITLE}", "", "![fig4](fig4_neb.png)", "",
-        f"{n} bands of {cfg.n_images} images, string method with climbing image "
+        f"{n} bands of {cfg.n_images} images ({cfg.dtype} energies and forces), string "
+        f"method with climbing image "
         f"({cfg.climb}), at most {cfg.max_iter} iterations; convergence: {crit}. Wall time "
         f"{t_main:.0f} s, convergence study {t_study:.0f} s, longer relaxation of the "
         f"unresolved bands {t_long:.0f} s. Values: median [10%, 90%] over bands.", "",
@@ -394,3 +401,21 @@ def report(cfg: Config, ctx) -> str:
              if np.nanmedian(turn_near) > np.nanmedian(turn_far) else
              "differs: the path does not turn most near W_f"),
             header=("quantity", "ours", "paper", "verdict"))])
+
+
+def numbers(cfg: Config, ctx) -> list:
+    """Band convergence, barriers and the basin radius (the float32 report's comparison)."""
+    d = ctx.results(NAME, cfg).load_array(RESULT)
+    E, conv = d["energies"], d["converged"].astype(bool)
+    img = d["images"].astype(np.float64)
+    top = E.max(axis=1)
+    r_eu = basin_radius(img, d["dense_distance"], d["dense_energies"], cfg.etol)[0]
+    med = lambda v: float(np.median(v)) if np.size(v) else float("nan")  # noqa: E731
+    return [("bands converged", int(conv.sum())),
+            ("median iterations", med(d["iterations"])),
+            ("median climbing image - E_end", med(top - E[:, -1])),
+            ("median path maximum - E_end", med(d["peak_energy"] - E[:, -1])),
+            ("median path maximum", med(d["peak_energy"])),
+            ("median basin radius (first ridge, converged bands)", med(r_eu[conv])),
+            ("median distance W_f -> minimum",
+             med(np.linalg.norm(img[:, -1] - img[:, 0], axis=1)))]

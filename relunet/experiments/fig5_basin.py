@@ -158,3 +158,15 @@ def report(cfg: Config, ctx) -> str:
          f"share {shares['adadelta']:.3f}, fit status {d['adadelta_fit_status']}",
          "reproduced" if shares["adadelta"] == 0 else "differs"))]
     return "\n".join(lines)
+
+
+def numbers(cfg: Config, ctx) -> list:
+    """Share returned and the 50% point per optimizer (the float32 report's comparison)."""
+    d = ctx.results(NAME, cfg).load_array(RESULT)
+    out = []
+    for opt in OPTIMIZERS:
+        ok = d[f"{opt}_status"] == 0
+        back = d[f"{opt}_loss"][ok] < cfg.return_threshold
+        out += [(f"{opt}: share returned", float(back.mean()) if back.size else float("nan")),
+                (f"{opt}: noise norm of 50% return", float(d[f"{opt}_x_half"][0]))]
+    return out

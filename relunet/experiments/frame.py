@@ -11,7 +11,11 @@ An experiment is a module with
   cluster), ``large`` (between: 16 times the default's students, the
   expensive instruments at their default size; about an hour on 2 cores)
   and ``paper`` (the paper's full scale, for a cluster); and
-  ``config = preset(Config, PRESETS)``;
+  ``config = preset(Config, PRESETS)``, called ``config(scale, dtype)``: an
+  experiment that computes in a precision has a ``dtype`` field (float64 or
+  float32, ``run_all.py --dtype``), which the store key includes, so the two
+  precisions never share results; one without it computes the same in both
+  (:mod:`relunet.experiments.precision`);
 * ``RESULT``: the name of its stored arrays;
 * ``compute(cfg, ctx) -> dict``: the arrays to store (no matplotlib, no
   store writes). :func:`ensure` calls it only when the store does not hold
@@ -22,7 +26,10 @@ An experiment is a module with
 * ``plot(cfg, ctx) -> [files]``: reads the store only and writes figures;
 * ``report(cfg, ctx) -> str``: reads the store only and returns a Markdown
   section of figures/REPORT.md, numbers beside the paper's claims
-  (:func:`relunet.experiments.tables.claims`).
+  (:func:`relunet.experiments.tables.claims`);
+* optionally ``numbers(cfg, ctx) -> [(name, value)]``: its main numbers, read
+  from the store, which the float32 report sets beside float64's
+  (:func:`relunet.experiments.precision.comparison`).
 
 An experiment that needs another's results asks for them with
 :func:`stored` (computed and stored first if missing). Results live under
@@ -42,10 +49,11 @@ from ..run.config import EngineOptions
 from ..run.files import keyed_path
 from ..run.store import Store
 
-__all__ = ["SCALES", "check_scale", "config_dict", "preset", "Context", "ensure", "stored",
-           "is_stored", "Timer"]
+__all__ = ["SCALES", "DTYPES", "check_scale", "check_dtype", "config_dict", "preset", "Context",
+           "ensure", "stored", "is_stored", "Timer"]
 
 SCALES = ("smoke", "default", "large", "paper")
+DTYPES = ("float64", "float32")
 
 
 def check_scale(scale: str) -> str:
@@ -54,18 +62,30 @@ def check_scale(scale: str) -> str:
     return scale
 
 
+def check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return dtype
+
+
 def config_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
 def preset(config_cls, presets: dict | None = None):
-    """``config(scale)`` of an experiment: ``config_cls(scale=scale, **presets[scale])``
-    (a scale missing from ``presets`` keeps the dataclass defaults)."""
+    """``config(scale, dtype)`` of an experiment: ``config_cls(scale=scale,
+    **presets[scale])`` (a scale missing from ``presets`` keeps the dataclass
+    defaults), with ``dtype`` (default float64) when the config has that field;
+    a config without one computes nothing whose precision ``dtype`` would set."""
     presets = presets or {}
+    has_dtype = "dtype" in {f.name for f in dataclasses.fields(config_cls)}
 
-    def config(scale: str):
-        return config_cls(scale=check_scale(scale), **presets.get(scale, {}))
-    config.__doc__ = f"The {config_cls.__module__} config of a scale ({', '.join(SCALES)})."
+    def config(scale: str, dtype: str = "float64"):
+        check_dtype(dtype)
+        extra = {"dtype": dtype} if has_dtype else {}
+        return config_cls(scale=check_scale(scale), **presets.get(scale, {}), **extra)
+    config.__doc__ = (f"The {config_cls.__module__} config of a scale ({', '.join(SCALES)}) "
+                      f"and a precision ({', '.join(DTYPES)}).")
     return config
 
 
@@ -77,17 +97,20 @@ class Context:
     figures : folder for PNG/PDF figures and REPORT.md.
     engine : how training runs are computed (:class:`relunet.run.config.EngineOptions`).
     force : recompute the selected experiments even when stored.
+    dtype : the precision the experiments compute in (``run_all.py --dtype``).
     """
 
     store: Path
     figures: Path
     engine: EngineOptions = field(default_factory=EngineOptions)
     force: bool = False
+    dtype: str = "float64"
     log: Callable[[str], None] = print
 
     def __post_init__(self):
         self.store = Path(self.store)
         self.figures = Path(self.figures)
+        check_dtype(self.dtype)
 
     @property
     def progress(self) -> bool:

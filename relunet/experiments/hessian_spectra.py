@@ -10,6 +10,11 @@ uses the Hessian along the kink manifold instead. Canonicalisation changes the
 spectrum (rescaling a unit is not an orthogonal change of coordinates), so
 every network is taken in the same de-symmetrised coordinates as the NEB
 experiment.
+
+In float32 (``dtype``) the students are the float32 main runs and the quenched
+points the float32 quench's; the Hessians and eigenvalues are computed in
+float64 at those points (every float32 number is a float64 one), the
+instrument being exact, not the network's arithmetic.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ class Config:
     tol_rel: float = TOL_REL      # |lambda| <= max(tol_abs, tol_rel max|lambda|) is zero
     tol_abs: float = TOL_ABS
     batch: int = 256
+    dtype: str = "float64"        # of the students and quenched points (Hessians: float64)
 
 
 PRESETS = {"smoke": dict(n_networks=8), "default": dict(n_networks=1024),
@@ -72,8 +78,8 @@ def wf_canonical_spectrum(x, t) -> np.ndarray:
 
 
 def compute(cfg: Config, ctx) -> dict:
-    runs = fig2_fits.main_runs(fig2_fits.config(cfg.scale), ctx)
-    qd = quench_minima.quenched(cfg.scale, ctx)
+    runs = fig2_fits.main_runs(fig2_fits.config(cfg.scale, cfg.dtype), ctx)
+    qd = quench_minima.quenched(cfg.scale, ctx, cfg.dtype)
     x, t = wf_training_set()
     out = {"wf_evals": wf_canonical_spectrum(x, t),
            "wf_live_units": np.array([int((~dead_units(build_wf(), WF_ARCH)).sum())])}
@@ -183,3 +189,20 @@ def report(cfg: Config, ctx) -> str:
         ("the full paper's eigenvalue figures", "not available to us", "unknown"),
         header=CLAIM)]
     return "\n".join(lines)
+
+
+def numbers(cfg: Config, ctx) -> list:
+    """Median Hessian counts and sharpness per optimizer, as trained and quenched
+    (the float32 report's comparison)."""
+    d = ctx.results(NAME, cfg).load_array(RESULT)
+    out = []
+    for opt in OPTIMIZERS:
+        for key, label in (("evals", "trained"), ("q_evals", "quenched")):
+            ev = d[f"{opt}_{key}"]
+            if not len(ev):
+                continue
+            s = spectrum_summary(ev, cfg.tol_rel, cfg.tol_abs)
+            out += [(f"{opt} {label}: median negative eigenvalues", float(np.median(s["n_neg"]))),
+                    (f"{opt} {label}: median zero eigenvalues", float(np.median(s["n_zero"]))),
+                    (f"{opt} {label}: median largest eigenvalue", float(np.median(s["max"])))]
+    return out

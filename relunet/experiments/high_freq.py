@@ -90,7 +90,8 @@ def plot(cfg: Config, ctx) -> list[str]:
 def report(cfg: Config, ctx) -> str:
     d = ctx.results(NAME, cfg).load_array(RESULT)
     lines = [f"## {TITLE}", "", "![high frequency](ext_high_freq.png)", "",
-             f"{cfg.n_models} students per optimizer, {cfg.steps:,} steps. For scale: a "
+             f"{cfg.n_models} students per optimizer, {cfg.steps:,} steps, {cfg.dtype}. For "
+             "scale: a "
              "tooth-free fit that keeps only the spline and the sawtooth's mean has MSE "
              f"{1.4 ** 2 / 12:.3f} (the variance of a 1.4-high sawtooth).", ""]
     rows = []
@@ -108,3 +109,15 @@ def report(cfg: Config, ctx) -> str:
          "see the table: the paper gives no numbers (unknown in the paper)"),
         header=("claim of the paper", "verdict"))]
     return "\n".join(lines)
+
+
+def numbers(cfg: Config, ctx) -> list:
+    """Best and median MSE per optimizer (the float32 report's comparison)."""
+    d = ctx.results(NAME, cfg).load_array(RESULT)
+    out = []
+    for opt in OPTIMIZERS:
+        loss = d[f"{opt}_loss"][d[f"{opt}_status"] == 0]
+        nan = float("nan")
+        out += [(f"{opt}: best MSE", float(loss.min()) if loss.size else nan),
+                (f"{opt}: median MSE", float(np.median(loss)) if loss.size else nan)]
+    return out

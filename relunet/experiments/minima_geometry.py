@@ -7,6 +7,9 @@ compared by Euclidean distance: distances from W_f, distances between minima,
 and a 2-D classical-MDS view of W_f among the minima. The minima are the
 quenched students (relunet.experiments.quench_minima); the raw students'
 distances are kept beside them, to show what quenching changes.
+
+In float32 (``dtype``) the students and quenched points are the float32 ones;
+distances and the 2-D view are computed in float64 from them.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ class Config:
     n_pairwise: int = 400         # minima per optimizer in the pairwise / 2-D view
     shell_lo: float = 9.5         # the paper's shell
     shell_hi: float = 10.5
+    dtype: str = "float64"        # of the students and quenched points
 
 
 PRESETS = {"smoke": dict(n_pairwise=8), "default": dict(n_pairwise=400),
@@ -43,8 +47,8 @@ config = preset(Config, PRESETS)
 
 
 def compute(cfg: Config, ctx) -> dict:
-    runs = fig2_fits.main_runs(fig2_fits.config(cfg.scale), ctx)
-    qd = quench_minima.quenched(cfg.scale, ctx)
+    runs = fig2_fits.main_runs(fig2_fits.config(cfg.scale, cfg.dtype), ctx)
+    qd = quench_minima.quenched(cfg.scale, ctx, cfg.dtype)
     wf = qd["wf_c"][None, :]
     out, pool, labels, losses = {}, [wf], [np.array([-1])], [np.array([0.0])]
     for k, opt in enumerate(OPTIMIZERS):
@@ -150,3 +154,17 @@ def report(cfg: Config, ctx) -> str:
                   ("organisation of the minima (full paper)", "figures above",
                    "unknown in the paper (not available)"))]
     return "\n".join(lines)
+
+
+def numbers(cfg: Config, ctx) -> list:
+    """Distances from canonical W_f per optimizer (the float32 report's comparison)."""
+    d = ctx.results(NAME, cfg).load_array(RESULT)
+    out = []
+    for opt in OPTIMIZERS:
+        shell = (d[f"{opt}_dist"] >= cfg.shell_lo) & (d[f"{opt}_dist"] <= cfg.shell_hi)
+        out += [(f"{opt}: median distance from W_f, trained",
+                 float(np.median(d[f"{opt}_raw_dist"]))),
+                (f"{opt}: median distance from W_f, quenched",
+                 float(np.median(d[f"{opt}_dist"]))),
+                (f"{opt}: share of quenched points in the paper's shell", float(shell.mean()))]
+    return out

@@ -12,7 +12,13 @@ kink minimum, ...) and de-symmetrised (relunet.symmetry.canonicalize) for the
 distance and path experiments. Figs. 2-3 keep the raw students: that is what
 training gives.
 
-``quenched(scale, ctx)`` hands the stored result to the other experiments.
+In float32 (``run_all.py --dtype float32``) the students are the float32 main
+runs, and the quench is its L-BFGS stage on the float32 loss, the point
+rounded to float32, then certified and classified in float64 as it is; the
+Newton stage is not run (a float64 instrument: a float32 point cannot meet a
+1e-9 certificate; :func:`relunet.experiments.precision.quench_float32`).
+
+``quenched(scale, ctx, dtype)`` hands the stored result to the other experiments.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from ..quench import EPS_ON, GAP, GTOL, certify, classify, quench
 from ..symmetry import canonicalize
 from . import fig2_fits
 from .frame import preset, stored
+from .precision import quench_float32
 from .students import OPTIMIZERS, usable
 from .tables import CLAIM, claims, fmt, spread, table
 
@@ -46,6 +53,7 @@ class Config:
     gtol: float = GTOL
     eps_on: float = EPS_ON
     gap: float = GAP
+    dtype: str = "float64"        # float32: the float32 students, L-BFGS on the float32 loss
 
 
 PRESETS = {
@@ -65,8 +73,13 @@ PRESETS = {
 config = preset(Config, PRESETS)
 
 
+#: the QuenchResult fields stored per optimizer
+_FIELDS = ("W", "loss0", "loss", "moved", "iterations", "certified", "descent_iterations",
+           "kind", "measure", "n_kinks", "reason")
+
+
 def compute(cfg: Config, ctx) -> dict:
-    runs = fig2_fits.main_runs(fig2_fits.config(cfg.scale), ctx)
+    runs = fig2_fits.main_runs(fig2_fits.config(cfg.scale, cfg.dtype), ctx)
     x, t = wf_training_set()
     out = {}
     for opt, n in dict(cfg.n_networks).items():
@@ -82,31 +95,37 @@ def compute(cfg: Config, ctx) -> dict:
             if bar is not None:
                 bar.n = done
                 bar.refresh()
-        q = quench(W0, WF_ARCH, x, t, max_iter=cfg.max_iter, descent_iter=cfg.descent_iter,
-                   gtol=cfg.gtol,
-                   eps_on=cfg.eps_on, gap=cfg.gap, progress=progress)
+        if cfg.dtype == "float64":
+            r = quench(W0, WF_ARCH, x, t, max_iter=cfg.max_iter,
+                       descent_iter=cfg.descent_iter, gtol=cfg.gtol, eps_on=cfg.eps_on,
+                       gap=cfg.gap, progress=progress)
+            q = {k: getattr(r, k) for k in _FIELDS}
+        else:
+            q = quench_float32(W0, WF_ARCH, x, t, cfg.descent_iter, cfg.gtol, cfg.eps_on,
+                               cfg.gap, data32=wf_training_set(dtype=np.float32),
+                               progress=progress)
+            out[f"{opt}_loss64"] = q.pop("loss64")
         if bar is not None:
             bar.close()
-        cert = certify(q.W, WF_ARCH, x, t, cfg.gtol, cfg.eps_on, cfg.gap)
-        cl = classify(q.W, WF_ARCH, x, t, cert)
+        cert = q.pop("cert", None) or certify(q["W"], WF_ARCH, x, t, cfg.gtol, cfg.eps_on,
+                                              cfg.gap)
+        cl = classify(q["W"], WF_ARCH, x, t, cert)
         raw = certify(W0, WF_ARCH, x, t, cfg.gtol, cfg.eps_on, cfg.gap)
+        out.update({f"{opt}_{k}": q[k] for k in _FIELDS if k != "W"})
         out.update({
-            f"{opt}_index": run.index[ok][:n], f"{opt}_W0": W0, f"{opt}_W": q.W,
-            f"{opt}_Wc": canonicalize(q.W, WF_ARCH), f"{opt}_W0c": canonicalize(W0, WF_ARCH),
-            f"{opt}_loss0": q.loss0, f"{opt}_loss": q.loss, f"{opt}_moved": q.moved,
-            f"{opt}_iterations": q.iterations, f"{opt}_certified": q.certified,
-            f"{opt}_descent_iterations": q.descent_iterations,
-            f"{opt}_kind": q.kind, f"{opt}_measure": q.measure, f"{opt}_n_kinks": q.n_kinks,
-            f"{opt}_reason": q.reason, f"{opt}_type": cl["type"], f"{opt}_index_neg": cl["index"],
+            f"{opt}_index": run.index[ok][:n], f"{opt}_W0": W0, f"{opt}_W": q["W"],
+            f"{opt}_Wc": canonicalize(q["W"], WF_ARCH), f"{opt}_W0c": canonicalize(W0, WF_ARCH),
+            f"{opt}_type": cl["type"], f"{opt}_index_neg": cl["index"],
             f"{opt}_n_flat": cl["n_flat"], f"{opt}_raw_measure": raw["measure"],
             f"{opt}_raw_certified": raw["certified"]})
     out["wf_c"] = canonicalize(build_wf()[None, :], WF_ARCH)[0]
     return out
 
 
-def quenched(scale: str, ctx) -> dict:
-    """The stored quench (computed first if missing): arrays keyed ``<opt>_<field>``."""
-    return stored(sys.modules[__name__], config(scale), ctx)
+def quenched(scale: str, ctx, dtype: str = "float64") -> dict:
+    """The stored quench of a precision (computed first if missing): arrays keyed
+    ``<opt>_<field>``."""
+    return stored(sys.modules[__name__], config(scale, dtype), ctx)
 
 
 def optimizers(d) -> list[str]:
@@ -154,11 +173,19 @@ def type_counts(d, opt) -> dict:
 
 def report(cfg: Config, ctx) -> str:
     d = ctx.results(NAME, cfg).load_array(RESULT)
+    how = (f"The first students of each main run quenched (relunet.quench) in two stages: "
+           f"at most {cfg.descent_iter} batched L-BFGS steps down the smooth descents, then "
+           f"at most {cfg.max_iter} Newton iterations on the loss's piecewise model to "
+           f"finish at the kinks and certify." if cfg.dtype == "float64" else
+           f"float32: the first students of each float32 main run descend by at most "
+           f"{cfg.descent_iter} batched L-BFGS steps on the float32 loss (relunet.quench's "
+           f"first stage; energies and gradients in float32 at the float32-rounded point), "
+           f"and the final point, rounded to float32, is certified and classified in "
+           f"float64 as it is; the Newton stage is not run (a float32 point cannot meet a "
+           f"{cfg.gtol:g} certificate: relunet/experiments/precision.py). MSE values are "
+           f"float32 losses.")
     lines = [f"## {TITLE}", "", "![quench](ext_quench.png)", "",
-             f"The first students of each main run quenched (relunet.quench) in two stages: "
-             f"at most {cfg.descent_iter} batched L-BFGS steps down the smooth descents, then "
-             f"at most {cfg.max_iter} Newton iterations on the loss's piecewise model to "
-             f"finish at the kinks and certify. Certificate: smooth (|grad| <= {cfg.gtol:g}, no "
+             f"{how} Certificate: smooth (|grad| <= {cfg.gtol:g}, no "
              f"pre-activation within {cfg.gap:g} of its kink) or kink (every pre-activation "
              f"on its kink, |z| <= {cfg.eps_on:g}, or farther than {cfg.gap:g}; the kink "
              f"families' normals independent; Clarke measure <= {cfg.gtol:g}). Values: "
@@ -184,7 +211,9 @@ def report(cfg: Config, ctx) -> str:
             ~d[f"{o}_certified"]]) if np.any(~d[f"{o}_certified"]) else "-"),
         row("L-BFGS steps (stage 1)", lambda o: spread(d[f"{o}_descent_iterations"])
             if f"{o}_descent_iterations" in d else "-"),
-        row("Newton iterations (stage 2)", lambda o: spread(d[f"{o}_iterations"]))])
+        row("Newton iterations (stage 2)", lambda o: spread(d[f"{o}_iterations"]))]
+        + ([row("float64 MSE at the float32 point", lambda o: spread(d[f"{o}_loss64"]))]
+           if cfg.dtype == "float32" else []))
     reasons = {}
     for o in opts:
         for r in d[f"{o}_reason"][~d[f"{o}_certified"]]:
@@ -211,3 +240,20 @@ def report(cfg: Config, ctx) -> str:
              "unknown for the uncertified majority: the quench's budget ends before a "
              "certificate (see the reasons above)"), header=CLAIM)]
     return "\n".join(lines)
+
+
+def numbers(cfg: Config, ctx) -> list:
+    """The quench's main numbers per optimizer (float32 report's comparison)."""
+    d = ctx.results(NAME, cfg).load_array(RESULT)
+    out = []
+    for o in optimizers(d):
+        out += [(f"{o}: certified stationary as trained", int(d[f"{o}_raw_certified"].sum())),
+                (f"{o}: certified after quenching", int(d[f"{o}_certified"].sum())),
+                (f"{o}: median MSE after quenching", float(np.median(d[f"{o}_loss"]))),
+                (f"{o}: median MSE decrease", float(np.median(d[f"{o}_loss0"]
+                                                              - d[f"{o}_loss"]))),
+                (f"{o}: median distance moved", float(np.median(d[f"{o}_moved"]))),
+                (f"{o}: median L-BFGS steps", float(np.median(d[f"{o}_descent_iterations"]))),
+                (f"{o}: median stationarity measure after (float64)",
+                 float(np.median(d[f"{o}_measure"])))]
+    return out

@@ -56,7 +56,7 @@ def train_config(cfg: Config) -> TrainConfig:
 
 def compute(cfg: Config, ctx) -> dict:
     run = train(train_config(cfg), ctx)
-    main = fig2_fits.main_runs(fig2_fits.config(cfg.scale), ctx)["adadelta"]
+    main = fig2_fits.main_runs(fig2_fits.config(cfg.scale, cfg.dtype), ctx)["adadelta"]
     arch = Arch(10, 10)
     xs = np.linspace(-1, 1, cfg.n_plot)
     ok, ok5 = usable(run), usable(main)
@@ -112,6 +112,7 @@ def report(cfg: Config, ctx) -> str:
     return "\n".join([
         f"## {TITLE}", "", "![wide](ext_wide_10x10.png)", "",
         f"{int(ok.sum())} 10x10 students (1,021 parameters), Adadelta, {cfg.steps:,} steps, "
+        f"{cfg.dtype}, "
         f"against the 5x5 Adadelta students of Figs. 2-3.", "",
         *table(("students", "min MSE", "median MSE", "max MSE"),
                [(name, fmt(v[0.0]), fmt(v[0.5]), fmt(v[1.0]))
@@ -122,3 +123,12 @@ def report(cfg: Config, ctx) -> str:
                  ("reproduced (the typical 10x10 fit beats the best 5x5 fit)" if better else
                   "differs: the typical 10x10 fit is not better than the best 5x5 fit")
                  + "; the paper gives no numbers"))])
+
+
+def numbers(cfg: Config, ctx) -> list:
+    """Best and median MSE of the 10x10 students (the float32 report's comparison)."""
+    d = ctx.results(NAME, cfg).load_array(RESULT)
+    loss = d["loss"][d["status"] == 0]
+    nan = float("nan")
+    return [("10x10: best MSE", float(loss.min()) if loss.size else nan),
+            ("10x10: median MSE", float(np.median(loss)) if loss.size else nan)]

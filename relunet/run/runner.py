@@ -15,6 +15,14 @@ computed it (kept in ``<store>/timings-<scale>.json``), not of a later re-plot;
 when a computation was interrupted and resumed, the sum of its attempts (an
 interrupt records the time spent so far under ``"_partial"``).
 
+Precision: ``--dtype float32`` runs every experiment that computes in a
+precision in float32 (training, the quench's descent, the bands; what stays
+float64 and why: :mod:`relunet.experiments.precision`), into store entries of
+its own, and writes figures and REPORT.md to ``figures/float32/`` unless
+``--figures`` is given; its report opens with each main number beside the
+float64 one from the same store, when that is stored. Its timings are kept in
+``<store>/timings-<scale>-float32.json``.
+
 Ctrl-C (or SIGTERM) stops within about a second even inside a numba kernel:
 the experiments run in a worker thread while the main thread waits for the
 signal; everything stored is complete (atomic files), so the process prints
@@ -34,7 +42,8 @@ import time
 from pathlib import Path
 
 from ..experiments import names, registry
-from ..experiments.frame import SCALES, Context, ensure, is_stored
+from ..experiments.frame import DTYPES, SCALES, Context, ensure, is_stored
+from ..experiments.precision import comparison
 from ..experiments.tables import table
 from .config import DEFAULT_STORE, EngineOptions
 from .faults import (
@@ -49,8 +58,15 @@ from .flags import add_flags, given
 from .store import DamagedRunError, ManifestError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error naming the flag (exit code 2, as argparse's own)."""
+
+    def error(self, message):
+        self.exit(2, f"run_all.py: error: {message} (see run_all.py --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="run_all.py",
         description="Regenerate every figure of Gamst & Walker (2017) and figures/REPORT.md.")
     p.add_argument("--scale", choices=SCALES, default="default",
@@ -67,7 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=DEFAULT_STORE, metavar="ROOT",
                    help="store root: training runs and results (default: %(default)s, or "
                         "$RELUNET_STORE)")
-    p.add_argument("--figures", default="figures", help="output folder (default: %(default)s)")
+    p.add_argument("--dtype", choices=DTYPES, default="float64",
+                   help="precision of training, quench and bands: float64 (default) or "
+                        "float32, the paper's Keras default (relunet/experiments/precision.py); "
+                        "float32 results are stored apart, and compared with float64's in "
+                        "their report")
+    p.add_argument("--figures", default=None,
+                   help="output folder (default: figures, or figures/float32 with --dtype "
+                        "float32)")
     add_flags(p, EngineOptions, "how training runs are computed (never changes the results)")
     return p
 
@@ -84,8 +107,15 @@ def _select(only):
     return [m for m in mods if m.NAME in wanted]
 
 
+def _config(mod, scale: str, dtype: str):
+    """The experiment's config of a scale and precision (``config(scale)`` for float64,
+    the default of every experiment's config)."""
+    return mod.config(scale) if dtype == "float64" else mod.config(scale, dtype)
+
+
 def _timings_path(ctx: Context, scale: str) -> Path:
-    return ctx.store / f"timings-{scale}.json"
+    tail = "" if ctx.dtype == "float64" else f"-{ctx.dtype}"
+    return ctx.store / f"timings-{scale}{tail}.json"
 
 
 def _load_timing_file(ctx: Context, scale: str) -> dict:
@@ -141,7 +171,7 @@ def report_sections(ctx: Context, scale: str, fresh: dict) -> list[str]:
     sections = []
     for mod in registry():
         try:
-            sections.append(mod.report(mod.config(scale), ctx))
+            sections.append(mod.report(_config(mod, scale, ctx.dtype), ctx))
         except (FileNotFoundError, KeyError):
             if mod.NAME in fresh:
                 sections.append(fresh[mod.NAME])
@@ -150,10 +180,13 @@ def report_sections(ctx: Context, scale: str, fresh: dict) -> list[str]:
 
 
 def write_report(ctx: Context, scale: str, sections: list[str], timings: dict) -> Path:
+    f32 = ctx.dtype != "float64"
     lines = [
-        "# relunet report: the energy landscape of a simple neural network",
+        "# relunet report: the energy landscape of a simple neural network"
+        + (f", in {ctx.dtype}" if f32 else ""),
         "",
-        f"Written by `run_all.py --scale {scale}` on {time.strftime('%Y-%m-%d %H:%M')}. "
+        f"Written by `run_all.py --scale {scale}" + (f" --dtype {ctx.dtype}" if f32 else "")
+        + f"` on {time.strftime('%Y-%m-%d %H:%M')}. "
         "Every number below was computed by this run (or read from its store); beside "
         "each stands what Gamst & Walker (2017) state and a verdict: *reproduced*, "
         "*differs* (and how), or *unknown in the paper*.",
@@ -164,6 +197,8 @@ def write_report(ctx: Context, scale: str, sections: list[str], timings: dict) -
                [(m.NAME, f"{timings[m.NAME]:.1f}") for m in registry() if m.NAME in timings]),
         "",
     ]
+    if f32:
+        lines.append(comparison(scale, ctx, registry()))
     path = ctx.figures / "REPORT.md"
     ctx.figures.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".md.tmp")
@@ -200,8 +235,9 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"run_all.py: error: {e}", file=sys.stderr)
         return 2
-    ctx = Context(store=Path(args.store), figures=Path(args.figures), engine=engine,
-                  force=args.force)
+    figures = args.figures or ("figures" if args.dtype == "float64" else f"figures/{args.dtype}")
+    ctx = Context(store=Path(args.store), figures=Path(figures), engine=engine,
+                  force=args.force, dtype=args.dtype)
     mods = _select(args.only)
     resume = " ".join(["python run_all.py"] + (argv if argv is not None else sys.argv[1:]))
 
@@ -218,7 +254,7 @@ def main(argv=None) -> int:
 
     def work():
         for i, mod in enumerate(mods, 1):
-            cfg = mod.config(args.scale)
+            cfg = _config(mod, args.scale, ctx.dtype)
             print(f"[{i}/{len(mods)}] {mod.TITLE}", flush=True)
             t0 = time.perf_counter()
             computes = not args.plot_only and (args.force or not is_stored(mod, cfg, ctx))
