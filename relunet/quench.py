@@ -111,7 +111,9 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import scipy.linalg
+from numba import njit
 
+from ._numba import STRICT
 from .hessian import _one_blas_thread, hessian
 from .kernels import loss, loss_ref
 from .kinks import (
@@ -343,32 +345,62 @@ class DescentResult:
     reason: np.ndarray       # (M,) str: why the descent stopped
 
 
-def _two_loop(G, S, Y, rho, n_mem, head):
+def _two_loop(G, S, Y, rho, n_mem, head, rows=None):
     """L-BFGS directions -H G for a stack (Nocedal & Wright 2006, Alg. 7.4).
 
     S, Y (M, m, P) hold the pairs in ring buffers (the newest in slot
     head - 1), rho = 1 / s.y, n_mem pairs valid per network; H0 = (s.y / y.y) I
-    from the newest pair (I when there is none).
+    from the newest pair (I when there is none). One network at a time in
+    numba (:func:`_two_loop_kernel`): the same sums for a network whatever the
+    stack holds. ``rows``: compute for these networks only (G, d have one row
+    per entry of rows; S, Y, rho, n_mem, head are the whole stack's, not copied).
     """
-    M, memory, _ = S.shape
-    rows = np.arange(M)
-    q = -G.copy()
-    alpha = np.zeros((M, memory))
-    for k in range(memory):                      # newest to oldest
-        slot = (head - 1 - k) % memory
-        ok = k < n_mem
-        alpha[:, k] = np.where(ok, rho[rows, slot] * np.sum(S[rows, slot] * q, axis=1), 0.0)
-        q -= alpha[:, k, None] * Y[rows, slot]
-    newest = (head - 1) % memory
-    sy = np.sum(S[rows, newest] * Y[rows, newest], axis=1)
-    yy = np.sum(Y[rows, newest] ** 2, axis=1)
-    d = np.where(n_mem > 0, sy / np.where(yy > 0, yy, 1.0), 1.0)[:, None] * q
-    for k in range(memory - 1, -1, -1):          # oldest to newest
-        slot = (head - 1 - k) % memory
-        ok = k < n_mem
-        beta = rho[rows, slot] * np.sum(Y[rows, slot] * d, axis=1)
-        d += np.where(ok, alpha[:, k] - beta, 0.0)[:, None] * S[rows, slot]
+    if rows is None:
+        rows = np.arange(len(G))
+    d = np.empty((len(rows), S.shape[2]))
+    _two_loop_kernel(np.ascontiguousarray(G, dtype=np.float64), S, Y, rho,
+                     np.asarray(n_mem, dtype=np.int64), np.asarray(head, dtype=np.int64),
+                     np.asarray(rows, dtype=np.int64), d)
     return d
+
+
+@njit(cache=True, fastmath=STRICT)
+def _two_loop_kernel(G, S, Y, rho, n_mem, head, rows, d):
+    _, memory, P = S.shape
+    alpha = np.empty(memory)
+    for i in range(len(rows)):
+        m = rows[i]
+        q = d[i]
+        for p in range(P):
+            q[p] = -G[i, p]
+        for k in range(n_mem[m]):                # newest to oldest
+            slot = (head[m] - 1 - k) % memory
+            a = 0.0
+            for p in range(P):
+                a += S[m, slot, p] * q[p]
+            a *= rho[m, slot]
+            alpha[k] = a
+            for p in range(P):
+                q[p] -= a * Y[m, slot, p]
+        gamma = 1.0
+        if n_mem[m] > 0:
+            newest = (head[m] - 1) % memory
+            sy, yy = 0.0, 0.0
+            for p in range(P):
+                sy += S[m, newest, p] * Y[m, newest, p]
+                yy += Y[m, newest, p] * Y[m, newest, p]
+            if yy > 0:
+                gamma = sy / yy
+        for p in range(P):
+            q[p] *= gamma
+        for k in range(n_mem[m] - 1, -1, -1):     # oldest to newest
+            slot = (head[m] - 1 - k) % memory
+            beta = 0.0
+            for p in range(P):
+                beta += Y[m, slot, p] * q[p]
+            beta *= rho[m, slot]
+            for p in range(P):
+                q[p] += (alpha[k] - beta) * S[m, slot, p]
 
 
 def descend(W, arch: Arch, x, t, max_iter: int = 2000, memory: int = 20,
@@ -437,7 +469,7 @@ def lbfgs(efun, W, max_iter: int = 2000, memory: int = 20, max_step: float = 0.5
         a = np.flatnonzero(active)
         if a.size == 0:
             break
-        d = _two_loop(G[a], S[a], Y[a], rho[a], n_mem[a], head[a])
+        d = _two_loop(G[a], S, Y, rho, n_mem, head, rows=a)
         gd = np.sum(G[a] * d, axis=1)
         bad = ~(gd < 0) | ~np.all(np.isfinite(d), axis=1)
         d[bad] = -G[a[bad]]
