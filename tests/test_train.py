@@ -19,7 +19,17 @@ from numba import njit
 from relunet import fast
 from relunet.data import wf_training_set
 from relunet.fast import pack_points
-from relunet.fast.simd import vhsum, vload, vload512, vmask, vrelu, vsplat512, vstore
+from relunet.fast.simd import (
+    vhsum,
+    vhsum_block,
+    vhsum_block512,
+    vload,
+    vload512,
+    vmask,
+    vrelu,
+    vsplat512,
+    vstore,
+)
 from relunet.kernels import loss_and_grad_ref, loss_ref
 from relunet.net import Arch, init_stack
 from relunet.optim import Adadelta, Momentum, adadelta_step, momentum_step
@@ -136,6 +146,48 @@ def test_vector_intrinsics_512_bits():
     np.testing.assert_array_equal(out[:8], [0.0, 0.0, 2.5, np.nan, 0.0, 7.0, 0.0, 1.0])
     np.testing.assert_array_equal(out[8:], 1.0)
     assert total == ((1.0 + 2.0) + (4.0 + 8.0)) + ((16.0 + 32.0) + (64.0 + 128.0))
+
+
+@njit
+def _block_sums_256(d, out, L):
+    for k in range(0, out.size, L):
+        vstore(out, k, vhsum_block(d, k * L))
+
+
+@njit
+def _lane_sums_256(d, out, L):
+    for k in range(out.size):
+        out[k] = vhsum(vload(d, k * L))
+
+
+@njit
+def _block_sums_512(d, out, L):
+    for k in range(0, out.size, L):
+        vstore(out, k, vhsum_block512(d, k * L))
+
+
+@njit
+def _lane_sums_512(d, out, L):
+    for k in range(out.size):
+        out[k] = vhsum(vload512(d, k * L))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_transposed_lane_sums_are_vhsum_bit_for_bit(dtype, rng):
+    """vhsum_block (L vectors reduced together by shuffles) adds every vector's
+    lanes in vhsum's pairwise order: the same bits, on values whose sums round."""
+    for bits, block, lane in ((256, _block_sums_256, _lane_sums_256),
+                              (512, _block_sums_512, _lane_sums_512)):
+        L = fast.simd.lanes(dtype, bits)
+        n = 3 * L                                   # three blocks of L vectors
+        d = (rng.standard_normal(n * L) * 10.0 ** rng.integers(-8, 8, n * L)).astype(dtype)
+        got, want = np.zeros(n, dtype), np.zeros(n, dtype)
+        block(d, got, L)
+        lane(d, want, L)
+        v = d.reshape(n, L)                         # the pairwise tree in NumPy
+        while v.shape[1] > 1:
+            v = v[:, 0::2] + v[:, 1::2]
+        assert np.array_equal(got, want) and np.array_equal(got, v[:, 0])
 
 
 def test_vector_bits_choice(monkeypatch):

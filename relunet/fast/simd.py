@@ -193,6 +193,43 @@ vsplat512 = _make_vsplat(512)
 vsplat512.__doc__ = "A 512-bit vector with every lane equal to the scalar x."
 
 
+def _make_vhsum_block(bits):
+    def vhsum_block(typingctx, arr, idx):
+        if not isinstance(arr, types.Array) or arr.dtype not in (types.float32, types.float64):
+            return None
+        vt = _vec_of(arr.dtype, bits)
+        L = vt.width
+        i32 = ir.IntType(32)
+        even = ir.Constant(ir.VectorType(i32, L), [2 * i for i in range(L)])
+        odd = ir.Constant(ir.VectorType(i32, L), [2 * i + 1 for i in range(L)])
+
+        def codegen(context, builder, sig, args):
+            vecs = []
+            for j in range(L):
+                at = builder.add(args[1], ir.Constant(args[1].type, j * L))
+                ptr = _vec_ptr(context, builder, sig.args[0], args[0], at, vt)
+                vecs.append(builder.load(ptr, align=arr.dtype.bitwidth // 8))
+            # level by level: pair consecutive vectors, add even and odd lanes of the
+            # pair; after log2(L) levels lane j holds vector j's lane sum, added in
+            # exactly vhsum's pairwise order ((v0+v1)+(v2+v3))+...
+            while len(vecs) > 1:
+                vecs = [builder.fadd(builder.shuffle_vector(vecs[k], vecs[k + 1], even),
+                                     builder.shuffle_vector(vecs[k], vecs[k + 1], odd))
+                        for k in range(0, len(vecs), 2)]
+            return vecs[0]
+        return vt(arr, idx), codegen
+    vhsum_block.__name__ = vhsum_block.__qualname__ = f"vhsum_block{bits}"
+    return intrinsic(vhsum_block)
+
+
+vhsum_block = _make_vhsum_block(256)
+vhsum_block.__doc__ = ("The lane sums of the L vectors at arr[idx + j L], j < L, as one 256-bit "
+                       "vector (lane j: vector j's sum, bit for bit vhsum's); one transposed "
+                       "reduction instead of L horizontal ones.")
+vhsum_block512 = _make_vhsum_block(512)
+vhsum_block512.__doc__ = "vhsum_block for 512-bit vectors."
+
+
 def _binary(op):
     def typer(typingctx, a, b):
         if not isinstance(a, Vec) or a != b:
