@@ -33,6 +33,9 @@ def test_every_figure_and_report_section(smoke_run):
     for mod in registry():
         assert f"## {mod.TITLE}" in report
     assert "| claim" in report and "nan |" not in report.split("## ")[1]
+    # the experiments that need no other's results ran in the second lane, and it says so
+    assert ("Computed in the second lane, at low priority beside the others (`run_all.py "
+            "--lanes 2`, the default): fig1_wf, fig5_basin, ext_sensitivity, high_freq") in report
     # sections are written once every experiment ran: the distance shell and the basin
     # (before ext_sensitivity in figure order) cite its results from this same run
     for title in ("The organisation of the minima", "Fig. 5: the basin"):
@@ -79,3 +82,28 @@ def test_unknown_experiment_is_refused():
     with pytest.raises(SystemExit, match="unknown experiment"):
         main(["--only", "nope"])
     assert "fig1_wf" in names()
+
+
+def test_needs_names_every_read_and_the_lanes_keep_to_it():
+    """NEEDS lists every experiment whose results compute() reads (found in the source:
+    ``stored(<module>``, ``<module>.main_runs(``, ``<module>.quenched(``), so the second
+    lane of run_all never holds an experiment that another selected one reads."""
+    import inspect
+    import re
+
+    from relunet.experiments import registry
+    from relunet.run.runner import split_lanes
+    mods = registry()
+    names = {m.NAME for m in mods}
+    for m in mods:
+        src = inspect.getsource(m)
+        reads = {n for n in names - {m.NAME}
+                 if re.search(rf"\b{n}\.(main_runs|quenched)\(|stored\({n}\b", src)}
+        assert reads <= set(m.NEEDS) <= names, (m.NAME, reads, m.NEEDS)
+    main, side = split_lanes(mods)
+    assert [m.NAME for m in side] == ["fig1_wf", "fig5_basin", "ext_sensitivity", "high_freq"]
+    assert not {n for m in main for n in m.NEEDS} & {m.NAME for m in side}
+    # a selection with nothing but independent experiments keeps its first in the main lane
+    only = [m for m in mods if m.NAME in ("fig5_basin", "high_freq")]
+    assert [[m.NAME for m in lane] for lane in split_lanes(only)] == [["fig5_basin"],
+                                                                       ["high_freq"]]

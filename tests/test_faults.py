@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -584,6 +585,42 @@ def test_ctrl_c_of_run_all_inside_a_numba_kernel(tmp_path):
         "resume with: python run_all.py " + " ".join(cmd[2:])]
     t = json.loads((store_dir / "timings-smoke.json").read_text())
     assert t["_partial"]["wide_10x10"] > 0        # the attempt's time is kept
+
+
+def _processes_naming(text):
+    """pids of the live processes whose command line contains ``text``."""
+    pids = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            if text in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                pids.append(int(d.name))
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the second lane")
+def test_ctrl_c_stops_both_lanes_with_one_message(tmp_path):
+    """ext_sensitivity needs nothing and nothing selected needs it: it runs in the second
+    lane while wide_10x10 trains in the main one; Ctrl-C stops both at once, only the main
+    lane speaks, and no process of the run is left behind."""
+    store_dir = tmp_path / "store"
+    cmd = [sys.executable, "run_all.py", "--scale", "smoke", "--only", "wide_10x10",
+           "--only", "ext_sensitivity", "--store", str(store_dir), "--figures",
+           str(tmp_path / "fig"), "--no-progress"]
+    runs = store_dir / "runs"
+    lane = store_dir / "ext_sensitivity" / "variants"      # the second lane's own stores
+    rc, dt, out, err = _interrupt_after(
+        cmd, lambda: lane.is_dir() and runs.is_dir() and any(runs.rglob("manifest.json")))
+    assert rc == 130 and dt < 3.0, (rc, dt, err)
+    assert "(second lane)" in out                   # it did run beside the main lane
+    assert err.strip().splitlines() == [
+        f"interrupted: everything finished so far is saved in {store_dir}/.",
+        "resume with: python run_all.py " + " ".join(cmd[2:])]
+    deadline = time.monotonic() + 5
+    while _processes_naming(str(store_dir)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_naming(str(store_dir)) == []
 
 
 @pytest.mark.slow

@@ -98,6 +98,7 @@ from .tables import CLAIM, claims, fmt, spread, table
 
 NAME = "ext_disconnectivity"
 TITLE = "Beyond the paper: the disconnectivity graph of W_f and the quenched minima"
+NEEDS = ("quench_minima",)   # experiments whose stored results compute() reads
 RESULT = "graph"
 
 #: quench types that are minima (certified), in order of preference

@@ -101,6 +101,7 @@ from .tables import table as markdown_table
 NAME = "ext_sensitivity"
 RESULT = "variants"
 TITLE = "Beyond the paper: how the claims depend on what the paper leaves open"
+NEEDS = ()   # experiments whose stored results compute() reads
 
 #: the paper's numbers, as the figure marks them
 PAPER_SHELL = (9.5, 10.5)      # "the shell of radius 9.5 to 10.5 which contains most minima"

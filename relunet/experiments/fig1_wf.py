@@ -19,6 +19,7 @@ from .tables import table
 
 NAME = "fig1_wf"
 TITLE = "Fig. 1: the hand-built network W_f and its function f"
+NEEDS = ()   # experiments whose stored results compute() reads
 RESULT = "wf"
 
 

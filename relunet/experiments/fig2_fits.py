@@ -21,6 +21,7 @@ from .tables import claims, fmt, quantile_table, table
 
 NAME = "fig2_fits"
 TITLE = "Figs. 2-3: mean, typical and best fits of trained 5x5 students"
+NEEDS = ()   # experiments whose stored results compute() reads
 RESULT = "summary"
 
 

@@ -63,6 +63,7 @@ from .tables import claims, fmt, spread
 
 NAME = "fig4_neb"
 TITLE = "Fig. 4: minimum energy paths (string method) from W_f to local minima"
+NEEDS = ("quench_minima",)   # experiments whose stored results compute() reads
 RESULT = "bands"
 
 

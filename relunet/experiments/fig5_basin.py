@@ -24,6 +24,7 @@ from .tables import claims, fmt, table
 
 NAME = "fig5_basin"
 TITLE = "Fig. 5: the basin of the global minimum under noise"
+NEEDS = ()   # experiments whose stored results compute() reads
 RESULT = "basin"
 
 

@@ -17,6 +17,10 @@ An experiment is a module with
   precisions never share results; one without it computes the same in both
   (:mod:`relunet.experiments.precision`);
 * ``RESULT``: the name of its stored arrays;
+* ``NEEDS``: the names of the experiments whose stored results its
+  ``compute`` reads (through :func:`stored`); ``run_all.py`` runs an
+  experiment that needs none and that none needs in its second lane, beside
+  the others (:mod:`relunet.run.runner`);
 * ``compute(cfg, ctx) -> dict``: the arrays to store (no matplotlib, no
   store writes). :func:`ensure` calls it only when the store does not hold
   them yet, and stores them with the config: no experiment checks or saves

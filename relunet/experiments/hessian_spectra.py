@@ -33,6 +33,7 @@ from .tables import CLAIM, claims, fmt, table
 
 NAME = "hessian_spectra"
 TITLE = "Hessian eigenvalue spectra at W_f and at the trained minima"
+NEEDS = ("fig2_fits", "quench_minima")   # experiments whose stored results compute() reads
 RESULT = "spectra"
 
 

@@ -22,6 +22,7 @@ from .tables import claims, fmt, quantile_table, table
 
 NAME = "high_freq"
 TITLE = "Sec. 3.5: a 5x5 teacher of higher frequency (81 teeth)"
+NEEDS = ()   # experiments whose stored results compute() reads
 RESULT = "hf"
 
 

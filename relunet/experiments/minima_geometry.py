@@ -27,6 +27,7 @@ from .tables import claims, fmt, quantile_table, table
 
 NAME = "minima_geometry"
 TITLE = "The organisation of the minima in weight space"
+NEEDS = ("fig2_fits", "quench_minima")   # experiments whose stored results compute() reads
 RESULT = "geometry"
 
 

@@ -39,6 +39,7 @@ from .tables import CLAIM, claims, fmt, spread, table
 
 NAME = "quench_minima"
 TITLE = "Quenched minima: certified stationary points below the trained students"
+NEEDS = ("fig2_fits",)   # experiments whose stored results compute() reads
 RESULT = "quench"
 
 TYPES = ("minimum", "kink-minimum", "degenerate-kink", "saddle", "kink-saddle", "uncertified")

@@ -30,6 +30,7 @@ from .tables import CLAIM, claims, spread, table
 
 NAME = "transition_states"
 TITLE = "Transition states: band maxima refined into saddles"
+NEEDS = ("fig4_neb",)   # experiments whose stored results compute() reads
 RESULT = "saddles"
 
 

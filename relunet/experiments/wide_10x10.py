@@ -23,6 +23,7 @@ from .tables import claims, fmt, quantile_table, table
 
 NAME = "wide_10x10"
 TITLE = "Sec. 3.5: a 10x10 network fitted to f with Adadelta"
+NEEDS = ("fig2_fits",)   # experiments whose stored results compute() reads
 RESULT = "wide"
 
 

@@ -15,6 +15,19 @@ computed it (kept in ``<store>/timings-<scale>.json``), not of a later re-plot;
 when a computation was interrupted and resumed, the sum of its attempts (an
 interrupt records the time spent so far under ``"_partial"``).
 
+Two lanes (``--lanes 2``, the default): most instruments (quench, bands,
+saddles) are single-threaded Python and NumPy between kernel calls, so a
+sequential run leaves about a third of two cores idle. The experiments that
+read no other experiment's results and whose results no other one reads (the
+``NEEDS`` of :mod:`relunet.experiments.frame`: Fig. 1, Fig. 5, the sensitivity
+study, the high-frequency teacher) therefore run in a second process, started
+first at low priority (nice 10), which takes the idle core without slowing the
+main sequence. Results are the same bits either way (every experiment is
+deterministic whatever else runs); only the wall times in the report overlap.
+The second lane prints its own progress lines, dies with the run (Linux:
+PR_SET_PDEATHSIG) and is stopped with it on Ctrl-C; its one-line error, if
+any, comes before the run's.
+
 Precision: ``--dtype float32`` runs every experiment that computes in a
 precision in float32 (training, the quench's descent, the bands; what stays
 float64 and why: :mod:`relunet.experiments.precision`), into store entries of
@@ -36,6 +49,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -91,8 +105,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", default=None,
                    help="output folder (default: figures, or figures/float32 with --dtype "
                         "float32)")
+    p.add_argument("--lanes", type=int, choices=(1, 2), default=2,
+                   help="2 (default): the experiments that need no other's results and that "
+                        "none needs run in a second, low-priority process beside the others "
+                        "(the same results, the idle core used); 1: one after the other")
+    p.add_argument("--lane-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--lane-only", default="", help=argparse.SUPPRESS)
+    p.add_argument("--lane-report", default=None, help=argparse.SUPPRESS)
     add_flags(p, EngineOptions, "how training runs are computed (never changes the results)")
     return p
+
+
+LANE_NICE = 10          #: niceness of the second lane: it takes what the main lane leaves
+
+
+class LaneError(RuntimeError):
+    """The second lane stopped with an error (its own one-line message came first)."""
+
+
+def split_lanes(mods) -> tuple[list, list]:
+    """(main lane, second lane) of the selected experiments, each in figure order.
+
+    The second lane holds the experiments that read no other's results
+    (empty ``NEEDS``) and that no selected experiment reads, so the two lanes
+    never wait for, or compute, each other's results. If that would leave the
+    main lane empty, its first experiment moves there.
+    """
+    needed = {n for m in mods for n in getattr(m, "NEEDS", ())}
+    side = [m for m in mods if not getattr(m, "NEEDS", ()) and m.NAME not in needed]
+    main = [m for m in mods if m not in side]
+    if not main and side:
+        main, side = side[:1], side[1:]
+    return main, side
+
+
+def _start_lane(argv: list[str], names: list[str], report: Path) -> subprocess.Popen:
+    """The second lane: this run's own command line, restricted to ``names``."""
+    cmd = [sys.executable, "-c",
+           "import sys; from relunet.run.runner import main; sys.exit(main())",
+           *argv, "--lane-child", "--lane-only", ",".join(names),
+           "--lane-report", str(report), "--no-progress"]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+
+
+def _become_lane() -> None:
+    """In the second lane's process: low priority, and die with the parent (Linux)."""
+    with contextlib.suppress(OSError):
+        os.nice(LANE_NICE)
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    if os.getppid() != parent:          # the parent died before prctl: nobody to report to
+        os._exit(130)
+
+
+def _stop_lane(lane) -> None:
+    if lane is not None and lane.poll() is None:
+        lane.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            lane.wait(timeout=5)
 
 
 def _select(only):
@@ -137,17 +209,50 @@ def _write_timings(ctx: Context, scale: str, t: dict) -> None:
     atomic_write_json(_timings_path(ctx, scale), t)
 
 
-def save_timing(ctx: Context, scale: str, name: str, seconds: float) -> None:
-    """Record ``name``'s wall time, adding what interrupted attempts spent."""
+@contextlib.contextmanager
+def _timings_lock(ctx: Context):
+    """Hold the store's timings lock (both lanes update the same file)."""
+    try:
+        import fcntl
+    except ImportError:                 # not POSIX: one lane only writes at a time anyway
+        yield
+        return
+    ctx.store.mkdir(parents=True, exist_ok=True)
+    with open(ctx.store / ".timings.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def save_timing(ctx: Context, scale: str, name: str, seconds: float,
+                second_lane: bool = False) -> None:
+    """Record ``name``'s wall time, adding what interrupted attempts spent, and
+    whether the second lane computed it (its time then overlaps the others')."""
+    with _timings_lock(ctx):
+        _save_timing(ctx, scale, name, seconds, second_lane)
+
+
+def _save_timing(ctx: Context, scale: str, name: str, seconds: float,
+                 second_lane: bool) -> None:
     t = _load_timing_file(ctx, scale)
     partial = t.get("_partial", {}) if isinstance(t.get("_partial"), dict) else {}
     t[name] = round(float(seconds) + float(partial.pop(name, 0.0)), 1)
     t["_partial"] = partial
+    lane = set(t.get("_second_lane", []) if isinstance(t.get("_second_lane"), list) else [])
+    (lane.add if second_lane else lane.discard)(name)
+    t["_second_lane"] = sorted(lane)
     _write_timings(ctx, scale, t)
 
 
 def save_partial_timing(ctx: Context, scale: str, name: str, seconds: float) -> None:
     """An interrupted attempt at ``name`` spent ``seconds``: counted when it finishes."""
+    with _timings_lock(ctx):
+        _save_partial_timing(ctx, scale, name, seconds)
+
+
+def _save_partial_timing(ctx: Context, scale: str, name: str, seconds: float) -> None:
     t = _load_timing_file(ctx, scale)
     partial = t.get("_partial", {}) if isinstance(t.get("_partial"), dict) else {}
     partial[name] = round(float(partial.get(name, 0.0)) + float(seconds), 1)
@@ -197,6 +302,12 @@ def write_report(ctx: Context, scale: str, sections: list[str], timings: dict) -
                [(m.NAME, f"{timings[m.NAME]:.1f}") for m in registry() if m.NAME in timings]),
         "",
     ]
+    in_lane = set(_load_timing_file(ctx, scale).get("_second_lane", []))
+    lane = [m.NAME for m in registry() if m.NAME in in_lane and m.NAME in timings]
+    if lane:
+        lines += [f"Computed in the second lane, at low priority beside the others "
+                  f"(`run_all.py --lanes 2`, the default): {', '.join(lane)}; their wall "
+                  f"times overlap the others'.", ""]
     if f32:
         lines.append(comparison(scale, ctx, registry()))
     path = ctx.figures / "REPORT.md"
@@ -238,8 +349,23 @@ def main(argv=None) -> int:
     figures = args.figures or ("figures" if args.dtype == "float64" else f"figures/{args.dtype}")
     ctx = Context(store=Path(args.store), figures=Path(figures), engine=engine,
                   force=args.force, dtype=args.dtype)
+    argv = list(argv if argv is not None else sys.argv[1:])
     mods = _select(args.only)
-    resume = " ".join(["python run_all.py"] + (argv if argv is not None else sys.argv[1:]))
+    position = {m.NAME: i for i, m in enumerate(mods, 1)}
+    total = len(mods)
+    child = args.lane_child
+    # the command to resume with: the user's (a second lane's own flags come last)
+    mine = argv[:argv.index("--lane-child")] if "--lane-child" in argv else argv
+    resume = " ".join(["python run_all.py"] + mine)
+    lane, lane_mods, lane_report = None, [], None
+    if child:
+        _become_lane()
+        mods = [m for m in mods if m.NAME in args.lane_only.split(",")]
+    elif args.lanes > 1 and not args.plot_only:
+        main_mods, side = split_lanes(mods)
+        if any(args.force or not is_stored(m, _config(m, args.scale, ctx.dtype), ctx)
+               for m in side):
+            mods, lane_mods = main_mods, side
 
     def _term(signum, frame):
         raise KeyboardInterrupt
@@ -253,9 +379,10 @@ def main(argv=None) -> int:
     t_all = time.perf_counter()
 
     def work():
-        for i, mod in enumerate(mods, 1):
+        for mod in mods:
             cfg = _config(mod, args.scale, ctx.dtype)
-            print(f"[{i}/{len(mods)}] {mod.TITLE}", flush=True)
+            tag = " (second lane)" if child else ""
+            print(f"[{position[mod.NAME]}/{total}] {mod.TITLE}{tag}", flush=True)
             t0 = time.perf_counter()
             computes = not args.plot_only and (args.force or not is_stored(mod, cfg, ctx))
             current.update(name=mod.NAME, t0=t0, computes=computes)
@@ -271,9 +398,20 @@ def main(argv=None) -> int:
             fresh[mod.NAME] = mod.report(cfg, ctx)
             dt = time.perf_counter() - t0
             if computes or (not args.plot_only and _pending_timing(ctx, args.scale, mod.NAME)):
-                save_timing(ctx, args.scale, mod.NAME, dt)
+                save_timing(ctx, args.scale, mod.NAME, dt, second_lane=child)
             current.clear()
-            print(f"      done in {dt:.1f} s", flush=True)
+            print(f"      {mod.NAME} done in {dt:.1f} s" if child or lane_mods else
+                  f"      done in {dt:.1f} s", flush=True)
+        if lane is not None:
+            rc = lane.wait()
+            if rc != 0:
+                raise LaneError(f"the second lane ({', '.join(m.NAME for m in lane_mods)}) "
+                                f"stopped with exit code {rc} (its message is above)")
+            got = json.loads(lane_report.read_text())
+            files.extend(got["files"])
+            fresh.update(got["fresh"])
+        if child and args.lane_report:
+            atomic_write_json(Path(args.lane_report), {"files": files, "fresh": fresh})
 
     def on_interrupt() -> int:
         if current.get("computes") or (current and _pending_timing(ctx, args.scale,
@@ -281,10 +419,20 @@ def main(argv=None) -> int:
             with contextlib.suppress(Exception):
                 save_partial_timing(ctx, args.scale, current["name"],
                                     time.perf_counter() - current["t0"])
+        _stop_lane(lane)
+        if child:                             # the main lane says what to do
+            return 130
         print(f"\ninterrupted: everything finished so far is saved in {ctx.store}/.\n"
               f"resume with: {resume}", file=sys.stderr)
         return 130
 
+    if lane_mods:
+        import tempfile
+        ctx.store.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".lane-", suffix=".json", dir=ctx.store)
+        os.close(fd)
+        lane_report = Path(name)
+        lane = _start_lane(argv, [m.NAME for m in lane_mods], lane_report)
     try:
         run_interruptibly(work, on_interrupt)
     except KeyboardInterrupt:                 # not in the main thread: no hard exit
@@ -304,6 +452,12 @@ def main(argv=None) -> int:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+        _stop_lane(lane)                      # only an error leaves it running here
+        if lane_report is not None:
+            with contextlib.suppress(OSError):
+                lane_report.unlink()
+    if child:
+        return 0
     report = write_report(ctx, args.scale, report_sections(ctx, args.scale, fresh),
                           load_timings(ctx, args.scale))
     print(f"\nall done in {time.perf_counter() - t_all:.1f} s")
