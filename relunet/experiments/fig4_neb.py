@@ -23,8 +23,13 @@ barriers move. Bands whose highest image stays above var(t), the MSE of the
 network that predicts the mean (so above anything training crosses), without
 converging are relaxed again with ``long_factor`` times the iterations: one
 that then drops below var(t) was under-relaxed (an artefact of the budget,
-fixed), one that converges above it has a real barrier, the rest stay
-unresolved, and the report counts each.
+fixed), one that converges above it is a stationary band above the level,
+the rest stay unresolved, and the report counts each. None is a real barrier above
+var(t): the plateau path of :mod:`relunet.plateau` (shrink the output layer
+onto the constant mean(t), cross the plateau of constant networks, grow the
+other network's output layer) joins any two networks without rising above
+max(E_start, E_end, var(t)); it is evaluated for every band (``plateau_max``),
+and the report's barrier bound is the lower of the band's path maximum and it.
 
 Basin radius (G&W: "about 2"): on a minimum energy path the loss rises
 monotonically from W_f up to the first ridge the path crosses (going downhill
@@ -56,6 +61,7 @@ import numpy as np
 from ..construct import WF_ARCH
 from ..data import wf_training_set
 from ..geometry import path_angles, path_functions
+from ..plateau import plateau_path
 from ..string_method import string_method
 from .frame import preset
 from .precision import energy
@@ -155,6 +161,10 @@ def compute(cfg: Config, ctx) -> dict:
     long = _relax(cfg, wf, ends[unres], cfg.n_images, cfg.long_factor * cfg.max_iter) \
         if unres.size and cfg.long_factor > 1 else None
     t_long = time.perf_counter() - t0
+    # the plateau path W_f -> each minimum: never above max(E_ends, var(t)), checked
+    pp = plateau_path(wf, ends, WF_ARCH, t, n_per_leg=cfg.n_images)
+    Ep, _ = energy(WF_ARCH, *wf_training_set(dtype=cfg.dtype), cfg.dtype)(
+        pp.reshape(-1, pp.shape[-1]))
     xs = np.linspace(-1, 1, cfg.n_plot)
     ex = res.images[cfg.example]
     empty = np.zeros(0)
@@ -167,6 +177,7 @@ def compute(cfg: Config, ctx) -> dict:
         fperp_max=res.fperp.max(axis=1), dense_distance=res.dense_distance,
         dense_energies=res.dense_energies, network_index=idx, var_t=var_t, xs=xs,
         straight_max=_straight_max(wf, ends, cfg.n_images * cfg.n_dense, cfg.dtype),
+        plateau_max=Ep.reshape(len(ends), -1).max(axis=1).astype(np.float64),
         example_functions=path_functions(ex, WF_ARCH, xs), example_angles=path_angles(ex),
         angles=np.array([path_angles(b) for b in res.images]),
         study_index=study,
@@ -243,6 +254,9 @@ def plot(cfg: Config, ctx) -> list[str]:
         a.plot(dist, e, color=F_COLOR if ok else "0.6", alpha=0.45 if ok else 0.35,
                lw=0.8, ls="-" if ok else "--")
     a.axhline(float(d["var_t"]), color="k", lw=0.6, ls=":")
+    a.annotate("var(t): no barrier is higher (plateau path)", (0.02, float(d["var_t"])),
+               xycoords=("axes fraction", "data"), xytext=(0, 2), textcoords="offset points",
+               fontsize=6, va="bottom")
     a.set_title(f"(a) {len(conv)} string profiles ({int(conv.sum())} converged, solid)")
     k = cfg.example
     dist, e = d["distance"][k], d["energies"][k]
@@ -328,13 +342,26 @@ def report(cfg: Config, ctx) -> str:
                      f"{int(fixed.sum())} of them bring their highest image below var(t) (the "
                      f"excess was an unfinished relaxation, fixed: lowered by "
                      f"{_q((top[l_idx] - l_top)[fixed])}), {int(l_real.sum())} converge above it "
-                     f"(real)" + (f" (excess {_q(l_top[l_real] - var_t)})" if l_real.any() else "")
+                     f"(stationary bands, yet the plateau path passes lower)" + (f" (excess {_q(l_top[l_real] - var_t)})" if l_real.any() else "")
                      + f", {int(still.sum())} stay above without converging (unresolved)")
         unres = np.zeros_like(unres)
         unres[l_idx[still]] = True
     s_between = between[s_idx] & s_ok if s_idx.size else np.zeros(0, bool)
     drop = (peak[s_idx] - d["study_peak_energy"])[s_between] if s_idx.size else np.zeros(0)
-    explain = (f"{int(high.sum())} of {n} bands have a path maximum above var(t) = "
+    # the plateau path caps every barrier at max(E_ends, var(t)) (relunet.plateau)
+    cap = np.maximum(np.maximum(E[:, 0], E[:, -1]), var_t)
+    pl = d["plateau_max"] if "plateau_max" in d else None
+    capped = pl is not None and bool(np.all(pl <= cap * (1 + 1e-12)))
+    plateau_text = ""
+    if pl is not None:
+        plateau_text = (f"The plateau path (relunet.plateau: shrink W_f's output layer onto the "
+                        f"constant mean(t), cross the plateau of constant networks, grow the "
+                        f"minimum's output layer) reaches at most max(E_ends, var(t)) on every "
+                        f"band (measured: {fmt(float(np.max(pl - cap)))} above it at most, "
+                        f"rounding): no barrier between two networks with E <= var(t) is "
+                        f"higher than var(t), so every excess counted next is a band that has not "
+                        f"relaxed, not a barrier of the landscape. ")
+    explain = plateau_text + (f"{int(high.sum())} of {n} bands have a path maximum above var(t) = "
                f"{fmt(var_t)}. {int((high & end_high).sum())} end at a minimum that itself "
                f"predicts the mean (E_end = var(t): no barrier above its own level). "
                f"{int(between.sum())} rise above var(t) only between images: their highest "
@@ -343,8 +370,8 @@ def report(cfg: Config, ctx) -> str:
                f"band's resolution"
                + (f" (doubling the images lowered the path maximum of {drop.size} such bands "
                   f"by {_q(drop)})" if drop.size else "") + ". "
-               f"{int(real.sum())} have a converged climbing image above var(t), a real "
-               f"barrier" + (f" (excess over var(t) {_q(top[real] - var_t)}, "
+               f"{int(real.sum())} have a converged climbing image above var(t) (a stationary "
+               f"point of the band; within rounding of var(t) it is the plateau itself)" + (f" (excess over var(t) {_q(top[real] - var_t)}, "
                              f"{_q(d['peak_distance'][real])} from W_f along the path"
                              + ("; all within 1e-4 of var(t): the path crosses the plateau of "
                                 "networks whose output is (nearly) constant"
@@ -379,11 +406,17 @@ def report(cfg: Config, ctx) -> str:
             ("convergence study: images and iterations doubled", study_row, "not done",
              f"target < 1e-4: {verdict}"),
             ("bands above the constant predictor's MSE", explain, "not stated",
+             ("explained: artefacts of the band, every barrier is capped at var(t) by the "
+              "plateau path" + (f" ({int(unres.sum())} bands stay above var(t) unrelaxed)"
+                                if unres.any() else "")) if capped else
              "explained" if not unres.any() else f"{int(unres.sum())} unresolved"),
             ("barrier from the local minimum",
              f"climbing image - E_end: all {_q(top - E[:, -1])}, converged "
              f"{_q((top - E[:, -1])[conv])}; path maximum - E_end: all {_q(barrier)}, "
-             f"converged {_q(barrier[conv])}", "'flat and slightly bumpy'",
+             f"converged {_q(barrier[conv])}"
+             + (f"; upper bound min(path maximum, plateau path maximum) - E_end: all "
+                f"{_q(np.minimum(peak, pl) - E[:, -1])}" if pl is not None else ""),
+             "'flat and slightly bumpy'",
              "reproduced: bumps are small against the drop"
              if np.median(top - E[:, -1]) < 0.5 * np.median(E[:, -1]) else
              "differs: sizeable barriers"),

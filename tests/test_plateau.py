@@ -1,0 +1,80 @@
+"""The plateau path: never above max(E_A, E_B, var(t)), checked point by point against
+its closed form (leg 1 a convex quadratic in s, leg 2 exactly the constant's loss)."""
+import numpy as np
+import pytest
+
+from relunet import Arch
+from relunet.construct import WF_ARCH, build_wf
+from relunet.data import wf_training_set
+from relunet.kernels import forward, loss
+from relunet.net import init_stack
+from relunet.plateau import constant_fit, plateau_bound, plateau_path
+from relunet.symmetry import random_symmetry
+
+
+def _closed_form_leg1(wa, arch, x, t, s):
+    """(1 - s)^2 E_A + 2 s (1 - s) C_A + s^2 E_c from A's outputs (module docstring)."""
+    T = np.asarray(t, dtype=np.float64).reshape(len(t), -1)
+    y = forward(wa, arch, x).reshape(len(T), -1)
+    c, e_c = constant_fit(t, arch.n_out)
+    e_a = np.mean((y - T) ** 2)
+    c_a = np.mean((y - T) * (c - T))
+    return (1 - s) ** 2 * e_a + 2 * s * (1 - s) * c_a + s ** 2 * e_c
+
+
+@pytest.mark.parametrize("arch, n_points", [(WF_ARCH, None), (Arch(K=2, N=3, n_in=2, n_out=2), 40)])
+def test_plateau_path_stays_below_the_bound_and_matches_its_closed_form(arch, n_points):
+    if n_points is None:
+        x, t = wf_training_set()
+        A = np.vstack([build_wf(), init_stack(arch, [1])[0]])
+    else:
+        rng = np.random.default_rng(3)
+        x, t = rng.uniform(-1, 1, (n_points, 2)), rng.normal(size=(n_points, 2))
+        A = init_stack(arch, [1, 2]) * 3.0
+    B = init_stack(arch, [7, 8]) * 2.0 + 0.1          # far from A, biases nonzero
+    n = 33
+    path = plateau_path(A, B, arch, t, n_per_leg=n)
+    assert path.shape == (2, 3 * n - 2, arch.P)
+    assert np.array_equal(path[:, 0], A) and np.array_equal(path[:, -1], B)
+    E = loss(path.reshape(-1, arch.P), arch, x, t, kernel="plain").reshape(2, -1)
+    bound = plateau_bound(E[:, 0], E[:, -1], t, arch.n_out)
+    _, e_c = constant_fit(t, arch.n_out)
+    assert np.all(E.max(axis=1) <= bound * (1 + 1e-12))
+    s = np.linspace(0, 1, n)
+    for b in range(2):
+        np.testing.assert_allclose(E[b, :n], _closed_form_leg1(A[b], arch, x, t, s),
+                                   rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(E[b, ::-1][:n], _closed_form_leg1(B[b], arch, x, t, s),
+                                   rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(E[b, n - 1:2 * n - 1], e_c, rtol=1e-13)   # the plateau
+
+def test_two_images_of_w_f_joined_at_var_t_where_the_straight_line_climbs_to_1e3():
+    """W_f and a rescaled, permuted copy of it (loss 0 both): the straight line between
+    them climbs above 1,000, the plateau path no higher than var(t)."""
+    x, t = wf_training_set()
+    A = build_wf()
+    B = np.asarray(random_symmetry(A[None], WF_ARCH, np.random.default_rng(0))).reshape(-1)
+    line = A + np.linspace(0, 1, 97)[:, None] * (B - A)
+    assert loss(line, WF_ARCH, x, t, kernel="plain").max() > 1e3
+    E = loss(plateau_path(A, B, WF_ARCH, t)[0], WF_ARCH, x, t, kernel="plain")
+    _, e_c = constant_fit(t)
+    assert E.max() <= e_c * (1 + 1e-12) and E.max() >= e_c * (1 - 1e-12)
+
+
+def test_constant_fit_is_the_mean_and_its_mse():
+    t = np.array([1.0, 2.0, 6.0])
+    c, e = constant_fit(t)
+    assert c[0] == 3.0 and e == pytest.approx((4 + 1 + 9) / 3)
+
+
+def test_plateau_path_bad_input():
+    A = init_stack(WF_ARCH, [1])
+    _, t = wf_training_set()
+    with pytest.raises(ValueError, match="n_per_leg must be an integer >= 2"):
+        plateau_path(A, A, WF_ARCH, t, n_per_leg=1)
+    with pytest.raises(ValueError, match="one per end"):
+        plateau_path(np.vstack([A, A]), np.vstack([A, A, A]), WF_ARCH, t)
+    with pytest.raises(ValueError, match="arch must be a relunet.Arch"):
+        plateau_path(A, A, "5x5", t)
+    with pytest.raises(ValueError, match="output column"):
+        constant_fit(np.zeros((4, 2)), 1)
