@@ -342,7 +342,8 @@ def report(cfg: Config, ctx) -> str:
                      f"{int(fixed.sum())} of them bring their highest image below var(t) (the "
                      f"excess was an unfinished relaxation, fixed: lowered by "
                      f"{_q((top[l_idx] - l_top)[fixed])}), {int(l_real.sum())} converge above it "
-                     f"(stationary bands, yet the plateau path passes lower)" + (f" (excess {_q(l_top[l_real] - var_t)})" if l_real.any() else "")
+                     f"(stationary bands, yet the plateau path passes lower)"
+                     + (f" (excess {_q(l_top[l_real] - var_t)})" if l_real.any() else "")
                      + f", {int(still.sum())} stay above without converging (unresolved)")
         unres = np.zeros_like(unres)
         unres[l_idx[still]] = True
@@ -371,7 +372,8 @@ def report(cfg: Config, ctx) -> str:
                + (f" (doubling the images lowered the path maximum of {drop.size} such bands "
                   f"by {_q(drop)})" if drop.size else "") + ". "
                f"{int(real.sum())} have a converged climbing image above var(t) (a stationary "
-               f"point of the band; within rounding of var(t) it is the plateau itself)" + (f" (excess over var(t) {_q(top[real] - var_t)}, "
+               f"point of the band; within rounding of var(t) it is the plateau itself)"
+               + (f" (excess over var(t) {_q(top[real] - var_t)}, "
                              f"{_q(d['peak_distance'][real])} from W_f along the path"
                              + ("; all within 1e-4 of var(t): the path crosses the plateau of "
                                 "networks whose output is (nearly) constant"
