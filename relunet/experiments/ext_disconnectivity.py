@@ -218,6 +218,7 @@ def choose_edges(D, k, k0=0, spanning_tree=True) -> np.ndarray:
 # ----------------------------------------------------------------------------
 def compute(cfg: Config, ctx) -> dict:
     from ..neb import linear_path
+    from ..plateau import plateau_path
     from ..string_method import string_method
     from . import quench_minima
     qd = quench_minima.quenched(cfg.scale, ctx, cfg.dtype)
@@ -269,6 +270,14 @@ def compute(cfg: Config, ctx) -> dict:
     edge_E, conv = path_max.copy(), res.converged.copy()
     better = wf_path_max < path_max[wf]
     edge_E[wf[better]], conv[wf[better]] = wf_path_max[better], wf_conv[better]
+    # the plateau path (relunet.plateau) between the same minima: never above
+    # max(E_i, E_j, var(t)); where it is lower than the band, it is the edge (a bound)
+    pp = plateau_path(minima[pairs[:, 0]], minima[pairs[:, 1]], WF_ARCH, td,
+                      n_per_leg=cfg.n_images)
+    plateau_max = np.maximum(loss_in(pp.reshape(-1, minima.shape[1]), WF_ARCH, xd, td,
+                                     cfg.dtype).reshape(len(pairs), -1).max(axis=1), ends_E)
+    plateau_edge = plateau_max < edge_E
+    edge_E[plateau_edge], conv[plateau_edge] = plateau_max[plateau_edge], False
     # the straight line between the two minima, on the same dense grid
     n_line = (cfg.n_images - 1) * cfg.n_dense + 1
     line = linear_path(minima[pairs[:, 0]], minima[pairs[:, 1]], n_line)
@@ -278,6 +287,7 @@ def compute(cfg: Config, ctx) -> dict:
     return dict(minima=minima, energies=E, group=group, source=source, certified=cert,
                 types=types.astype(str), distances=D, pairs=pairs, edge_energy=edge_E,
                 path_max=path_max, image_max=image_max, converged=conv,
+                plateau_max=plateau_max, plateau_edge=plateau_edge,
                 band_converged=res.converged, wf_edges=wf, wf_path_max=wf_path_max,
                 wf_converged=wf_conv, iterations=res.iterations,
                 peak_point=res.peak_point,
@@ -420,6 +430,14 @@ def report(cfg: Config, ctx) -> str:
     cut = d["path_max"] - d["image_max"]
     wf_moved = d["wf_path_max"] - d["path_max"][d["wf_edges"]]
     near_const = np.abs(to_wf[1:][fin[1:]] - const) <= 0.01 * const
+    plateau_row = "-"
+    if "plateau_edge" in d:
+        pe = d["plateau_edge"].astype(bool)
+        cap = np.maximum(np.maximum(E[pairs[:, 0]], E[pairs[:, 1]]), const)
+        plateau_row = (f"{int(pe.sum())} (their bands peaked "
+                       f"{spread((d['path_max'] - d['plateau_max'])[pe])} above it); the "
+                       f"plateau path's maximum exceeds max(E_i, E_j, var(t)) by "
+                       f"{fmt(float(np.max(d['plateau_max'] - cap)))} at most (rounding)")
     crit = (f"{'path maximum' if cfg.watch == 'path' else 'climbing image energy'} stable "
             f"to {cfg.etol:g} over {cfg.window} checks x {cfg.check_every} iterations on the "
             f"frozen grid, and the sampled Clarke measure of the gradient around the climbing "
@@ -437,7 +455,11 @@ def report(cfg: Config, ctx) -> str:
              f"iterations; converged: {crit}). W_f's bands relaxed again with {cfg.wf_images} "
              "images, the lower maximum kept. Edge energy: the maximum of the loss along the "
              "relaxed path, the top of an actual path, so an upper bound on the barrier "
-             "(converged or not). Not the climbing image's energy: with so few images the "
+             "(converged or not), or, where lower, the maximum along the plateau path "
+             "(relunet.plateau: shrink one minimum's output layer onto the constant mean(t), "
+             "cross the plateau of constant networks, grow the other's), which never "
+             "exceeds max(E_i, E_j, var(t)): no barrier of the graph is above the MSE of the "
+             "mean of f. Not the climbing image's energy: with so few images the "
              "loss between images rises above them (row 'path maximum minus highest image'). "
              "Saddle refinement by P-RFO (relunet.saddle) is not used: from the band peaks it "
              "did not converge (they sit on kinks). Compute time "
@@ -471,6 +493,7 @@ def report(cfg: Config, ctx) -> str:
                           if np.isfinite(wf_moved).any() else "-")
          + f"; converged {int(d['wf_converged'].sum())} of {len(wf_moved)}"),
         (f"edges above the MSE of the mean of f ({fmt(const)})", f"{int(np.sum(edge_E > const))}"),
+        ("edges set by the plateau path (its maximum below the band's)", plateau_row),
         ("straight-line maximum minus path maximum (what relaxing gained)", spread(gain)),
         ("path length / chord", f"{spread(ratio)}; <= 1.5: {np.mean(ratio <= 1.5):.0%}"),
         ("connected components (trees of the graph)", f"{roots}")]), ""]
