@@ -40,7 +40,9 @@ Within one activation region (a fixed on/off pattern of every unit at every
 training point) y(x_s; w) is a polynomial in w (multilinear across layers), the
 loss is smooth, and the formulas above are its exact Hessian; off the kinks
 this is THE Hessian. The full Hessian is H e_p for all P unit vectors (P HVPs,
-batched in one kernel call, see :mod:`relunet.hvp_kernels`); in floating point
+batched in one kernel call: by default the R-operator pass generated beside
+the training kernel, vectors over points, :mod:`relunet.fast.codegen`; or the
+plain numba loops of :mod:`relunet.hvp_kernels`, ``kernel="plain"``); in floating point
 H is symmetric to rounding (~1e-15 relative, reported by :func:`hessian`)
 and is then symmetrised as (H + H^T) / 2.
 
@@ -107,7 +109,9 @@ import contextlib
 import numpy as np
 import scipy.linalg
 
+from .fast.stack import hvp as fast_hvp
 from .hvp_kernels import hessian_ref, hvp_ref, prepare, rop_kernel
+from .kernels import _which
 from .net import Arch
 
 __all__ = ["hvp", "hvp_ref", "hessian", "hessian_ref", "eigen", "spectrum_summary",
@@ -117,12 +121,13 @@ TOL_REL = 1e-11     #: default relative zero tolerance (see module docstring)
 TOL_ABS = 1e-12     #: default absolute zero tolerance
 
 _BLOCK = 34         # directions per prange iteration (136 = 4 x 34)
+_FAST_BATCH = 64    # networks per call of the vector kernel (64 x 136 rows of 136)
 
 
 # =============================================================================
 # Hessian-vector products and full Hessians
 # =============================================================================
-def hvp(W, arch: Arch, x, t, V) -> np.ndarray:
+def hvp(W, arch: Arch, x, t, V, kernel: str = "auto") -> np.ndarray:
     """Exact Hessian-vector products H(w_m) v_m for a stack of networks.
 
     Parameters
@@ -131,17 +136,25 @@ def hvp(W, arch: Arch, x, t, V) -> np.ndarray:
     arch : the networks' :class:`~relunet.net.Arch`.
     x, t : (S,) / (S, n_in) inputs and (S,) / (S, n_out) targets.
     V : (M, P) or (P,), one direction per network.
+    kernel : 'fast' the R-operator pass generated beside the training kernel
+        (``relunet.fast.stack.hvp``, vectors over points), 'plain'
+        :func:`relunet.hvp_kernels.rop_kernel`, 'auto' (default) 'fast' when
+        N <= ``fast.NMAX``. They agree to rounding; where a pre-activation is
+        exactly 0 (W_f) the rounding decides the branch (module docstring), so
+        use 'plain' there, the kernel that made W_f's targets.
 
     Returns
     -------
     HV : (M, P) float64.
     """
     W, X, T, V = prepare(W, arch, x, t, V)
+    if _which(kernel, arch) == "fast":
+        return fast_hvp(W, V, arch.K, arch.N, X, T)
     return rop_kernel(W, X, T, V[:, None, :], False, arch.K, arch.N, 1)[:, 0, :]
 
 
 def hessian(W, arch: Arch, x, t, *, symmetrize: bool = True,
-            return_asymmetry: bool = False):
+            return_asymmetry: bool = False, kernel: str = "auto"):
     """Exact Hessians of the MSE of every network: H e_p for all unit vectors.
 
     Parameters
@@ -150,6 +163,8 @@ def hessian(W, arch: Arch, x, t, *, symmetrize: bool = True,
     symmetrize : return (H + H^T) / 2 (default) or the raw rows H[m, p] = (H e_p)^T.
     return_asymmetry : also return max|H - H^T| / max|H| per network (taken
         before symmetrising; 0 for H = 0): rounding level, a check of the kernel.
+    kernel : as in :func:`hvp` ('auto': the vector kernel, P unit directions per
+        network as P rows; 'plain' at W_f, whose branch rounding decides).
 
     Returns
     -------
@@ -157,7 +172,17 @@ def hessian(W, arch: Arch, x, t, *, symmetrize: bool = True,
     1,000 5x5 networks): chunk larger stacks.
     """
     W, X, T, _ = prepare(W, arch, x, t)
-    H = rop_kernel(W, X, T, W[:, None, :], True, arch.K, arch.N, min(_BLOCK, arch.P))
+    if _which(kernel, arch) == "fast":
+        M, P = W.shape
+        H = np.empty((M, P, P))
+        eye = np.eye(P)
+        for m0 in range(0, M, _FAST_BATCH):         # P rows per network: bounded memory
+            m1 = min(M, m0 + _FAST_BATCH)
+            rows = np.repeat(W[m0:m1], P, axis=0)
+            H[m0:m1] = fast_hvp(rows, np.tile(eye, (m1 - m0, 1)), arch.K, arch.N, X,
+                                T).reshape(m1 - m0, P, P)
+    else:
+        H = rop_kernel(W, X, T, W[:, None, :], True, arch.K, arch.N, min(_BLOCK, arch.P))
     if return_asymmetry:
         HT = np.transpose(H, (0, 2, 1))
         big = np.abs(H).max(axis=(1, 2))

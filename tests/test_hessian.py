@@ -5,9 +5,9 @@ import numba
 import numpy as np
 import pytest
 
+from relunet import fast, symmetry
 from relunet import hessian as hs
 from relunet import kernels as kn
-from relunet import symmetry
 from relunet.construct import WF_ARCH, build_wf
 from relunet.data import wf_training_set
 from relunet.net import Arch
@@ -40,22 +40,46 @@ def grad_second_difference(w, arch, x, t, v, eps):
 # =============================================================================
 # kernels against the NumPy twin
 # =============================================================================
+@pytest.mark.parametrize("kernel", ["fast", "plain"])
 @pytest.mark.parametrize("arch", [Arch(1, 1), Arch(2, 3), Arch(5, 5), Arch(3, 4),
                                   Arch(2, 3, n_in=2, n_out=2)])
-def test_hvp_and_hessian_match_numpy_twin(arch, rng):
+def test_hvp_and_hessian_match_numpy_twin(arch, kernel, rng):
     for M in (1, 3, 7):
         W = random_stack(arch, M, rng)
         x = rng.uniform(-1.2, 1.2, (41, arch.n_in))
         t = rng.standard_normal((41, arch.n_out))
         V = rng.standard_normal(W.shape)
-        a, b = hs.hvp(W, arch, x, t, V), hs.hvp_ref(W, arch, x, t, V)
+        a, b = hs.hvp(W, arch, x, t, V, kernel=kernel), hs.hvp_ref(W, arch, x, t, V)
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * np.abs(b).max())
-        H = hs.hessian(W, arch, x, t, symmetrize=False)
+        H = hs.hessian(W, arch, x, t, symmetrize=False, kernel=kernel)
         Hr = hs.hessian_ref(W, arch, x, t)
         np.testing.assert_allclose(H, Hr, rtol=0, atol=1e-12 * np.abs(Hr).max())
         # row p of H is H e_p, so H^T v must reproduce the HVP along v
         HtV = np.einsum("mpq,mp->mq", H, V)
         np.testing.assert_allclose(HtV, b, rtol=0, atol=1e-12 * np.abs(b).max())
+
+
+WIDTHS = fast.BITS if fast.native_bits() == 512 else (256,)
+
+
+@pytest.mark.parametrize("bits", WIDTHS)
+def test_fast_hvp_at_every_width_with_several_chunks(bits, rng, monkeypatch):
+    """The generated R-operator pass at each vector width this CPU runs, on 800
+    points (three chunks of the point layout), against the NumPy twin; a row's
+    bits do not depend on the other rows or on the thread count."""
+    from relunet.fast import stack
+    monkeypatch.setenv(fast.simd.ENV, str(bits))
+    arch = Arch(5, 5)
+    W = random_stack(arch, 6, rng)
+    x, t = rng.uniform(-1.2, 1.2, 800), rng.standard_normal(800)
+    V = rng.standard_normal(W.shape)
+    b = hs.hvp_ref(W, arch, x, t, V)
+    a = hs.hvp(W, arch, x, t, V, kernel="fast")
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * np.abs(b).max())
+    _, X, T, _ = hs.prepare(W, arch, x, t)
+    for threads in (1, 2):
+        assert np.array_equal(stack.hvp(W, V, 5, 5, X, T, threads=threads), a)
+    assert np.array_equal(hs.hvp(W[2], arch, x, t, V[2], kernel="fast")[0], a[2])
 
 
 def test_stack_and_thread_count_give_identical_bits(rng):

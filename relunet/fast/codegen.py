@@ -87,6 +87,18 @@ Parameter offsets are net.py's layout times L: ``w_at`` = ``net.block_offset``
 of the layer times L, weight (j, i) of a layer with fan-in n_i and fan-out n_o
 at ``w_at + (j*n_i + i)*L``, bias j at ``w_at + (n_o*n_i + j)*L``.
 
+Hessian-vector products (``hvp_range``, :func:`relunet.fast.stack.hvp`):
+the same phases with Pearlmutter's R-operator applied to each (the equations
+of :mod:`relunet.hessian`): after each forward phase its tangent R{h}, after
+the output its tangent R{dL/dy}, and top down the tangent of the weight
+gradient (which is H v) and of the deltas. The scratch buffer adds the
+direction v (broadcast like the weights, at ``VW``), the R{grad} accumulators
+(``GD_ACC``), the rows R{h_1..K} (``HD``), R{dy} (``DYD``) and R{dz}
+(``DZD_A``, ``DZD_B``). One direction per row of the stack: a full Hessian is
+P rows per network; each row recomputes its network's forward pass (simpler
+than sharing it, and 2.5-3x faster than the plain R-operator loops all the same:
+``benchmarks/bench_hessian.py``).
+
 One subject, the emitted kernel, one emitter per phase, a little past 300
 lines because each phase carries its equation.
 """
@@ -98,7 +110,7 @@ from ..net import block_offset
 
 __all__ = ["CM", "NMAX", "GEN_VERSION", "block_points", "generate", "pack_points"]
 
-GEN_VERSION = 5
+GEN_VERSION = 6
 CM = 352        # row stride: 341 points in one chunk (a multiple of every block width)
 UF = 2          # vectors per forward block
 UD = 2          # vectors per delta block
@@ -288,6 +300,86 @@ def _emit_delta(e, L, n_i, n_o):
 
 
 # =============================================================================
+# The R-operator (Hessian-vector products): tangents of the same phases
+# (Pearlmutter 1994; the equations are relunet.hessian's). Extra names: v_at =
+# VW + w_at (the direction's block of the layer, laid out like the weights),
+# hd_in / hd_out (tangent activation rows R{h}), dzd_at / dzd_below (R{dz}).
+# =============================================================================
+def _emit_forward_tangent(e, L, n_i, n_o, src, first):
+    """hd_out[j] = [h_out[j] > 0] (v_b[j] + sum_i V[j, i] h_in[i] + W[j, i] hd_in[i]);
+    for layer 1 (``first``) the inputs carry no tangent."""
+    e(0, "# R-forward: hd_out[j] = [h_out[j] > 0] zd[j],")
+    e(0, "#            zd[j] = v_b[j] + sum_i V[j,i] h_in[i] + W[j,i] hd_in[i]")
+    e(0, f"for s in range(0, clen, {L}):")
+    for i in range(n_i):
+        e(1, f"h{i} = vload({src}, h_in + {i * CM} + s)")
+        if not first:
+            e(1, f"hd{i} = vload(buf, hd_in + {i * CM} + s)")
+    for j in range(n_o):
+        e(1, f"zd = vload(buf, VW + w_at + {(n_o * n_i + j) * L})")
+        for i in range(n_i):
+            e(1, f"zd = vfma(vload(buf, VW + w_at + {(j * n_i + i) * L}), h{i}, zd)")
+            if not first:
+                e(1, f"zd = vfma(vload(buf, w_at + {(j * n_i + i) * L}), hd{i}, zd)")
+        e(1, f"vstore(buf, hd_out + {j * CM} + s, vmask(zd, vload(buf, h_out + {j * CM} + s)))")
+
+
+def _emit_output_tangent(e, L, N, n_in, n_out):
+    """yd = V_out h_K + W_out hd_K + v_b_out ;  dyd = R{dL/dy} = dy_scale valid yd."""
+    e(0, "# R-output: yd = v_b_out + sum_i V_out[o,i] h_K[i] + W_out[o,i] hd_K[i]")
+    e(0, "#           dyd = R{dL/dy} = dy_scale valid yd")
+    e(0, f"for s in range(0, clen, {L}):")
+    for i in range(N):
+        e(1, f"h{i} = vload(buf, h_in + {i * CM} + s)")
+        e(1, f"hd{i} = vload(buf, hd_in + {i * CM} + s)")
+    e(1, f"valid = vload(data, chunk + {(n_in + n_out) * CM} + s)")
+    for o in range(n_out):
+        e(1, f"yd = vload(buf, VW + w_at + {(n_out * N + o) * L})")
+        for i in range(N):
+            e(1, f"yd = vfma(vload(buf, VW + w_at + {(o * N + i) * L}), h{i}, yd)")
+            e(1, f"yd = vfma(vload(buf, w_at + {(o * N + i) * L}), hd{i}, yd)")
+        e(1, f"vstore(buf, DYD + {o * CM} + s, vmul(vmul(yd, valid), v_dy_scale))")
+
+
+def _emit_grad_tangent(e, L, n_i, n_o, src, first):
+    """Hv[j, i] += sum_s dzd[j, s] h_in[i, s] + dz[j, s] hd_in[i, s];  Hv_b[j] += sum_s dzd[j, s]
+    (per-lane accumulators, one output unit at a time)."""
+    def gidx(j, i):
+        return (j * n_i + i) if i < n_i else (n_o * n_i + j)
+    e(0, "# R-grad: Hv[j,i] += sum_s dzd[j] h_in[i] + dz[j] hd_in[i]; Hv_b[j] += sum_s dzd[j]")
+    for j in range(n_o):
+        for i in range(n_i + 1):
+            e(0, f"g{i} = vload(buf, g_at + {gidx(j, i) * L})")
+        e(0, f"for s in range(0, clen, {L}):")
+        e(1, f"dzd = vload(buf, dzd_at + {j * CM} + s)")
+        if not first:
+            e(1, f"dz = vload(buf, dz_at + {j * CM} + s)")
+        for i in range(n_i):
+            e(1, f"g{i} = vfma(dzd, vload({src}, h_in + {i * CM} + s), g{i})")
+            if not first:
+                e(1, f"g{i} = vfma(dz, vload(buf, hd_in + {i * CM} + s), g{i})")
+        e(1, f"g{n_i} = vadd(g{n_i}, dzd)")
+        for i in range(n_i + 1):
+            e(0, f"vstore(buf, g_at + {gidx(j, i) * L}, g{i})")
+
+
+def _emit_delta_tangent(e, L, n_i, n_o):
+    """dzd_below[i] = [h_in[i] > 0] sum_j (W[j, i] dzd[j] + V[j, i] dz[j])."""
+    e(0, "# R-delta: dzd_below[i] = [h_in[i] > 0] sum_j (W[j, i] dzd[j] + V[j, i] dz[j])")
+    e(0, f"for s in range(0, clen, {L}):")
+    for j in range(n_o):
+        e(1, f"dz{j} = vload(buf, dz_at + {j * CM} + s)")
+        e(1, f"dzd{j} = vload(buf, dzd_at + {j * CM} + s)")
+    for i in range(n_i):
+        for j in range(n_o):
+            w = f"vload(buf, w_at + {(j * n_i + i) * L})"
+            v = f"vload(buf, VW + w_at + {(j * n_i + i) * L})"
+            e(1, "a = " + (f"vmul({w}, dzd{j})" if j == 0 else f"vfma({w}, dzd{j}, a)"))
+            e(1, f"a = vfma({v}, dz{j}, a)")
+        e(1, f"vstore(buf, dzd_below + {i * CM} + s, vmask(a, vload(buf, h_in + {i * CM} + s)))")
+
+
+# =============================================================================
 # The kernel: one function, the phases written out inside the step loop
 # =============================================================================
 _SETUP = """    P = W.shape[1]
@@ -470,6 +562,117 @@ def _emit_pass(e, base, N, n_in, n_out, L, acc, backward=True):
     _emit_grad(e, L, n_in, N, "data", acc)
 
 
+_HVP_SETUP = """    P = W.shape[1]
+    zero = dy_scale - dy_scale
+    v_zero = vsplat(zero)
+    v_dy_scale = vsplat(dy_scale)
+    VW = P * L                      # the direction v, broadcast like the weights
+    GD_ACC = 2 * P * L              # accumulators of R{grad} = H v, per lane
+    LOSS_ACC = 3 * P * L            # the loss the pass also sums (not returned)
+    H = LOSS_ACC + L                # h_1 .. h_K
+    HD = H + K * (N * CM)           # R{h_1} .. R{h_K}
+    DY = HD + K * (N * CM)
+    DYD = DY + N_OUT * CM
+    DZ_A = DYD + N_OUT * CM
+    DZ_B = DZ_A + N * CM
+    DZD_A = DZ_B + N * CM
+    DZD_B = DZD_A + N * CM
+    H_K = H + (K - 1) * (N * CM)
+    HD_K = HD + (K - 1) * (N * CM)
+    W_OUT = block_offset(K + 1, N, N_IN) * L
+    buf_raw = np.empty(DZD_B + N * CM + 64 // W.itemsize, dtype=W.dtype)
+    first = (-buf_raw.ctypes.data % 64) // W.itemsize
+    buf = buf_raw[first:first + DZD_B + N * CM]
+"""
+
+_HVP_HEAD = """
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def hvp_range(W, V, data, K, nchunks, clen, dy_scale, inv_count, HV, m0, m1):
+    \"\"\"Hessian-vector products HV[m] = H(W[m]) V[m] of networks m0 .. m1-1: the
+    forward and backward pass of ``loss_grad_range`` with the R-operator applied
+    to every phase (relunet.hessian's equations), one direction per network.
+    \"\"\"
+""" + _HVP_SETUP + """    g = np.empty(-(-P // L) * L, dtype=W.dtype)
+    for m in range(m0, m1):
+        for p in range(P):
+            vstore(buf, p * L, vsplat(W[m, p]))
+            vstore(buf, VW + p * L, vsplat(V[m, p]))
+            vstore(buf, GD_ACC + p * L, v_zero)
+        vstore(buf, LOSS_ACC, v_zero)
+        for c in range(nchunks):
+            chunk = c * ((N_IN + N_OUT + 1) * CM)
+"""
+
+_HVP_TAIL = """        for p in range(0, P, L):            # L sums at a time (same order as vhsum)
+            vstore(g, p, vhsum_block(buf, GD_ACC + p * L))
+        for p in range(P):
+            HV[m, p] = g[p]
+"""
+
+
+def _emit_pass_hvp(e, base, N, n_in, n_out, L):
+    """The R-operator pass over one chunk: each forward phase followed by its
+    tangent, the output and its tangent, then top down the tangent of the weight
+    gradient (the HVP) and the deltas with their tangents."""
+    offset = block_offset.py_func
+    NCM, LW = N * CM, (offset(3, N, n_in) - offset(2, N, n_in)) * L
+    e.base = base
+    e(0, "# ---- layer 1: h_1 and R{h_1}")
+    e(0, "h_in = chunk")
+    e(0, "h_out = H")
+    e(0, "hd_out = HD")
+    e(0, "w_at = 0")
+    _emit_forward(e, L, n_in, N, "data")
+    _emit_forward_tangent(e, L, n_in, N, "data", True)
+    e(0, f"w_at = {offset(2, N, n_in) * L}")
+    e(0, "for layer in range(1, K):")
+    e.base = base + 1
+    e(0, "# ---- hidden layer l = layer + 1: h_l and R{h_l}")
+    e(0, f"h_in = H + (layer - 1) * {NCM}")
+    e(0, f"h_out = h_in + {NCM}")
+    e(0, f"hd_in = HD + (layer - 1) * {NCM}")
+    e(0, f"hd_out = hd_in + {NCM}")
+    _emit_forward(e, L, N, N, "buf")
+    _emit_forward_tangent(e, L, N, N, "buf", False)
+    e(0, f"w_at += {LW}")
+    e.base = base
+    e(0, "# ---- output layer: dy and R{dy}, then R{grad} of W_out, b_out; dz_K, R{dz_K}")
+    e(0, "h_in = H_K")
+    e(0, "hd_in = HD_K")
+    _emit_output(e, L, N, n_in, n_out)
+    _emit_output_tangent(e, L, N, n_in, n_out)
+    e(0, "g_at = GD_ACC + W_OUT")
+    e(0, "dz_at = DY")
+    e(0, "dzd_at = DYD")
+    _emit_grad_tangent(e, L, N, n_out, "buf", False)
+    e(0, "dz_below = DZ_A")
+    e(0, "dzd_below = DZD_A")
+    _emit_delta(e, L, N, n_out)
+    _emit_delta_tangent(e, L, N, n_out)
+    e(0, "dz_at = DZ_A")
+    e(0, "dz_below = DZ_B")
+    e(0, "dzd_at = DZD_A")
+    e(0, "dzd_below = DZD_B")
+    e(0, "for layer in range(K - 1, 0, -1):")
+    e.base = base + 1
+    e(0, "# ---- hidden layer l = layer + 1: R{grad} of W_l, b_l; then dz_{l-1}, R{dz_{l-1}}")
+    e(0, f"w_at -= {LW}")
+    e(0, f"h_in = H + (layer - 1) * {NCM}")
+    e(0, f"hd_in = HD + (layer - 1) * {NCM}")
+    e(0, "g_at = GD_ACC + w_at")
+    _emit_grad_tangent(e, L, N, N, "buf", False)
+    _emit_delta(e, L, N, N)
+    _emit_delta_tangent(e, L, N, N)
+    e(0, "dz_at, dz_below = dz_below, dz_at")
+    e(0, "dzd_at, dzd_below = dzd_below, dzd_at")
+    e.base = base
+    e(0, "# ---- layer 1: R{grad} of W_1, b_1 (the inputs carry no tangent)")
+    e(0, "h_in = chunk")
+    e(0, "g_at = GD_ACC")
+    _emit_grad_tangent(e, L, n_in, N, "data", True)
+
+
 def generate(N: int, n_in: int, n_out: int, dtype, bits: int = 256) -> str:
     """Source text of the kernel module for width N, n_in inputs, n_out outputs,
     vectors of ``bits`` bits (256 or 512)."""
@@ -510,4 +713,8 @@ def generate(N: int, n_in: int, n_out: int, dtype, bits: int = 256) -> str:
     e.lines.extend(_L_HEAD.rstrip("\n").split("\n"))
     _emit_pass(e, 3, N, n_in, n_out, L, acc, backward=False)
     e.base = 0
-    return e.text() + _L_TAIL
+    e.lines.extend(_L_TAIL.rstrip("\n").split("\n"))
+    e.lines.extend(_HVP_HEAD.rstrip("\n").split("\n"))
+    _emit_pass_hvp(e, 3, N, n_in, n_out, L)
+    e.base = 0
+    return e.text() + _HVP_TAIL

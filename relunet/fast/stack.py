@@ -1,5 +1,6 @@
-"""Calling the generated kernels over a stack of networks: threads and the
-loss-and-gradient entry point of the landscape instruments.
+"""Calling the generated kernels over a stack of networks: threads, and the
+loss-and-gradient and Hessian-vector-product entry points of the landscape
+instruments.
 
 ``run_threads`` shares the networks of a stack out to worker threads (the
 generated kernels are serial and release the GIL); ``loss_and_grad`` is the
@@ -19,7 +20,7 @@ from .build import kernel_module
 from .codegen import CM, block_points, pack_points
 from .simd import vector_bits
 
-__all__ = ["loss", "loss_and_grad", "run_threads"]
+__all__ = ["hvp", "loss", "loss_and_grad", "run_threads"]
 
 
 def run_threads(kernel, args, M: int, threads: int) -> None:
@@ -74,6 +75,28 @@ def loss_and_grad(W, K: int, N: int, X, T, bits=None, threads=None):
     Rows are independent: a network's result does not depend on the others
     in the stack or on the thread count. Returns (loss (M,), grad (M, P))."""
     return _call(W, K, N, X, T, bits, threads, grad=True)
+
+
+def hvp(W, V, K: int, N: int, X, T, bits=None, threads=None):
+    """Hessian-vector products H(W[m]) V[m] of the MSE, for every row of the
+    C-contiguous float64 stacks W and V (M, P), by the generated R-operator pass
+    (``hvp_range``: the contract of :func:`relunet.hessian.hvp`, the same
+    numbers to rounding). Rows are independent, as in :func:`loss_and_grad`."""
+    bits = vector_bits(bits)
+    M, P = W.shape
+    n_in, S = X.shape
+    n_out = T.shape[0]
+    mod = kernel_module(N, n_in, n_out, W.dtype, bits)
+    data, nchunks, clen = _packed(X, T, bits)
+    HV = np.empty((M, P), dtype=W.dtype)
+    if M == 0:
+        return HV
+    if threads is None:
+        threads = numba.get_num_threads() if M >= 16 else 1
+    cast = W.dtype.type
+    run_threads(mod.hvp_range, (W, V, data, K, nchunks, clen, cast(2.0 / (S * n_out)),
+                                cast(1.0 / (S * n_out)), HV), M, threads)
+    return HV
 
 
 def _call(W, K, N, X, T, bits, threads, grad):
