@@ -45,6 +45,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .linesearch import backtrack
+
 __all__ = ["GradientSamplingResult", "gradient_sampling", "min_norm_point"]
 
 
@@ -168,20 +170,11 @@ def gradient_sampling(efun, X, radius: float = 1e-2, radius_min: float = 1e-8,
             continue
         b, d = a[ls], -g[ls]
         dd = np.einsum("nd,nd->n", d, d)
-        step = np.ones(ls.size)
-        found = np.zeros(ls.size, bool)
-        for _ in range(50):
-            pend = np.flatnonzero(~found)
-            if pend.size == 0:
-                break
-            Et, Gt = efun(X[b[pend]] + step[pend, None] * d[pend])
-            ok = np.isfinite(Et) & (Et <= E[b[pend]] - 1e-6 * step[pend] * dd[pend]) \
-                & (Et < E[b[pend]])
-            i = pend[ok]
-            X[b[i]] += step[i, None] * d[i]
-            E[b[i]], G[b[i]] = Et[ok], Gt[ok]
-            found[i] = True
-            step[pend[~ok]] *= 0.5
+        step, found, Enew, Gnew, _ = backtrack(efun, X[b], E[b], d, -dd, 1e-6, strict=True,
+                                               max_halvings=50)
+        i = np.flatnonzero(found)
+        X[b[i]] += step[i, None] * d[i]
+        E[b[i]], G[b[i]] = Enew[i], Gnew[i]
         fail = b[~found]
         stuck = fail[eps[fail] <= floor]
         active[stuck] = False

@@ -124,6 +124,7 @@ from .kinks import (
     preactivations,
     vertices,
 )
+from .linesearch import backtrack
 from .net import Arch, check_stack
 
 __all__ = ["quench", "descend", "lbfgs", "certify", "classify", "QuenchResult", "DescentResult",
@@ -478,19 +479,8 @@ def lbfgs(efun, W, max_iter: int = 2000, memory: int = 20, max_step: float = 0.5
         d *= np.minimum(1.0, max_step / np.where(nd > 0, nd, 1.0))[:, None]
         gd = np.sum(G[a] * d, axis=1)
         # --- backtracking line search, batched over the networks still searching
-        step = np.ones(a.size)
-        Lnew, Gnew = L[a].copy(), G[a].copy()
-        found = np.zeros(a.size, bool)
-        for _ in range(30):
-            pend = np.flatnonzero(~found)
-            if pend.size == 0:
-                break
-            Lt, Gt = efun(W[a[pend]] + step[pend, None] * d[pend])
-            evals[a[pend]] += 1
-            good = np.isfinite(Lt) & (Lt <= L[a[pend]] + 1e-4 * step[pend] * gd[pend])
-            Lnew[pend[good]], Gnew[pend[good]] = Lt[good], Gt[good]
-            found[pend[good]] = True
-            step[pend[~good]] *= 0.5
+        step, found, Lnew, Gnew, ev = backtrack(efun, W[a], L[a], d, gd, 1e-4)
+        evals[a] += ev
         # --- failed searches: clear the memory once, then stop (a kink)
         fail = a[~found]
         stop = fail[(n_mem[fail] == 0) & ~bad[~found]]
