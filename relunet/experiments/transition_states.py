@@ -93,6 +93,7 @@ def report(cfg: Config, ctx) -> str:
                  ("negative curvatures of the reduced Hessian there (all; 1 for a saddle)",
                   spread(d["index"][d["index"] >= 0])),
                  ("distance moved (all)", spread(d["moved"]))]), "",
+             *_nonsmooth_rows(cfg, ctx, n), "",
              *claims(
                  ("the paths from W_f to the minima cross smooth index-1 saddles",
                   f"{int(ok.sum())} of {n} band maxima refine into certified saddles",
@@ -104,6 +105,32 @@ def report(cfg: Config, ctx) -> str:
                   "they are not near a saddle of index 1; the band maxima (Fig. 4) remain "
                   "upper bounds of the barriers"), header=CLAIM)]
     return "\n".join(lines)
+
+
+def _nonsmooth_rows(cfg: Config, ctx, n: int) -> list[str]:
+    """The nonsmooth counterpart, read from Fig. 4's store: the climbing images of
+    the converged bands are maxima along their band at which the sampled Clarke
+    measure (relunet.string_method) is small, saddle candidates in the sense of
+    nonsmooth analysis, whatever kinks they sit on; their index is not settled."""
+    f4cfg = fig4_neb.config(cfg.scale, cfg.dtype)
+    f = ctx.results(fig4_neb.NAME, f4cfg).load_array(fig4_neb.RESULT)
+    conv = f["converged"][:n].astype(bool)
+    E = f["energies"][:n]
+    top = E.max(axis=1)
+    var_t = float(f["var_t"])
+    plateau = conv & (np.abs(top - var_t) <= f4cfg.etol)
+    other = conv & ~plateau
+    return ["Nonsmooth saddle candidates, from Fig. 4: the climbing images of the converged "
+            f"bands, each a maximum along its band with a sampled Clarke measure (radius "
+            f"{f4cfg.gs_radius:g}) at most {f4cfg.gs_tol:g}: the nonsmooth meaning of a "
+            "stationary point, on kinks or not; their index is not settled. Those within "
+            f"{f4cfg.etol:g} of var(t) = {var_t:.4g} sit on the plateau of constant networks "
+            "(relunet.plateau), which joins any two networks at that level.", "",
+            *table(("quantity", "value"), [
+                ("converged bands: candidates", f"{int(conv.sum())} of {n}"),
+                ("... on the plateau (E within etol of var(t))", f"{int(plateau.sum())}"),
+                ("... below it: energy (barrier from W_f)", spread(top[other])),
+                ("... below it: barrier from the minimum", spread((top - E[:, -1])[other]))])]
 
 
 def numbers(cfg: Config, ctx) -> list:
