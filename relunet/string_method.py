@@ -3,7 +3,7 @@
 Used for G&W Sec. 3.3 / Fig. 4 and the disconnectivity graph. The energy is any
 batched function ``efun(X) -> (E, G)`` with X (n, D), E (n,), G (n, D) (for
 networks: ``lambda X: kernels.loss_and_grad(X, arch, x, t)``); the band (a stack
-of B images, both ends fixed, started on the straight line) and its helpers are
+of B images, both ends fixed, started on the straight line or a given path) and its helpers are
 those of :mod:`relunet.neb`. One subject, the string method and its
 convergence test, which needs more than a sitting's 300 lines: the relaxation,
 the grid, the climbing image and the nonsmooth stationarity test are read
@@ -63,8 +63,9 @@ ridges that keep rising: each image's step is also capped by 1.5 / L, L =
 |F - F_old| / |last step| the force's local Lipschitz estimate (the sign test
 of the step rule watches the whole force, which the weak directions dominate);
 and an image climbs only while its energy is below the maximum of the
-straight line between the ends (the minimax barrier is at most the maximum
-along any path, so a climber above it has left the valley). Without them,
+initial path (the straight line between the ends, unless ``path`` gives
+another: the minimax barrier is at most the maximum along any path, so a
+climber above it has left the valley). Without them,
 bands to students quenched by L-BFGS climbed walls by orders of magnitude.
 
 Barrier. The band's peak is the maximum of the true energy on the polyline
@@ -403,7 +404,8 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                   peak_weight: float = 0.25,
                   check_every: int = 10, window: int = 20, etol: float = 1e-4,
                   gs_radius: float = 1e-2, gs_samples: int = 16, gs_tol: float = 1e-2,
-                  climb: bool = False, watch: str = "path", seed: int = 0) -> StringResult:
+                  climb: bool = False, watch: str = "path", seed: int = 0,
+                  path=None) -> StringResult:
     """Relax Bn strings at once and stop each on the nonsmooth criterion (module docstring).
 
     Parameters
@@ -449,6 +451,10 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
         (with ``climb``: the climbing image, the saddle estimate, which does not
         depend on how the straight segments next to it cut corners).
     seed : seed of the fixed sampling directions (shared by all bands).
+    path : None (default: start on the straight line) or an initial path, (Bn, K, D)
+        or (K, D) points from each start to its end (K >= 2, its first and last
+        points the endpoints), e.g. :func:`relunet.plateau.plateau_path`; the band
+        starts at uniform arc-length fractions of its polyline.
 
     Returns
     -------
@@ -492,14 +498,25 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
     B, nd, m = n_images, n_dense, gs_samples
     U = _sample_directions(m, D, seed)
     frac = np.tile(np.linspace(0.0, 1.0, B), (Bn, 1))
-    X = linear_path(S, T, B)
+    if path is None:
+        X = linear_path(S, T, B)
+    else:
+        path = np.asarray(path, dtype=np.float64)
+        path = np.broadcast_to(path, (Bn,) + path.shape) if path.ndim == 2 else path
+        if path.ndim != 3 or path.shape[0] != Bn or path.shape[1] < 2 or path.shape[2] != D:
+            raise ValueError(f"path must have shape ({Bn}, K, {D}) with K >= 2 (or (K, {D})), "
+                             f"got {np.shape(path)}")
+        if not (np.array_equal(path[:, 0], S) and np.array_equal(path[:, -1], T)):
+            raise ValueError("path must start at start and end at end (its first and last "
+                             "points are the band's fixed endpoints)")
+        X = reparametrize(path, frac)
     # optimiser state per image: step and last perpendicular force
     h = np.full((Bn, B - 2), float(step))
     F_old = np.zeros((Bn, B - 2, D))
     h_par, g_old = np.full((Bn, B - 2), float(step)), np.zeros((Bn, B - 2))    # climbing
     c_old = np.full(Bn, -1)
     dr_len = np.zeros((Bn, B - 2))                  # length of each image's last step
-    line_max = np.full(Bn, np.inf)                  # the straight line's maximum (set at it 0)
+    line_max = np.full(Bn, np.inf)                  # the initial path's maximum (set at it 0)
     done, converged = np.zeros(Bn, bool), np.zeros(Bn, bool)
     iters = np.zeros(Bn, int)
     hist = np.full((Bn, window), np.nan)            # peak energies of the last checks (ring)
@@ -542,7 +559,7 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                 c = np.argmax(E[a, 1:-1], axis=1)
                 Ea = E[a]
                 # only a maximum along the band climbs (not an image below a higher endpoint),
-                # and only while it is below the straight line's maximum: the minimax barrier
+                # and only while it is below the initial path's maximum: the minimax barrier
                 # is at most the maximum along ANY path between the ends, so a climber above
                 # it has left the valley (without this bound a climber on a ridge that rises
                 # without end dragged its band far up it: seen on network bands)

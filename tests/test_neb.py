@@ -604,3 +604,24 @@ def test_fig4_basin_radius_is_the_first_ridge():
     prof2[0, 4] = 0.3 - 1e-5
     r, s, e = basin_radius(images, dist, prof2, tol=1e-4)
     np.testing.assert_allclose([r[0], e[0]], [3.0, 0.5])
+
+
+def test_string_started_on_a_given_path():
+    """A band started on a given path begins at uniform arc-length fractions of it;
+    from a detour over the curved double well's slope it converges to the same saddle
+    (E = 1 at the origin) as from the straight line; a path whose ends are not the
+    endpoints is refused."""
+    from relunet.string_method import reparametrize
+    a, b = np.array([-1.0, 0.5]), np.array([1.0, 0.5])
+    bend = np.array([[-1.0, 0.5], [-0.5, 1.2], [0.5, 1.2], [1.0, 0.5]])
+    kw = dict(n_images=15, max_iter=4000, climb=True, watch="image")
+    r0 = string_method(curved, a, b, **kw).squeeze()
+    r1 = string_method(curved, a, b, path=bend, **kw).squeeze()
+    assert r0.converged and r1.converged
+    assert abs(r0.energies.max() - 1.0) < 1e-4 and abs(r1.energies.max() - 1.0) < 1e-4
+    r2 = string_method(curved, a, b, n_images=5, max_iter=0, path=bend).squeeze()
+    np.testing.assert_array_equal(r2.images, reparametrize(bend[None], np.linspace(0, 1, 5))[0])
+    with pytest.raises(ValueError, match="path must start at start"):
+        string_method(curved, a, b, n_images=5, path=bend[::-1])
+    with pytest.raises(ValueError, match="path must have shape"):
+        string_method(curved, a, b, n_images=5, path=bend[:, :1])
