@@ -242,7 +242,9 @@ def _save_timing(ctx: Context, scale: str, name: str, seconds: float,
     t["_partial"] = partial
     lane = set(t.get("_second_lane", []) if isinstance(t.get("_second_lane"), list) else [])
     (lane.add if second_lane else lane.discard)(name)
-    t["_second_lane"] = sorted(lane)
+    t.pop("_second_lane", None)
+    if lane:
+        t["_second_lane"] = sorted(lane)
     _write_timings(ctx, scale, t)
 
 
