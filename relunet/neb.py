@@ -89,7 +89,7 @@ import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._numba import STRICT
 
@@ -245,15 +245,35 @@ def _cap(dr, max_step):
 
 
 # =============================================================================
-# numba kernels: the same arithmetic, one band per prange iteration
+# numba kernels: the same arithmetic, one band at a time
 # =============================================================================
 # The functions above are the readable reference (the NumPy twin, held to these
-# kernels by the tests); the driver runs these. Every band's arithmetic is a
-# sequential loop inside one prange iteration, so a band's bits do not depend on
-# the other bands of the batch nor on the thread count. The element-wise
-# equations are those of the twin, term for term; the sums over D and over the
-# images run in order and may differ from NumPy's (einsum, pairwise) in the
-# last bits.
+# kernels by the tests); the driver runs these. The element-wise equations are
+# those of the twin, term for term. Each band is a sequential loop of its own,
+# so its bits do not depend on the other bands of the batch, and the kernels are
+# serial (no prange): numba's thread pool next to the energy kernel's threads
+# made them several times slower on a busy machine, and serial they take well
+# under the energy call. Sums over D run in 4 interleaved partial sums
+# (:func:`_vdot`, a fixed order that the compiler vectorises on every CPU), so
+# they differ from NumPy's (einsum, pairwise) in the last bits.
+@njit(cache=True, fastmath=STRICT)
+def _vdot(a, b):
+    """a . b of two 1-d arrays: partial sums over d = 0, 1, 2, 3 (mod 4), then
+    (s0 + s1) + (s2 + s3), then the remaining n % 4 terms in order."""
+    n = a.size
+    n4 = n - n % 4
+    s0, s1, s2, s3 = 0.0, 0.0, 0.0, 0.0
+    for d in range(0, n4, 4):
+        s0 += a[d] * b[d]
+        s1 += a[d + 1] * b[d + 1]
+        s2 += a[d + 2] * b[d + 2]
+        s3 += a[d + 3] * b[d + 3]
+    s = (s0 + s1) + (s2 + s3)
+    for d in range(n4, n):
+        s += a[d] * b[d]
+    return s
+
+
 @njit(cache=True, fastmath=STRICT)
 def _tangent_weights(Ep, E0, Em):
     """(w+, w-) of the improved tangent tau = w+ tau+ + w- tau- (Eqs. 8-11), as in
@@ -273,13 +293,14 @@ def _tangent_weights(Ep, E0, Em):
     return dmin, dmax                               # Eq. 11
 
 
-@njit(cache=True, parallel=True, fastmath=STRICT)
+@njit(cache=True, fastmath=STRICT)
 def _forces_kernel(X, E, G, rows, k, climb_on, F, F2, ci):
     """NEB forces of bands ``rows`` (see :func:`neb_forces`), written to row j of
     F (n, B-2, D), their squared norms to F2 (n, B-2) and the climbing image
     (argmax of the movable energies if ``climb_on[band]``, else -1) to ci (n,)."""
     B, D = X.shape[1], X.shape[2]
-    for j in prange(rows.size):
+    dX, seg, tau = np.empty((B - 1, D)), np.empty(B - 1), np.empty(D)
+    for j in range(rows.size):
         b = rows[j]
         c = -1
         if climb_on[b]:                             # np.argmax: first maximum, first NaN
@@ -293,39 +314,26 @@ def _forces_kernel(X, E, G, rows, k, climb_on, F, F2, ci):
                     if e > best:
                         c, best = i, e
         ci[j] = c
-        tau = np.empty(D)
-        s = 0.0
-        for d in range(D):
-            t = X[b, 1, d] - X[b, 0, d]
-            s += t * t
-        seg_m = np.sqrt(s)                          # |R_i - R_{i-1}|
+        for i in range(B - 1):                      # segments R_{i+1} - R_i, their lengths
+            for d in range(D):
+                dX[i, d] = X[b, i + 1, d] - X[b, i, d]
+            seg[i] = np.sqrt(_vdot(dX[i], dX[i]))
         for i in range(1, B - 1):
             wp, wm = _tangent_weights(E[b, i + 1], E[b, i], E[b, i - 1])
-            s, nn = 0.0, 0.0
             for d in range(D):
-                tp = X[b, i + 1, d] - X[b, i, d]
-                s += tp * tp
-                tau[d] = wp * tp + wm * (X[b, i, d] - X[b, i - 1, d])
-                nn += tau[d] * tau[d]
-            seg_p = np.sqrt(s)                      # |R_{i+1} - R_i|
-            norm = np.sqrt(nn)
+                tau[d] = wp * dX[i, d] + wm * dX[i - 1, d]
+            norm = np.sqrt(_vdot(tau, tau))
             if norm > 0.0:                          # coincident images: tau = 0
                 for d in range(D):
                     tau[d] /= norm
-            g_par = 0.0
+            g_par = _vdot(G[b, i], tau)
+            c_par = g_par if i == c else k * (seg[i] - seg[i - 1])
             for d in range(D):
-                g_par += G[b, i, d] * tau[d]
-            c_par = g_par if i == c else k * (seg_p - seg_m)
-            f2 = 0.0
-            for d in range(D):
-                f = (g_par + c_par) * tau[d] - G[b, i, d]
-                F[j, i - 1, d] = f
-                f2 += f * f
-            F2[j, i - 1] = f2
-            seg_m = seg_p
+                F[j, i - 1, d] = (g_par + c_par) * tau[d] - G[b, i, d]
+            F2[j, i - 1] = _vdot(F[j, i - 1], F[j, i - 1])
 
 
-@njit(cache=True, parallel=True, fastmath=STRICT)
+@njit(cache=True, fastmath=STRICT)
 def _move_kernel(X, F, F2, jrows, bands, v, dtb, alpha, n_pos, fire, dt_sd, dt_max, max_step,
                  Xout):
     """Move band ``bands[q]`` by its force row ``jrows[q]`` of F: one FIRE step
@@ -333,19 +341,16 @@ def _move_kernel(X, F, F2, jrows, bands, v, dtb, alpha, n_pos, fire, dt_sd, dt_m
     descent step dt_sd F, capped per image (:func:`_cap`); the new movable images
     also go to rows q (B-2) ... (q+1) (B-2) - 1 of Xout, the next ``efun`` call."""
     B, D = X.shape[1], X.shape[2]
-    for q in prange(bands.size):
+    dr = np.empty(D)
+    for q in range(bands.size):
         j, b = jrows[q], bands[q]
-        c_v, c_F, dt = 0.0, 1.0, dt_sd             # steepest descent: dr = dt F
+        dt = dt_sd                                  # steepest descent: dr = dt F
         if fire:
             P, F2s, V2 = 0.0, 0.0, 0.0
             for i in range(B - 2):
-                p, w = 0.0, 0.0
-                for d in range(D):
-                    p += F[j, i, d] * v[b, i, d]
-                    w += v[b, i, d] * v[b, i, d]
-                P += p
-                V2 += w
+                P += _vdot(F[j, i], v[b, i])
                 F2s += F2[j, i]
+                V2 += _vdot(v[b, i], v[b, i])
             Fn, vn, dt, a = np.sqrt(F2s), np.sqrt(V2), dtb[b], alpha[b]
             pos = P > 0.0
             neg = not pos and vn > 0.0              # v = 0: fresh start, no verdict yet
@@ -359,20 +364,18 @@ def _move_kernel(X, F, F2, jrows, bands, v, dtb, alpha, n_pos, fire, dt_sd, dt_m
             dtb[b], alpha[b] = dt, a
             c_F += dt
         for i in range(B - 2):
-            s = 0.0
-            for d in range(D):
-                if fire:
+            if fire:
+                for d in range(D):
                     v[b, i, d] = c_v * v[b, i, d] + c_F * F[j, i, d]
-                    r = dt * v[b, i, d]
-                else:
-                    r = dt * F[j, i, d]
-                s += r * r
-            norm = np.sqrt(s)
+                    dr[d] = dt * v[b, i, d]
+            else:
+                for d in range(D):
+                    dr[d] = dt * F[j, i, d]
+            norm = np.sqrt(_vdot(dr, dr))
             scale = max_step / norm if norm > max_step else 1.0
             row = q * (B - 2) + i
             for d in range(D):
-                r = dt * v[b, i, d] if fire else dt * F[j, i, d]
-                X[b, i + 1, d] += r * scale
+                X[b, i + 1, d] += dr[d] * scale
                 Xout[row, d] = X[b, i + 1, d]
 
 
