@@ -20,7 +20,12 @@ A band is a stack R[B, D] of B images, R_0 = start and R_{B-1} = end fixed,
 the B - 2 images between them movable (``n_images`` = B counts both
 endpoints). It starts on the straight line R_i = start + i/(B-1) (end - start).
 Many bands are relaxed together: all movable images of all unfinished bands go
-through ONE ``efun`` call per iteration.
+through ONE ``efun`` call per iteration. The rest of an iteration (tangents,
+forces, FIRE, step cap) runs in two numba kernels over the band arrays,
+``_forces_kernel`` and ``_move_kernel``; the NumPy functions :func:`tangents`,
+:func:`neb_forces`, ``_fire_step`` and ``_cap`` state the same equations
+readably, and the tests hold the kernels to them (to ~1e-12: the sums run in
+another order).
 
 Forces (Jonsson, Mills & Jacobsen 1998; Henkelman & Jonsson 2000, "H&J")
 -----------------------------------------------------------------------
