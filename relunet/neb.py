@@ -20,7 +20,12 @@ A band is a stack R[B, D] of B images, R_0 = start and R_{B-1} = end fixed,
 the B - 2 images between them movable (``n_images`` = B counts both
 endpoints). It starts on the straight line R_i = start + i/(B-1) (end - start).
 Many bands are relaxed together: all movable images of all unfinished bands go
-through ONE ``efun`` call per iteration.
+through ONE ``efun`` call per iteration. The rest of an iteration (tangents,
+forces, FIRE, step cap) runs in two numba kernels over the band arrays,
+``_forces_kernel`` and ``_move_kernel``; the NumPy functions :func:`tangents`,
+:func:`neb_forces`, ``_fire_step`` and ``_cap`` state the same equations
+readably, and the tests hold the kernels to them (to ~1e-12: the sums run in
+another order).
 
 Forces (Jonsson, Mills & Jacobsen 1998; Henkelman & Jonsson 2000, "H&J")
 -----------------------------------------------------------------------
@@ -89,6 +94,9 @@ import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
+from numba import njit
+
+from ._numba import STRICT
 
 __all__ = ["NEBResult", "neb", "linear_path", "tangents", "neb_forces"]
 
@@ -240,6 +248,167 @@ def _cap(dr, max_step):
     return dr
 
 
+
+# =============================================================================
+# numba kernels: the same arithmetic, one band at a time
+# =============================================================================
+# The functions above are the readable reference (the NumPy twin, held to these
+# kernels by the tests); the driver runs these. The element-wise equations are
+# those of the twin, term for term. Each band is a sequential loop of its own,
+# so its bits do not depend on the other bands of the batch, and the kernels are
+# serial (no prange): numba's thread pool next to the energy kernel's threads
+# made them several times slower on a busy machine, and serial they take well
+# under the energy call. Sums over D run in 4 interleaved partial sums
+# (:func:`_vdot`, a fixed order that the compiler vectorises on every CPU), so
+# they differ from NumPy's (einsum, pairwise) in the last bits.
+@njit(cache=True, fastmath=STRICT)
+def _vdot(a, b):
+    """a . b of two 1-d arrays: partial sums over d = 0, 1, 2, 3 (mod 4), then
+    (s0 + s1) + (s2 + s3), then the remaining n % 4 terms in order."""
+    n = a.size
+    n4 = n - n % 4
+    s0, s1, s2, s3 = 0.0, 0.0, 0.0, 0.0
+    for d in range(0, n4, 4):
+        s0 += a[d] * b[d]
+        s1 += a[d + 1] * b[d + 1]
+        s2 += a[d + 2] * b[d + 2]
+        s3 += a[d + 3] * b[d + 3]
+    s = (s0 + s1) + (s2 + s3)
+    for d in range(n4, n):
+        s += a[d] * b[d]
+    return s
+
+
+@njit(cache=True, fastmath=STRICT)
+def _tangent_weights(Ep, E0, Em):
+    """(w+, w-) of the improved tangent tau = w+ tau+ + w- tau- (Eqs. 8-11), as in
+    :func:`_tangents`, NaN in any energy giving NaN weights as there."""
+    if Ep > E0 and E0 > Em:                         # Eq. 8, first case
+        return 1.0, 0.0
+    if Ep < E0 and E0 < Em:                         # Eq. 8, second case
+        return 0.0, 1.0
+    dp, dm = abs(Ep - E0), abs(Em - E0)             # Eq. 9
+    if dp != dp or dm != dm:
+        return np.nan, np.nan
+    dmax, dmin = (dp, dm) if dp >= dm else (dm, dp)
+    if dmax == 0.0:                                 # flat stretch: tau+ + tau-
+        return 1.0, 1.0
+    if Ep > Em:                                     # Eq. 10
+        return dmax, dmin
+    return dmin, dmax                               # Eq. 11
+
+
+@njit(cache=True, fastmath=STRICT)
+def _forces_kernel(X, E, G, rows, k, climb_on, F, F2, ci):
+    """NEB forces of bands ``rows`` (see :func:`neb_forces`), written to row j of
+    F (n, B-2, D), their squared norms to F2 (n, B-2) and the climbing image
+    (argmax of the movable energies if ``climb_on[band]``, else -1) to ci (n,)."""
+    B, D = X.shape[1], X.shape[2]
+    dX, seg, tau = np.empty((B - 1, D)), np.empty(B - 1), np.empty(D)
+    for j in range(rows.size):
+        b = rows[j]
+        c = -1
+        if climb_on[b]:                             # np.argmax: first maximum, first NaN
+            c, best = 1, E[b, 1]
+            if best == best:
+                for i in range(2, B - 1):
+                    e = E[b, i]
+                    if e != e:
+                        c = i
+                        break
+                    if e > best:
+                        c, best = i, e
+        ci[j] = c
+        for i in range(B - 1):                      # segments R_{i+1} - R_i, their lengths
+            for d in range(D):
+                dX[i, d] = X[b, i + 1, d] - X[b, i, d]
+            seg[i] = np.sqrt(_vdot(dX[i], dX[i]))
+        for i in range(1, B - 1):
+            wp, wm = _tangent_weights(E[b, i + 1], E[b, i], E[b, i - 1])
+            for d in range(D):
+                tau[d] = wp * dX[i, d] + wm * dX[i - 1, d]
+            norm = np.sqrt(_vdot(tau, tau))
+            if norm > 0.0:                          # coincident images: tau = 0
+                for d in range(D):
+                    tau[d] /= norm
+            g_par = _vdot(G[b, i], tau)
+            c_par = g_par if i == c else k * (seg[i] - seg[i - 1])
+            for d in range(D):
+                F[j, i - 1, d] = (g_par + c_par) * tau[d] - G[b, i, d]
+            F2[j, i - 1] = _vdot(F[j, i - 1], F[j, i - 1])
+
+
+@njit(cache=True, fastmath=STRICT)
+def _move_kernel(X, F, F2, jrows, bands, v, dtb, alpha, n_pos, fire, dt_sd, dt_max, max_step,
+                 Xout):
+    """Move band ``bands[q]`` by its force row ``jrows[q]`` of F: one FIRE step
+    (:func:`_fire_step`, updating v, dtb, alpha, n_pos of the band) or a steepest
+    descent step dt_sd F, capped per image (:func:`_cap`); the new movable images
+    also go to rows q (B-2) ... (q+1) (B-2) - 1 of Xout, the next ``efun`` call."""
+    B, D = X.shape[1], X.shape[2]
+    dr = np.empty(D)
+    for q in range(bands.size):
+        j, b = jrows[q], bands[q]
+        dt = dt_sd                                  # steepest descent: dr = dt F
+        if fire:
+            P, F2s, V2 = 0.0, 0.0, 0.0
+            for i in range(B - 2):
+                P += _vdot(F[j, i], v[b, i])
+                F2s += F2[j, i]
+                V2 += _vdot(v[b, i], v[b, i])
+            Fn, vn, dt, a = np.sqrt(F2s), np.sqrt(V2), dtb[b], alpha[b]
+            pos = P > 0.0
+            neg = not pos and vn > 0.0              # v = 0: fresh start, no verdict yet
+            c_v = 1.0 - a if pos else (0.0 if neg else 1.0)
+            c_F = a * vn / Fn if pos and Fn > 0.0 else 0.0
+            if pos and n_pos[b] > FIRE_N_MIN:
+                dt, a = min(dt * FIRE_F_INC, dt_max), a * FIRE_F_ALPHA
+            elif neg:
+                dt, a = dt * FIRE_F_DEC, FIRE_ALPHA_START
+            n_pos[b] = n_pos[b] + 1 if pos else (0 if neg else n_pos[b])
+            dtb[b], alpha[b] = dt, a
+            c_F += dt
+        for i in range(B - 2):
+            if fire:
+                for d in range(D):
+                    v[b, i, d] = c_v * v[b, i, d] + c_F * F[j, i, d]
+                    dr[d] = dt * v[b, i, d]
+            else:
+                for d in range(D):
+                    dr[d] = dt * F[j, i, d]
+            norm = np.sqrt(_vdot(dr, dr))
+            scale = max_step / norm if norm > max_step else 1.0
+            row = q * (B - 2) + i
+            for d in range(D):
+                X[b, i + 1, d] += dr[d] * scale
+                Xout[row, d] = X[b, i + 1, d]
+
+
+def _forces_numpy(X, E, G, rows, k, climb_on, F, F2, ci):
+    """The NumPy twin of :func:`_forces_kernel` (same arguments, same outputs)."""
+    Ea = E[rows]
+    c = np.where(climb_on[rows], np.argmax(Ea[:, 1:-1], axis=1) + 1, -1)
+    Fa = neb_forces(X[rows], Ea, G[rows], k, c)
+    n = rows.size
+    F[:n], F2[:n], ci[:n] = Fa, _dot(Fa, Fa), c
+
+
+def _move_numpy(X, F, F2, jrows, bands, v, dtb, alpha, n_pos, fire, dt_sd, dt_max, max_step,
+                Xout):
+    """The NumPy twin of :func:`_move_kernel` (same arguments, same outputs)."""
+    Fm, F2m = F[jrows], F2[jrows]
+    if fire:
+        dr, v[bands], dtb[bands], alpha[bands], n_pos[bands] = _fire_step(
+            Fm, F2m, v[bands], dtb[bands], alpha[bands], n_pos[bands], dt_max)
+    else:
+        dr = dt_sd * Fm
+    X[bands, 1:-1] += _cap(dr, max_step)
+    Xout[:] = X[bands, 1:-1].reshape(Xout.shape)
+
+
+_STEPS = (_forces_kernel, _move_kernel)     #: what :func:`neb` runs; tests swap in the twins
+_NUMPY_STEPS = (_forces_numpy, _move_numpy)
+
 # =============================================================================
 # Driver
 # =============================================================================
@@ -343,31 +512,31 @@ def neb(efun, start, end, n_images: int = 32, k_spring: float = 1.0, climb: bool
     E, G = _evaluate(efun, X.reshape(Bn * B, D))
     E, G = E.reshape(Bn, B), G.reshape(Bn, B, D)
     v = np.zeros((Bn, B - 2, D))                    # FIRE state, per band
-    dtb, alpha, n_pos = np.full(Bn, float(dt)), np.full(Bn, FIRE_ALPHA_START), np.zeros(Bn, int)
+    dtb, alpha = np.full(Bn, float(dt)), np.full(Bn, FIRE_ALPHA_START)
+    n_pos = np.zeros(Bn, np.int64)
     climbing_on = np.zeros(Bn, bool)
     done, converged = np.zeros(Bn, bool), np.zeros(Bn, bool)
     iters, f_now, c_idx = np.zeros(Bn, int), np.full(Bn, np.inf), np.full(Bn, -1)
 
+    forces, move = _STEPS
+    F, F2 = np.empty((Bn, B - 2, D)), np.empty((Bn, B - 2))    # rows: unfinished bands
+    ci = np.empty(Bn, dtype=np.int64)
     for it in range(max_iter + 1):
         a = np.flatnonzero(~done)                   # unfinished bands
         if a.size == 0:
             break
-        sel = _rows(a, Bn)
-        Xa, Ea, Ga = X[sel], E[sel], G[sel]
-        ci = np.where(climbing_on[a], np.argmax(Ea[:, 1:-1], axis=1) + 1, -1)
-        F = neb_forces(Xa, Ea, Ga, k_spring, ci)    # (na, B-2, D)
-        F2 = _dot(F, F)                             # (na, B-2)
+        na = a.size
+        forces(X, E, G, a, float(k_spring), climbing_on, F, F2, ci)     # F[:na] of bands a
+        fb = np.sqrt(F2[:na].max(axis=1))           # (na,) largest image force
         if climb:
-            switch = ~climbing_on[a] & ((it >= climb_after) | (np.sqrt(F2.max(1)) <= climb_fmax))
+            switch = ~climbing_on[a] & ((it >= climb_after) | (fb <= climb_fmax))
             if switch.any():                        # start climbing with a fresh FIRE state
                 climbing_on[a[switch]] = True
                 v[a[switch]], n_pos[a[switch]] = 0.0, 0
                 alpha[a[switch]] = FIRE_ALPHA_START
-                ci = np.where(climbing_on[a], np.argmax(Ea[:, 1:-1], axis=1) + 1, -1)
-                F = neb_forces(Xa, Ea, Ga, k_spring, ci)
-                F2 = _dot(F, F)
-        fb = np.sqrt(F2.max(axis=1))                # (na,) largest image force
-        f_now[a], c_idx[a] = fb, ci
+                forces(X, E, G, a, float(k_spring), climbing_on, F, F2, ci)
+                fb = np.sqrt(F2[:na].max(axis=1))
+        f_now[a], c_idx[a] = fb, ci[:na]
         conv = (fb <= fmax) & (climbing_on[a] | (not climb))
         bad = ~np.isfinite(fb)
         stop = conv | bad | (it == max_iter)
@@ -379,18 +548,14 @@ def neb(efun, start, end, n_images: int = 32, k_spring: float = 1.0, climb: bool
                           f"stopped (converged=False)", RuntimeWarning, stacklevel=2)
         if stop.all():
             continue
-        if stop.any():
-            m, Fm, F2m = a[~stop], F[~stop], F2[~stop]
-        else:                                       # keep views while every band moves
-            m, Fm, F2m = sel, F, F2
-        if optimizer == "fire":
-            dr, v[m], dtb[m], alpha[m], n_pos[m] = _fire_step(Fm, F2m, v[m], dtb[m], alpha[m],
-                                                               n_pos[m], dt_max)
-        else:
-            dr = dt * Fm
-        X[m, 1:-1] += _cap(dr, max_step)
-        Em, Gm = _evaluate(efun, X[m, 1:-1].reshape(-1, D))
-        E[m, 1:-1], G[m, 1:-1] = Em.reshape(-1, B - 2), Gm.reshape(-1, B - 2, D)
+        jm = np.flatnonzero(~stop)                  # rows of F that move, bands m
+        m = a[jm]
+        Xm = np.empty((m.size * (B - 2), D))        # their new movable images
+        move(X, F, F2, jm, m, v, dtb, alpha, n_pos, optimizer == "fire", float(dt),
+             float(dt_max), float(max_step), Xm)
+        Em, Gm = _evaluate(efun, Xm)
+        sel = _rows(m, Bn)
+        E[sel, 1:-1], G[sel, 1:-1] = Em.reshape(-1, B - 2), Gm.reshape(-1, B - 2, D)
 
     return NEBResult(images=X, energies=E, distance=_arc_length(X), converged=converged,
                      iterations=iters, fmax_final=f_now, climbing=c_idx)

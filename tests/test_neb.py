@@ -236,6 +236,108 @@ def test_band_alone_equals_band_in_batch():
     assert not np.array_equal(batch.images[0], batch.images[1])
 
 
+
+# -- the numba kernels of the driver against their NumPy twins ----------------------
+def _twin_band_set(rng):
+    """4 bands of 9 images in D = 5 with every tangent case: random energies, a
+    monotone rise, a flat stretch (equal energies), a coincident pair of images."""
+    X = rng.normal(size=(4, 9, 5))
+    E = rng.normal(size=(4, 9))
+    E[1] = np.arange(9.0)                          # Eq. 8, uphill everywhere
+    E[2, 2:6] = 0.25                               # flat: tau+ + tau-
+    X[3, 4] = X[3, 5]                              # zero segment
+    G = rng.normal(size=(4, 9, 5))
+    return X, E, G
+
+
+def test_force_kernel_matches_numpy_twin(rng):
+    from relunet import neb as nb
+    X, E, G = _twin_band_set(rng)
+    rows = np.array([3, 0, 2, 1])
+    climb_on = np.array([True, True, False, True])
+    out = {}
+    for name, forces in (("numba", nb._forces_kernel), ("numpy", nb._forces_numpy)):
+        F, F2, ci = np.full((4, 7, 5), np.nan), np.full((4, 7), np.nan), np.zeros(4, np.int64)
+        forces(X, E, G, rows, 1.7, climb_on, F, F2, ci)
+        out[name] = F, F2, ci
+    np.testing.assert_array_equal(out["numba"][2], out["numpy"][2])
+    np.testing.assert_array_equal(out["numba"][2], [1 + np.argmax(E[3, 1:-1]),
+                                                    1 + np.argmax(E[0, 1:-1]), -1, 7])
+    np.testing.assert_allclose(out["numba"][0], out["numpy"][0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out["numba"][1], out["numpy"][1], rtol=1e-12, atol=1e-14)
+    # and both equal the per-image loop reference on a band with a climbing image
+    perp, par = ref_forces(X[0], E[0], G[0], 1.7, climbing=out["numba"][2][1])
+    np.testing.assert_allclose(out["numba"][0][1], perp + par, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("fire", [True, False])
+def test_move_kernel_matches_numpy_twin(fire, rng):
+    from relunet import neb as nb
+    X, _, _ = _twin_band_set(rng)
+    F, F2 = rng.normal(size=(3, 7, 5)), None
+    F2 = np.einsum("nid,nid->ni", F, F)
+    v = rng.normal(size=(4, 7, 5))
+    v[2] = 0.0                                     # fresh start: no verdict, n_pos kept
+    v[0] = -0.3 * F[1]                             # P < 0: stop, dt shrinks
+    v[3] = 0.2 * F[0]                              # P > 0, n_pos > N_MIN: dt grows
+    dtb, alpha = np.array([0.05, 0.1, 0.2, 0.3]), np.array([0.1, 0.05, 0.1, 0.08])
+    n_pos = np.array([3, 0, 7, 9])
+    jrows, bands = np.array([1, 2, 0]), np.array([0, 2, 3])
+    out = {}
+    for name, move in (("numba", nb._move_kernel), ("numpy", nb._move_numpy)):
+        st = [a.copy() for a in (X, v, dtb, alpha, n_pos)]
+        Xout = np.full((3 * 7, 5), np.nan)
+        move(st[0], F, F2, jrows, bands, *st[1:], fire, 0.3, 0.5, 0.25, Xout)
+        out[name] = st + [Xout]
+    for a, b in zip(out["numba"], out["numpy"]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    Xn, vn = out["numba"][:2]
+    np.testing.assert_array_equal(Xn[1], X[1])     # band 1 does not move
+    np.testing.assert_array_equal(Xn[:, [0, -1]], X[:, [0, -1]])
+    assert np.linalg.norm(Xn - X, axis=-1).max() <= 0.25 * (1 + 1e-15)   # the cap holds
+    if fire:                                       # the FIRE branches taken
+        np.testing.assert_allclose(out["numba"][2], [0.025, 0.1, 0.2, 0.33])
+        np.testing.assert_array_equal(out["numba"][4], [0, 0, 7, 10])
+        np.testing.assert_array_equal(vn[1], v[1])
+
+
+def _neb_with(monkeypatch, steps, *args, **kw):
+    from relunet import neb as nb
+    monkeypatch.setattr(nb, "_STEPS", steps)
+    return neb(*args, **kw)
+
+
+def test_neb_driver_matches_numpy_twin(monkeypatch):
+    from relunet import neb as nb
+    kw = dict(climb=True, **{**MB_KW, "max_iter": 300})
+    ends = (np.array([MB_C, MB_A]), np.array([MB_B, MB_B]))
+    r_nb = _neb_with(monkeypatch, nb._STEPS, mueller_brown, *ends, **kw)
+    r_np = _neb_with(monkeypatch, nb._NUMPY_STEPS, mueller_brown, *ends, **kw)
+    for f in ("iterations", "climbing", "converged"):
+        np.testing.assert_array_equal(getattr(r_nb, f), getattr(r_np, f))
+    for f in ("images", "energies", "fmax_final"):
+        np.testing.assert_allclose(getattr(r_nb, f), getattr(r_np, f), rtol=1e-10, atol=1e-12)
+
+
+def test_neb_network_band_independent_of_thread_count(tiny_minima):
+    """3 bands x 22 movable images: 66 rows, enough for the energy kernel to use threads."""
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 numba threads")
+    arch, x, t, W = tiny_minima
+    kw = dict(n_images=24, climb=True, climb_after=10, dt=0.01, max_step=0.02, max_iter=40)
+    efun = lambda X: kernels.loss_and_grad(X, arch, x, t)  # noqa: E731
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = neb(efun, W[[2, 0, 1]], W[[1, 1, 2]], **kw)
+        numba.set_num_threads(2)
+        two = neb(efun, W[[2, 0, 1]], W[[1, 1, 2]], **kw)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(one.images, two.images)
+    np.testing.assert_array_equal(one.energies, two.energies)
+
 def test_result_helpers():
     E = np.array([[0.0, 3.0, 1.0], [2.0, 1.0, 0.5]])
     X = np.arange(12.0).reshape(2, 3, 2)
