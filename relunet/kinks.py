@@ -70,8 +70,8 @@ the jumps and the certificate's convex hulls are read together.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import lsq_linear
 
+from .bvls import bvls01, lstsq
 from .kernels import check_data
 from .net import Arch, check_stack
 
@@ -331,7 +331,8 @@ def vertices(w, arch: Arch, x, t, entries, masks=None, coupled: bool = True):
 def hull_qp(A, b, gid, lin=None):
     """min_u |A u + b|^2 / 2 - lin.u  subject to u >= 0 and, per group k, sum_{gid = k} u <= 1.
 
-    First the box relaxation 0 <= u <= 1 is solved exactly by BVLS. Groups of
+    First the box relaxation 0 <= u <= 1 is solved exactly by BVLS
+    (:func:`relunet.bvls.bvls01`). Groups of
     one vertex make that the whole problem; if the relaxed solution also meets
     every group's sum it is the solution. Otherwise (coupled kinks) SLSQP
     starts from it (scaled to feasibility) and the result is made exactly
@@ -347,11 +348,12 @@ def hull_qp(A, b, gid, lin=None):
         eps = 1e-8 * max(np.abs(A).max(), 1e-300)
         A = np.vstack([A, eps * np.eye(n)])
         b = np.concatenate([b, np.zeros(n)])
-        v = np.linalg.lstsq(A.T, lin, rcond=None)[0]
+        v = lstsq(A.T, lin)
         rhs = v - b
     else:
         rhs = -b
-    u = np.clip(lsq_linear(A, rhs, bounds=(0.0, 1.0), method="bvls", tol=1e-14).x, 0.0, 1.0)
+    # scipy's lsq_linear(A, rhs, (0, 1), method="bvls", tol=1e-14), compiled (relunet.bvls)
+    u = np.clip(bvls01(A, rhs, tol=1e-14), 0.0, 1.0)
     G = np.zeros((gid.max() + 1, n))
     G[gid, np.arange(n)] = 1.0
     if np.all(G @ u <= 1.0):
