@@ -241,14 +241,15 @@ def kink_families(w, arch: Arch, x, entries, masks=None):
     Nz = preactivation_grads(w, arch, x, entries, masks)
     norm = np.linalg.norm(Nz, axis=1)
     U = Nz / np.where(norm > 0, norm, 1.0)[:, None]
-    fam = -np.ones(len(entries), dtype=np.int64)
+    free = np.ones(len(entries), dtype=bool)       # not in a family yet
     families = []
     for i in range(len(entries)):
-        if fam[i] >= 0:
+        if not free[i]:
             continue
-        same = np.flatnonzero((fam < 0) & (U @ U[i] > 1.0 - 1e-10))
-        same = np.union1d(same, [i])
-        fam[same] = len(families)
+        same = free & (U @ U[i] > 1.0 - 1e-10)
+        same[i] = True
+        same = np.flatnonzero(same)
+        free[same] = False
         families.append(same)
     reps = np.array([Nz[f[0]] for f in families])
     return families, int(np.linalg.matrix_rank(reps)), Nz

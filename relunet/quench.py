@@ -259,9 +259,9 @@ def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
         L0, g0, V, off, gid, info = vertices(w, arch, x, t, near, z > 0, coupled=False)
         # max(0, J.d + off) is tight at d = 0 only for a V-shaped kink (the jump points
         # up the normal). A ridge keeps the side it is on: its piece joins the base.
-        normals = np.array([info["Nz"][f[0]] for f in info["families"]])
-        vee = np.einsum("fp,fp->f", V, normals) > 0
-        on = np.array([z[tuple(near[f[0]] - [1, 0, 0])] > 0 for f in info["families"]])
+        first = np.array([f[0] for f in info["families"]])     # a family's first kink
+        vee = np.einsum("fp,fp->f", V, info["Nz"][first]) > 0
+        on = z[near[first, 0] - 1, near[first, 1], near[first, 2]] > 0
         ridge_on = ~vee & on
         L0, g0 = L0 + off[ridge_on].sum(), g0 + V[ridge_on].sum(axis=0)
         V, off, gid = V[vee], off[vee], np.arange(int(vee.sum()))
