@@ -310,21 +310,19 @@ def vertices(w, arch: Arch, x, t, entries, masks=None, coupled: bool = True):
     families, rank, Nz = kink_families(w, arch, x, entries, base > 0)
     groups = kink_groups(entries, families) if coupled else \
         [np.array([f]) for f in range(len(families))]
-    stack, gid, on_list = [base], [], []
+    gid, on_list = [], []
     for k, grp in enumerate(groups):
         if grp.size > MAX_GROUP:
             raise ValueError(f"{grp.size} coupled kink families at one point; at most "
                              f"{MAX_GROUP} are enumerated")
         for code in range(1, 2 ** grp.size):
-            on = grp[[(code >> b) & 1 == 1 for b in range(grp.size)]]
-            e = np.concatenate([families[f] for f in on])
-            m = base.copy()
-            m[li[e], ji[e], si[e]] = 1.0
-            stack.append(m)
+            on_list.append(grp[[(code >> b) & 1 == 1 for b in range(grp.size)]])
             gid.append(k)
-            on_list.append(on)
-    Ls, Gs = masked_loss_and_grad(np.broadcast_to(w, (len(stack), w.size)), arch, x, t,
-                                  np.array(stack))
+    stack = np.repeat(base[None], len(on_list) + 1, axis=0)     # the base, then each piece
+    for k, on in enumerate(on_list):
+        e = np.concatenate([families[f] for f in on])
+        stack[k + 1, li[e], ji[e], si[e]] = 1.0
+    Ls, Gs = masked_loss_and_grad(np.broadcast_to(w, (len(stack), w.size)), arch, x, t, stack)
     info = dict(families=families, groups=groups, rank=rank, Nz=Nz, on=on_list)
     return Ls[0], Gs[0], Gs[1:] - Gs[0], Ls[1:] - Ls[0], np.array(gid, dtype=np.int64), info
 

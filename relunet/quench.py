@@ -115,7 +115,7 @@ from numba import njit
 
 from ._numba import STRICT
 from .hessian import _one_blas_thread, hessian
-from .kernels import loss, loss_ref
+from .kernels import _forward_ref_acts, check_data, loss, loss_ref
 from .kinks import (
     clarke_measure,
     hull_qp,
@@ -252,6 +252,7 @@ def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
 
     Returns (w_new, L_new, mu_new, accepted).
     """
+    X, T = check_data(arch, x, t)                   # once, not once per trial step
     e, Ve = scipy.linalg.eigh(H, check_finite=False)
     mu_min = max(0.0, -e[0]) + 1e-12 * max(abs(e[-1]), 1.0)
     mu = min(max(mu, mu_min), MU_MAX)
@@ -286,7 +287,7 @@ def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
         u = hull_qp(A, b, gid, lin=off) if V.shape[0] else np.zeros(0)
         d = -(Ve @ (f * (b + A @ u)))
         pred = m0 - model(d)
-        Lt = float(loss_ref((w + d)[None], arch, x, t)[0])   # NumPy: no thread start-up
+        Lt = _loss_one(w + d, arch, X, T)           # NumPy: no thread start-up
         # below ~1e-15 L a decrease cannot be seen in L itself: accept rounding noise
         tiny = pred < 1e-14 * abs(L)
         if pred > 0 and (Lt < L or (tiny and Lt <= L + ROUND * abs(L))):
@@ -300,6 +301,12 @@ def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
     if L2 < L:
         return w2, L2, min(mu, 1.0), True
     return w, L, min(mu, MU_MAX), False
+
+
+def _loss_one(w, arch, X, T) -> float:
+    """loss_ref(w[None], arch, x, t)[0] (the same operations) for data checked already."""
+    _, y = _forward_ref_acts(w[None], arch, X)
+    return float(np.mean((y - T) ** 2, axis=(1, 2))[0])
 
 
 def _sampling_step(w, L, arch, x, t, n_samples: int = 40, radius: float = 1e-7):
