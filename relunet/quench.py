@@ -26,8 +26,10 @@ finishes from there.
 Stage 2: Newton steps on the piecewise model of the loss
 --------------------------------------------------------
 Each network is treated separately (the loop is batched: all networks that
-are still moving share one call of the exact-Hessian kernel per iteration).
-At the current point w:
+are still moving share one call of the exact-Hessian kernel per iteration;
+given enough work, chunks of networks run in worker processes,
+:mod:`relunet.procpool`, with the same results bit for bit). At the current
+point w:
 
 1. *Near kinks.* The pre-activations within ``delta`` of their kink are
    gathered (:func:`relunet.kinks.vertices`): kinks that switch together
@@ -572,15 +574,19 @@ def _newton(Wc, Lc, mu, arch, x, t, max_iter, gtol, eps_on, gap, delta, certify_
     return Wc, Lc, mu, iters, stalled
 
 
-#: network-iterations of the Newton stage (~10 ms each) per worker process that pay
-#: for starting it (~1 s)
+#: Newton iterations of 5x5 networks (P = 136, ~10 ms each) per worker process that
+#: pay for starting it (~1 s of imports and cached kernels)
 _WORK_PER_WORKER = 300
 
 
-def _n_workers(workers, n_networks, max_iter):
+def _n_workers(workers, n_networks, max_iter, P):
+    """Worker processes for the Newton stage: as asked, or (None) one per usable core
+    when the stage may run long enough (at most n_networks x max_iter iterations, each
+    costing about P / 136 of a 5x5 network's) to pay for them."""
     if workers is not None:
-        return min(workers, max(n_networks, 1))
-    return max(1, min(usable_cores(), n_networks * max_iter // _WORK_PER_WORKER))
+        return int(min(workers, max(n_networks, 1)))
+    work = n_networks * max_iter * P / 136
+    return int(max(1, min(usable_cores(), work // _WORK_PER_WORKER)))
 
 
 # =============================================================================
@@ -609,8 +615,8 @@ def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
     workers : processes for the Newton stage (:mod:`relunet.procpool`; the
         networks are independent and every result is the same bit for bit
         whatever the number). None: one per usable core when the stage has
-        enough work to pay for starting them (300 network-iterations each),
-        else 1 (in this process).
+        enough work to pay for starting them (about 300 Newton iterations of
+        5x5 networks each), else 1 (in this process).
     progress : optional callable(n_done, n_total).
 
     Returns
@@ -651,7 +657,7 @@ def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
     stalled = np.zeros(M, bool)
     done0 = loss(Wc, arch, x, t, kernel="plain") == 0.0   # a zero loss: a global minimum already
     act = np.flatnonzero(~done0)
-    n_workers = _n_workers(workers, act.size, max_iter)
+    n_workers = _n_workers(workers, act.size, max_iter, arch.P)
     args = (arch, x, t, max_iter, gtol, eps_on, gap, delta, certify_every)
     if n_workers > 1:
         # the networks are independent: chunks of them run in worker processes, several
