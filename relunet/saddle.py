@@ -91,10 +91,15 @@ def prfo_step(g, H, radius, modes=None, reduced=None):
 
 
 def find_saddles(grad_hess, X0, modes=None, gtol: float = 1e-9, tol_rel: float = 1e-8,
-                 max_iter: int = 100, radius: float = 0.05, smooth=None) -> SaddleResult:
+                 max_iter: int = 100, radius: float = 0.05, smooth=None,
+                 grad=None) -> SaddleResult:
     """Refine starting points X0 (n, D) into index-1 saddles by P-RFO.
 
     grad_hess : callable X (m, D) -> (E (m,), G (m, D), H (m, D, D)).
+    grad : optional callable X (m, D) -> (E, G), the same E and G as grad_hess.
+        Trial points are then judged by it, and Hessians are computed only where
+        a step is accepted (most steps near a kink are refused, and a Hessian
+        costs P gradients).
     modes : optional callable x (D,) -> (k, D) exact zero modes to project out.
     smooth : optional callable x (D,) -> bool, False when x sits on (or too
         near) a kink; such points are reported as kind 'kink'.
@@ -127,14 +132,21 @@ def find_saddles(grad_hess, X0, modes=None, gtol: float = 1e-9, tol_rel: float =
         if act.size == 0:
             break
         S = np.array([prfo_step(G[i], H[i], rad[i], reduced=red[i])[0] for i in act])
-        E2, G2, H2 = grad_hess(X[act] + S)
+        if grad is None:
+            E2, G2, H2 = grad_hess(X[act] + S)
+        else:
+            E2, G2 = grad(X[act] + S)
         gn2 = np.linalg.norm(G2, axis=1)
         better = gn2 < gn[act]                 # a step that raises |grad| is refused
         ok = act[better]
         for i in ok:
             red[i] = None
         X[ok] += S[better]
-        E[ok], G[ok], H[ok], gn[ok] = E2[better], G2[better], H2[better], gn2[better]
+        E[ok], G[ok], gn[ok] = E2[better], G2[better], gn2[better]
+        if grad is None:
+            H[ok] = H2[better]
+        elif ok.size:
+            H[ok] = grad_hess(X[ok])[2]
         step = np.linalg.norm(S, axis=1)
         rad[act] = np.where(better, np.minimum(2.0 * np.maximum(rad[act], step), radius),
                             0.25 * step)
@@ -157,10 +169,11 @@ def network_saddles(W0, arch, x, t, gap: float = 1e-6, **kw) -> SaddleResult:
     from .kinks import masked_loss_and_grad, preactivations
     from .quench import symmetry_modes
 
+    def grad(X):
+        return masked_loss_and_grad(X, arch, x, t, preactivations(X, arch, x) > 0)
+
     def grad_hess(X):
-        Z = preactivations(X, arch, x)
-        E, G = masked_loss_and_grad(X, arch, x, t, Z > 0)
-        return E, G, hessian(X, arch, x, t)
+        return grad(X) + (hessian(X, arch, x, t),)
 
     def smooth(w):
         return bool(np.abs(preactivations(w[None], arch, x)).min() > gap)
@@ -169,4 +182,4 @@ def network_saddles(W0, arch, x, t, gap: float = 1e-6, **kw) -> SaddleResult:
     # (4x the time on a busy 2-core machine; the results are the same)
     with _one_blas_thread():
         return find_saddles(grad_hess, W0, modes=lambda w: symmetry_modes(w, arch),
-                            smooth=smooth, **kw)
+                            smooth=smooth, grad=grad, **kw)
