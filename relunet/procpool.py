@@ -98,13 +98,17 @@ def run_tasks(func, tasks, workers: int, on_done=None) -> list:
                     on_done(i)
 
     threads = [threading.Thread(target=drive, args=(p,), daemon=True) for p in procs]
+    finished = False
     try:
         for th in threads:
             th.start()
         for th in threads:
             th.join()
+        finished = True
     finally:
         for p in procs:
+            if not finished:                    # interrupted: stop the workers now
+                p.kill()
             try:
                 p.stdin.close()
             except OSError:
