@@ -65,7 +65,7 @@ Everything here is NumPy, batched over networks where it matters; it is the
 slow, readable side of the quench (the smooth descent uses the numba kernels).
 The one exception is the BVLS solver of :func:`hull_qp`, scipy's algorithm
 compiled (:mod:`relunet.bvls`): the quench solves thousands of these small
-problems, and scipy's Python loop of NumPy calls was a fifth of its time.
+problems, and scipy's Python loop of NumPy calls was a quarter of its Newton loop.
 
 One subject, the geometry of the kinks, a little past 300 lines: the pieces,
 the jumps and the certificate's convex hulls are read together.
