@@ -63,6 +63,9 @@ large: the measure is then not a certificate.
 
 Everything here is NumPy, batched over networks where it matters; it is the
 slow, readable side of the quench (the smooth descent uses the numba kernels).
+The one exception is the BVLS solver of :func:`hull_qp`, scipy's algorithm
+compiled (:mod:`relunet.bvls`): the quench solves thousands of these small
+problems, and scipy's Python loop of NumPy calls was a quarter of its Newton loop.
 
 One subject, the geometry of the kinks, a little past 300 lines: the pieces,
 the jumps and the certificate's convex hulls are read together.
@@ -70,8 +73,8 @@ the jumps and the certificate's convex hulls are read together.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import lsq_linear
 
+from .bvls import bvls01, lstsq
 from .kernels import check_data
 from .net import Arch, check_stack
 
@@ -241,14 +244,15 @@ def kink_families(w, arch: Arch, x, entries, masks=None):
     Nz = preactivation_grads(w, arch, x, entries, masks)
     norm = np.linalg.norm(Nz, axis=1)
     U = Nz / np.where(norm > 0, norm, 1.0)[:, None]
-    fam = -np.ones(len(entries), dtype=np.int64)
+    free = np.ones(len(entries), dtype=bool)       # not in a family yet
     families = []
     for i in range(len(entries)):
-        if fam[i] >= 0:
+        if not free[i]:
             continue
-        same = np.flatnonzero((fam < 0) & (U @ U[i] > 1.0 - 1e-10))
-        same = np.union1d(same, [i])
-        fam[same] = len(families)
+        same = free & (U @ U[i] > 1.0 - 1e-10)
+        same[i] = True
+        same = np.flatnonzero(same)
+        free[same] = False
         families.append(same)
     reps = np.array([Nz[f[0]] for f in families])
     return families, int(np.linalg.matrix_rank(reps)), Nz
@@ -309,21 +313,19 @@ def vertices(w, arch: Arch, x, t, entries, masks=None, coupled: bool = True):
     families, rank, Nz = kink_families(w, arch, x, entries, base > 0)
     groups = kink_groups(entries, families) if coupled else \
         [np.array([f]) for f in range(len(families))]
-    stack, gid, on_list = [base], [], []
+    gid, on_list = [], []
     for k, grp in enumerate(groups):
         if grp.size > MAX_GROUP:
             raise ValueError(f"{grp.size} coupled kink families at one point; at most "
                              f"{MAX_GROUP} are enumerated")
         for code in range(1, 2 ** grp.size):
-            on = grp[[(code >> b) & 1 == 1 for b in range(grp.size)]]
-            e = np.concatenate([families[f] for f in on])
-            m = base.copy()
-            m[li[e], ji[e], si[e]] = 1.0
-            stack.append(m)
+            on_list.append(grp[[(code >> b) & 1 == 1 for b in range(grp.size)]])
             gid.append(k)
-            on_list.append(on)
-    Ls, Gs = masked_loss_and_grad(np.broadcast_to(w, (len(stack), w.size)), arch, x, t,
-                                  np.array(stack))
+    stack = np.repeat(base[None], len(on_list) + 1, axis=0)     # the base, then each piece
+    for k, on in enumerate(on_list):
+        e = np.concatenate([families[f] for f in on])
+        stack[k + 1, li[e], ji[e], si[e]] = 1.0
+    Ls, Gs = masked_loss_and_grad(np.broadcast_to(w, (len(stack), w.size)), arch, x, t, stack)
     info = dict(families=families, groups=groups, rank=rank, Nz=Nz, on=on_list)
     return Ls[0], Gs[0], Gs[1:] - Gs[0], Ls[1:] - Ls[0], np.array(gid, dtype=np.int64), info
 
@@ -331,7 +333,8 @@ def vertices(w, arch: Arch, x, t, entries, masks=None, coupled: bool = True):
 def hull_qp(A, b, gid, lin=None):
     """min_u |A u + b|^2 / 2 - lin.u  subject to u >= 0 and, per group k, sum_{gid = k} u <= 1.
 
-    First the box relaxation 0 <= u <= 1 is solved exactly by BVLS. Groups of
+    First the box relaxation 0 <= u <= 1 is solved exactly by BVLS
+    (:func:`relunet.bvls.bvls01`). Groups of
     one vertex make that the whole problem; if the relaxed solution also meets
     every group's sum it is the solution. Otherwise (coupled kinks) SLSQP
     starts from it (scaled to feasibility) and the result is made exactly
@@ -347,11 +350,12 @@ def hull_qp(A, b, gid, lin=None):
         eps = 1e-8 * max(np.abs(A).max(), 1e-300)
         A = np.vstack([A, eps * np.eye(n)])
         b = np.concatenate([b, np.zeros(n)])
-        v = np.linalg.lstsq(A.T, lin, rcond=None)[0]
+        v = lstsq(A.T, lin)
         rhs = v - b
     else:
         rhs = -b
-    u = np.clip(lsq_linear(A, rhs, bounds=(0.0, 1.0), method="bvls", tol=1e-14).x, 0.0, 1.0)
+    # scipy's lsq_linear(A, rhs, (0, 1), method="bvls", tol=1e-14), compiled (relunet.bvls)
+    u = np.clip(bvls01(A, rhs, tol=1e-14), 0.0, 1.0)
     G = np.zeros((gid.max() + 1, n))
     G[gid, np.arange(n)] = 1.0
     if np.all(G @ u <= 1.0):

@@ -51,6 +51,7 @@ class Arch:
     n_in: int = 1
     n_out: int = 1
     table: tuple = field(init=False, repr=False, compare=False)
+    _slices: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         for name in ("K", "N", "n_in", "n_out"):
@@ -69,6 +70,10 @@ class Arch:
             rows.append((name, shape, off))
             off += int(np.prod(shape))
         object.__setattr__(self, "table", tuple(rows))
+        # (name, shape, start, stop) of every block: unpack() runs thousands of times a
+        # second in the quench, where np.prod per block per call was most of its cost
+        object.__setattr__(self, "_slices", tuple((n, s, off, off + int(np.prod(s)))
+                                                  for n, s, off in rows))
 
     # -- sizes ----------------------------------------------------------------
     @property
@@ -112,8 +117,7 @@ class Arch:
             raise ValueError(f"w must have last dimension P={self.P} for a {self} "
                              f"network, got shape {w.shape}")
         lead = w.shape[:-1]
-        return {n: w[..., off:off + int(np.prod(s))].reshape(lead + s)
-                for n, s, off in self.table}
+        return {n: w[..., a:b].reshape(lead + s) for n, s, a, b in self._slices}
 
     def pack(self, blocks: dict, dtype=np.float64) -> np.ndarray:
         """Inverse of :meth:`unpack` for one network: dict of arrays -> (P,)."""

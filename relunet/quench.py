@@ -26,8 +26,10 @@ finishes from there.
 Stage 2: Newton steps on the piecewise model of the loss
 --------------------------------------------------------
 Each network is treated separately (the loop is batched: all networks that
-are still moving share one call of the exact-Hessian kernel per iteration).
-At the current point w:
+are still moving share one call of the exact-Hessian kernel per iteration;
+given enough work, chunks of networks run in worker processes,
+:mod:`relunet.procpool`, with the same results bit for bit). At the current
+point w:
 
 1. *Near kinks.* The pre-activations within ``delta`` of their kink are
    gathered (:func:`relunet.kinks.vertices`): kinks that switch together
@@ -115,7 +117,7 @@ from numba import njit
 
 from ._numba import STRICT
 from .hessian import _one_blas_thread, hessian
-from .kernels import loss, loss_ref
+from .kernels import _forward_ref_acts, check_data, loss, loss_ref
 from .kinks import (
     clarke_measure,
     hull_qp,
@@ -126,6 +128,7 @@ from .kinks import (
 )
 from .linesearch import backtrack
 from .net import Arch, check_stack
+from .procpool import run_tasks, usable_cores
 
 __all__ = ["quench", "descend", "lbfgs", "certify", "classify", "QuenchResult", "DescentResult",
            "symmetry_modes"]
@@ -252,6 +255,7 @@ def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
 
     Returns (w_new, L_new, mu_new, accepted).
     """
+    X, T = check_data(arch, x, t)                   # once, not once per trial step
     e, Ve = scipy.linalg.eigh(H, check_finite=False)
     mu_min = max(0.0, -e[0]) + 1e-12 * max(abs(e[-1]), 1.0)
     mu = min(max(mu, mu_min), MU_MAX)
@@ -260,9 +264,9 @@ def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
         L0, g0, V, off, gid, info = vertices(w, arch, x, t, near, z > 0, coupled=False)
         # max(0, J.d + off) is tight at d = 0 only for a V-shaped kink (the jump points
         # up the normal). A ridge keeps the side it is on: its piece joins the base.
-        normals = np.array([info["Nz"][f[0]] for f in info["families"]])
-        vee = np.einsum("fp,fp->f", V, normals) > 0
-        on = np.array([z[tuple(near[f[0]] - [1, 0, 0])] > 0 for f in info["families"]])
+        first = np.array([f[0] for f in info["families"]])     # a family's first kink
+        vee = np.einsum("fp,fp->f", V, info["Nz"][first]) > 0
+        on = z[near[first, 0] - 1, near[first, 1], near[first, 2]] > 0
         ridge_on = ~vee & on
         L0, g0 = L0 + off[ridge_on].sum(), g0 + V[ridge_on].sum(axis=0)
         V, off, gid = V[vee], off[vee], np.arange(int(vee.sum()))
@@ -286,7 +290,7 @@ def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
         u = hull_qp(A, b, gid, lin=off) if V.shape[0] else np.zeros(0)
         d = -(Ve @ (f * (b + A @ u)))
         pred = m0 - model(d)
-        Lt = float(loss_ref((w + d)[None], arch, x, t)[0])   # NumPy: no thread start-up
+        Lt = _loss_one(w + d, arch, X, T)           # NumPy: no thread start-up
         # below ~1e-15 L a decrease cannot be seen in L itself: accept rounding noise
         tiny = pred < 1e-14 * abs(L)
         if pred > 0 and (Lt < L or (tiny and Lt <= L + ROUND * abs(L))):
@@ -300,6 +304,12 @@ def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
     if L2 < L:
         return w2, L2, min(mu, 1.0), True
     return w, L, min(mu, MU_MAX), False
+
+
+def _loss_one(w, arch, X, T) -> float:
+    """loss_ref(w[None], arch, x, t)[0] (the same operations) for data checked already."""
+    _, y = _forward_ref_acts(w[None], arch, X)
+    return float(np.mean((y - T) ** 2, axis=(1, 2))[0])
 
 
 def _sampling_step(w, L, arch, x, t, n_samples: int = 40, radius: float = 1e-7):
@@ -514,65 +524,18 @@ def lbfgs(efun, W, max_iter: int = 2000, memory: int = 20, max_step: float = 0.5
                          reason=reason.astype(str))
 
 
-# =============================================================================
-# The batched driver
-# =============================================================================
-def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
-           eps_on: float = EPS_ON, gap: float = GAP, delta: float = DELTA,
-           mu0: float = 1e-3, certify_every: int = 5, descent_iter: int = 1000,
-           progress=None) -> QuenchResult:
-    """Quench a stack of networks to certified stationary points (module docstring).
+def _newton(Wc, Lc, mu, arch, x, t, max_iter, gtol, eps_on, gap, delta, certify_every,
+            progress=None):
+    """Stage 2 of :func:`quench` on a stack of networks (none at zero loss), batched.
 
-    Two stages: ``descent_iter`` batched L-BFGS steps (:func:`descend`; 0 skips
-    it) run down the long smooth descents cheaply, then at most ``max_iter``
-    Newton iterations on the piecewise model finish at the kinks and certify.
-
-    Parameters
-    ----------
-    W : (M, P) or (P,) networks (float32 is promoted to float64).
-    arch, x, t : architecture and training data.
-    max_iter : Newton iterations at most per network.
-    descent_iter : L-BFGS steps at most per network before the Newton stage.
-    gtol, eps_on, gap : the certificate's tolerances.
-    delta : pre-activations within delta of 0 are treated as kinks by the step.
-    mu0 : initial Levenberg-Marquardt damping.
-    certify_every : check the certificate every this many iterations.
-    progress : optional callable(n_done, n_total).
-
-    Returns
-    -------
-    QuenchResult (loss never increases; read ``certified`` and ``reason``).
+    Every network is treated on its own (a network's iterations do not depend on
+    the others in the stack), so a stack may be cut into chunks for worker
+    processes. Returns (W, L, mu, iterations, stalled), modified copies.
     """
-    if not isinstance(arch, Arch):
-        raise ValueError(f"arch must be a relunet.Arch, got {type(arch).__name__}")
-    W0 = np.array(check_stack(W, arch), dtype=np.float64)
-    if not np.all(np.isfinite(W0)):
-        raise ValueError("W contains non-finite values: quench only finite networks "
-                         "(drop diverged ones first)")
-    for name, v in (("max_iter", max_iter), ("certify_every", certify_every)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    if not isinstance(descent_iter, (int, np.integer)) or descent_iter < 0:
-        raise ValueError(f"descent_iter must be an integer >= 0, got {descent_iter!r}")
-    for name, v in (("gtol", gtol), ("eps_on", eps_on), ("gap", gap), ("delta", delta),
-                    ("mu0", mu0)):
-        if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
-            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-    if gap <= eps_on:
-        raise ValueError(f"gap must be larger than eps_on, got gap={gap}, eps_on={eps_on}")
-    M = len(W0)
-    d_iters = np.zeros(M, int)
-    if descent_iter:
-        if progress is not None:
-            progress(0, M)
-        dr = descend(W0, arch, x, t, max_iter=int(descent_iter), gtol=gtol)
-        Wc, d_iters = dr.W, dr.iterations
-    else:
-        Wc = W0.copy()
-    Lc = loss_ref(Wc, arch, x, t)          # the same (NumPy) rounding as every trial step
-    mu = np.full(M, float(mu0))
+    Wc, Lc, mu = Wc.copy(), Lc.copy(), mu.copy()
+    M = len(Wc)
     iters = np.zeros(M, int)
-    done = loss(Wc, arch, x, t, kernel="plain") == 0.0   # a zero loss: a global minimum already
+    done = np.zeros(M, bool)
     stalled = np.zeros(M, bool)
     for it in range(max_iter):
         act = np.flatnonzero(~done)
@@ -598,6 +561,114 @@ def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
         iters[act] += 1
         if progress is not None:
             progress(int(done.sum()), M)
+    return Wc, Lc, mu, iters, stalled
+
+
+#: Newton iterations of 5x5 networks (P = 136, ~10 ms each) per worker process that
+#: pay for starting it (~1 s of imports and cached kernels)
+_WORK_PER_WORKER = 300
+
+
+def _n_workers(workers, n_networks, max_iter, P):
+    """Worker processes for the Newton stage: as asked, or (None) one per usable core
+    when the stage may run long enough (at most n_networks x max_iter iterations, each
+    costing about P / 136 of a 5x5 network's) to pay for them."""
+    if workers is not None:
+        return int(min(workers, max(n_networks, 1)))
+    work = n_networks * max_iter * P / 136
+    return int(max(1, min(usable_cores(), work // _WORK_PER_WORKER)))
+
+
+# =============================================================================
+# The batched driver
+# =============================================================================
+def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
+           eps_on: float = EPS_ON, gap: float = GAP, delta: float = DELTA,
+           mu0: float = 1e-3, certify_every: int = 5, descent_iter: int = 1000,
+           workers: int | None = None, progress=None) -> QuenchResult:
+    """Quench a stack of networks to certified stationary points (module docstring).
+
+    Two stages: ``descent_iter`` batched L-BFGS steps (:func:`descend`; 0 skips
+    it) run down the long smooth descents cheaply, then at most ``max_iter``
+    Newton iterations on the piecewise model finish at the kinks and certify.
+
+    Parameters
+    ----------
+    W : (M, P) or (P,) networks (float32 is promoted to float64).
+    arch, x, t : architecture and training data.
+    max_iter : Newton iterations at most per network.
+    descent_iter : L-BFGS steps at most per network before the Newton stage.
+    gtol, eps_on, gap : the certificate's tolerances.
+    delta : pre-activations within delta of 0 are treated as kinks by the step.
+    mu0 : initial Levenberg-Marquardt damping.
+    certify_every : check the certificate every this many iterations.
+    workers : processes for the Newton stage (:mod:`relunet.procpool`; the
+        networks are independent and every result is the same bit for bit
+        whatever the number). None: one per usable core when the stage has
+        enough work to pay for starting them (about 300 Newton iterations of
+        5x5 networks each), else 1 (in this process).
+    progress : optional callable(n_done, n_total).
+
+    Returns
+    -------
+    QuenchResult (loss never increases; read ``certified`` and ``reason``).
+    """
+    if not isinstance(arch, Arch):
+        raise ValueError(f"arch must be a relunet.Arch, got {type(arch).__name__}")
+    W0 = np.array(check_stack(W, arch), dtype=np.float64)
+    if not np.all(np.isfinite(W0)):
+        raise ValueError("W contains non-finite values: quench only finite networks "
+                         "(drop diverged ones first)")
+    for name, v in (("max_iter", max_iter), ("certify_every", certify_every)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    if workers is not None and (not isinstance(workers, (int, np.integer)) or workers < 1):
+        raise ValueError(f"workers must be None or an integer >= 1, got {workers!r}")
+    if not isinstance(descent_iter, (int, np.integer)) or descent_iter < 0:
+        raise ValueError(f"descent_iter must be an integer >= 0, got {descent_iter!r}")
+    for name, v in (("gtol", gtol), ("eps_on", eps_on), ("gap", gap), ("delta", delta),
+                    ("mu0", mu0)):
+        if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    if gap <= eps_on:
+        raise ValueError(f"gap must be larger than eps_on, got gap={gap}, eps_on={eps_on}")
+    M = len(W0)
+    d_iters = np.zeros(M, int)
+    if descent_iter:
+        if progress is not None:
+            progress(0, M)
+        dr = descend(W0, arch, x, t, max_iter=int(descent_iter), gtol=gtol)
+        Wc, d_iters = dr.W, dr.iterations
+    else:
+        Wc = W0.copy()
+    Lc = loss_ref(Wc, arch, x, t)          # the same (NumPy) rounding as every trial step
+    mu = np.full(M, float(mu0))
+    iters = np.zeros(M, int)
+    stalled = np.zeros(M, bool)
+    done0 = loss(Wc, arch, x, t, kernel="plain") == 0.0   # a zero loss: a global minimum already
+    act = np.flatnonzero(~done0)
+    n_workers = _n_workers(workers, act.size, max_iter, arch.P)
+    args = (arch, x, t, max_iter, gtol, eps_on, gap, delta, certify_every)
+    if n_workers > 1:
+        # the networks are independent: chunks of them run in worker processes, several
+        # chunks per worker so that a chunk of slow networks does not hold up the end
+        chunks = np.array_split(act, min(act.size, 4 * n_workers))
+        n_done = [int(done0.sum())]
+
+        def chunk_done(i):
+            n_done[0] += len(chunks[i])
+            if progress is not None:
+                progress(n_done[0], M)
+        res = run_tasks(_newton, [(Wc[c], Lc[c], mu[c]) + args for c in chunks], n_workers,
+                        on_done=chunk_done)
+        for c, (w_, l_, mu_, it_, st_) in zip(chunks, res):
+            Wc[c], Lc[c], mu[c], iters[c], stalled[c] = w_, l_, mu_, it_, st_
+    elif act.size:
+        def sub_progress(n, _):
+            progress(int(done0.sum()) + n, M)
+        Wc[act], Lc[act], mu[act], iters[act], stalled[act] = _newton(
+            Wc[act], Lc[act], mu[act], *args,
+            progress=None if progress is None else sub_progress)
     cert = certify(Wc, arch, x, t, gtol, eps_on, gap)
     reason = cert["reason"].astype(object)
     for m in np.flatnonzero(~cert["certified"]):

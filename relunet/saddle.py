@@ -68,9 +68,11 @@ def _reduced(H, g, modes):
     return lam, Q @ U, U.T @ (Q.T @ g)
 
 
-def prfo_step(g, H, radius, modes=None):
-    """One P-RFO step (module docstring), capped at ``radius``. Returns (s, lam)."""
-    lam, V, gv = _reduced(H, g, modes)
+def prfo_step(g, H, radius, modes=None, reduced=None):
+    """One P-RFO step (module docstring), capped at ``radius``. Returns (s, lam).
+
+    ``reduced``: ``_reduced(H, g, modes)`` if the caller has it already."""
+    lam, V, gv = _reduced(H, g, modes) if reduced is None else reduced
     s = np.zeros_like(gv)
     up = 0.5 * (lam[0] + np.sqrt(lam[0] ** 2 + 4.0 * gv[0] ** 2))
     s[0] = -gv[0] / (lam[0] - up) if lam[0] != up else 0.0
@@ -89,10 +91,15 @@ def prfo_step(g, H, radius, modes=None):
 
 
 def find_saddles(grad_hess, X0, modes=None, gtol: float = 1e-9, tol_rel: float = 1e-8,
-                 max_iter: int = 100, radius: float = 0.05, smooth=None) -> SaddleResult:
+                 max_iter: int = 100, radius: float = 0.05, smooth=None,
+                 grad=None) -> SaddleResult:
     """Refine starting points X0 (n, D) into index-1 saddles by P-RFO.
 
     grad_hess : callable X (m, D) -> (E (m,), G (m, D), H (m, D, D)).
+    grad : optional callable X (m, D) -> (E, G), the same E and G as grad_hess.
+        Trial points are then judged by it, and Hessians are computed only where
+        a step is accepted (most steps near a kink are refused, and a Hessian
+        costs P gradients).
     modes : optional callable x (D,) -> (k, D) exact zero modes to project out.
     smooth : optional callable x (D,) -> bool, False when x sits on (or too
         near) a kink; such points are reported as kind 'kink'.
@@ -106,12 +113,17 @@ def find_saddles(grad_hess, X0, modes=None, gtol: float = 1e-9, tol_rel: float =
     index = np.full(n, -1)
     E, G, H = grad_hess(X)
     gn = np.linalg.norm(G, axis=1)
+    # the reduced eigenproblem of each point (the costly part of an iteration), kept
+    # for the step and for the next iterations until the point moves
+    red = [None] * n
     for _ in range(max_iter + 1):
         act = np.flatnonzero(~done)
         if act.size == 0:
             break
         for i in act:
-            lam = _reduced(H[i], G[i], modes(X[i]) if modes else None)[0]
+            if red[i] is None:
+                red[i] = _reduced(H[i], G[i], modes(X[i]) if modes else None)
+            lam = red[i][0]
             tol = tol_rel * max(np.abs(lam).max(), 1e-300)
             index[i] = int(np.sum(lam < -tol))
             if gn[i] <= gtol and index[i] == 1:
@@ -119,14 +131,22 @@ def find_saddles(grad_hess, X0, modes=None, gtol: float = 1e-9, tol_rel: float =
         act = np.flatnonzero(~done & (it < max_iter))
         if act.size == 0:
             break
-        S = np.array([prfo_step(G[i], H[i], rad[i], modes(X[i]) if modes else None)[0]
-                      for i in act])
-        E2, G2, H2 = grad_hess(X[act] + S)
+        S = np.array([prfo_step(G[i], H[i], rad[i], reduced=red[i])[0] for i in act])
+        if grad is None:
+            E2, G2, H2 = grad_hess(X[act] + S)
+        else:
+            E2, G2 = grad(X[act] + S)
         gn2 = np.linalg.norm(G2, axis=1)
         better = gn2 < gn[act]                 # a step that raises |grad| is refused
         ok = act[better]
+        for i in ok:
+            red[i] = None
         X[ok] += S[better]
-        E[ok], G[ok], H[ok], gn[ok] = E2[better], G2[better], H2[better], gn2[better]
+        E[ok], G[ok], gn[ok] = E2[better], G2[better], gn2[better]
+        if grad is None:
+            H[ok] = H2[better]
+        elif ok.size:
+            H[ok] = grad_hess(X[ok])[2]
         step = np.linalg.norm(S, axis=1)
         rad[act] = np.where(better, np.minimum(2.0 * np.maximum(rad[act], step), radius),
                             0.25 * step)
@@ -145,17 +165,21 @@ def network_saddles(W0, arch, x, t, gap: float = 1e-6, **kw) -> SaddleResult:
     :mod:`relunet.hessian`, gradients on the pieces :mod:`relunet.kinks` sees,
     rescaling modes projected out, and points within ``gap`` of a kink
     reported as 'kink'."""
-    from .hessian import hessian
+    from .hessian import _one_blas_thread, hessian
     from .kinks import masked_loss_and_grad, preactivations
     from .quench import symmetry_modes
 
+    def grad(X):
+        return masked_loss_and_grad(X, arch, x, t, preactivations(X, arch, x) > 0)
+
     def grad_hess(X):
-        Z = preactivations(X, arch, x)
-        E, G = masked_loss_and_grad(X, arch, x, t, Z > 0)
-        return E, G, hessian(X, arch, x, t)
+        return grad(X) + (hessian(X, arch, x, t),)
 
     def smooth(w):
         return bool(np.abs(preactivations(w[None], arch, x)).min() > gap)
 
-    return find_saddles(grad_hess, W0, modes=lambda w: symmetry_modes(w, arch),
-                        smooth=smooth, **kw)
+    # every matrix here is P x P or smaller: BLAS threads cost more than they bring
+    # (4x the time on a busy 2-core machine; the results are the same)
+    with _one_blas_thread():
+        return find_saddles(grad_hess, W0, modes=lambda w: symmetry_modes(w, arch),
+                            smooth=smooth, grad=grad, **kw)

@@ -234,3 +234,17 @@ def test_bad_input(kwargs, match):
         quench(init_stack(arch, [0]), arch, x, x, **kwargs)
     with pytest.raises(ValueError, match="non-finite"):
         quench(np.full((1, arch.P), np.nan), arch, x, x)
+
+
+def test_worker_processes_change_no_bit():
+    """The Newton stage in 2 worker processes (relunet.procpool), chunk by chunk, gives
+    exactly the networks and certificates of the in-process loop."""
+    x, t = wf_training_set()
+    W0 = init_stack(WF_ARCH, range(4))
+    one = quench(W0, WF_ARCH, x, t, max_iter=4, descent_iter=30, workers=1)
+    two = quench(W0, WF_ARCH, x, t, max_iter=4, descent_iter=30, workers=2)
+    assert np.all(one.iterations == 4)                # every network took Newton steps
+    for f in ("W", "loss", "iterations", "certified", "kind", "measure", "reason"):
+        np.testing.assert_array_equal(getattr(one, f), getattr(two, f))
+    with pytest.raises(ValueError, match="workers"):
+        quench(W0, WF_ARCH, x, t, workers=0)

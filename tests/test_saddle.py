@@ -66,3 +66,25 @@ def test_a_minimum_is_not_a_saddle():
     r = find_saddles(fd_hessian(lambda X: double_well(X, c=0.0)), np.array([[1.0, 0.0]]),
                      max_iter=5)
     assert not r.converged[0] and r.index[0] == 0 and r.kind[0] == "not-index-1"
+
+
+def test_hessians_only_where_steps_are_accepted_change_nothing():
+    """With ``grad`` the Hessian is computed only at accepted points: the same saddles,
+    bit for bit, from fewer Hessian evaluations (some steps from far starts are refused)."""
+    calls = []
+
+    def efun(X):
+        return double_well(X, c=0.5)
+    gh = fd_hessian(efun)
+
+    def counted(X):
+        calls.append(len(X))
+        return gh(X)
+    starts = np.array([[0.3, 0.2], [-0.25, -0.1], [0.9, 0.7], [-0.8, 0.9]])
+    a = find_saddles(counted, starts, gtol=1e-10, radius=0.3)
+    n_full = sum(calls)
+    calls.clear()
+    b = find_saddles(counted, starts, gtol=1e-10, radius=0.3, grad=efun)
+    for f in ("X", "E", "gnorm", "index", "converged", "iterations", "kind"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+    assert sum(calls) < n_full
