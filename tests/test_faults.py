@@ -616,7 +616,7 @@ def test_ctrl_c_stops_both_lanes_with_one_message(tmp_path):
     assert "(second lane)" in out                   # it did run beside the main lane
     assert err.strip().splitlines() == [
         f"interrupted: everything finished so far is saved in {store_dir}/.",
-        "resume with: python run_all.py " + " ".join(cmd[2:])]
+        "resume with: python run_all.py " + " ".join(cmd[2:])], (out, err)
     deadline = time.monotonic() + 5
     while _processes_naming(str(store_dir)) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -374,7 +374,11 @@ def main(argv=None) -> int:
     old = {}
     if threading.current_thread() is threading.main_thread():
         old = {signal.SIGTERM: signal.signal(signal.SIGTERM, _term),
-               signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
+               signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN if child else
+                                            signal.default_int_handler)}
+        # a terminal's Ctrl-C reaches both lanes; the second leaves it to the main one,
+        # which stops it with ONE signal (SIGTERM): a second signal during its exit made
+        # dask's teardown print warnings
 
     fresh, files = {}, []
     current = {}                 # the experiment running now: name, t0, whether it computes
