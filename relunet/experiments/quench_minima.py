@@ -83,43 +83,54 @@ _FIELDS = ("W", "loss0", "loss", "moved", "iterations", "certified", "descent_it
 def compute(cfg: Config, ctx) -> dict:
     runs = fig2_fits.main_runs(fig2_fits.config(cfg.scale, cfg.dtype), ctx)
     x, t = wf_training_set()
-    out = {}
+    # both optimizers' students in ONE quench (rows are independent: the same bits as
+    # one call each, and half the L-BFGS bookkeeping per step), then split again
+    picks, W0s = [], []
     for opt, n in dict(cfg.n_networks).items():
         run = runs[opt]
         ok = usable(run)
-        W0 = run.W[ok][:n].astype(np.float64)
-        bar = None
-        if ctx.progress:
-            from tqdm import tqdm
-            bar = tqdm(total=len(W0), desc=f"quench {opt}", unit="net", leave=False)
+        W0s.append(run.W[ok][:n].astype(np.float64))
+        picks.append((opt, run.index[ok][:n]))
+    ends = np.cumsum([0] + [len(w) for w in W0s])
+    W0_all = np.concatenate(W0s)
+    bar = None
+    if ctx.progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(W0_all), desc="quench", unit="net", leave=False)
 
-        def progress(done, total, bar=bar):
-            if bar is not None:
-                bar.n = done
-                bar.refresh()
-        if cfg.dtype == "float64":
-            r = quench(W0, WF_ARCH, x, t, max_iter=cfg.max_iter,
-                       descent_iter=cfg.descent_iter, gtol=cfg.gtol, eps_on=cfg.eps_on,
-                       gap=cfg.gap, progress=progress)
-            q = {k: getattr(r, k) for k in _FIELDS}
-        else:
-            q = quench_float32(W0, WF_ARCH, x, t, cfg.descent_iter, cfg.gtol, cfg.eps_on,
+    def progress(done, total):
+        if bar is not None:
+            bar.n = done
+            bar.refresh()
+    if cfg.dtype == "float64":
+        r = quench(W0_all, WF_ARCH, x, t, max_iter=cfg.max_iter,
+                   descent_iter=cfg.descent_iter, gtol=cfg.gtol, eps_on=cfg.eps_on,
+                   gap=cfg.gap, progress=progress)
+        q_all = {k: getattr(r, k) for k in _FIELDS}
+    else:
+        q_all = quench_float32(W0_all, WF_ARCH, x, t, cfg.descent_iter, cfg.gtol, cfg.eps_on,
                                cfg.gap, data32=wf_training_set(dtype=np.float32),
                                progress=progress)
+    if bar is not None:
+        bar.close()
+    cert_all = q_all.pop("cert", None) or certify(q_all["W"], WF_ARCH, x, t, cfg.gtol,
+                                                  cfg.eps_on, cfg.gap)
+    cl_all = classify(q_all["W"], WF_ARCH, x, t, cert_all)
+    raw_all = certify(W0_all, WF_ARCH, x, t, cfg.gtol, cfg.eps_on, cfg.gap)
+    out = {}
+    for k, ((opt, index), W0) in enumerate(zip(picks, W0s)):
+        sl = slice(ends[k], ends[k + 1])
+        q = {f: v[sl] for f, v in q_all.items()}
+        if "loss64" in q:
             out[f"{opt}_loss64"] = q.pop("loss64")
-        if bar is not None:
-            bar.close()
-        cert = q.pop("cert", None) or certify(q["W"], WF_ARCH, x, t, cfg.gtol, cfg.eps_on,
-                                              cfg.gap)
-        cl = classify(q["W"], WF_ARCH, x, t, cert)
-        raw = certify(W0, WF_ARCH, x, t, cfg.gtol, cfg.eps_on, cfg.gap)
-        out.update({f"{opt}_{k}": q[k] for k in _FIELDS if k != "W"})
+        out.update({f"{opt}_{f}": q[f] for f in _FIELDS if f != "W"})
         out.update({
-            f"{opt}_index": run.index[ok][:n], f"{opt}_W0": W0, f"{opt}_W": q["W"],
+            f"{opt}_index": index, f"{opt}_W0": W0, f"{opt}_W": q["W"],
             f"{opt}_Wc": canonicalize(q["W"], WF_ARCH), f"{opt}_W0c": canonicalize(W0, WF_ARCH),
-            f"{opt}_type": cl["type"], f"{opt}_index_neg": cl["index"],
-            f"{opt}_n_flat": cl["n_flat"], f"{opt}_raw_measure": raw["measure"],
-            f"{opt}_raw_certified": raw["certified"]})
+            f"{opt}_type": cl_all["type"][sl], f"{opt}_index_neg": cl_all["index"][sl],
+            f"{opt}_n_flat": cl_all["n_flat"][sl],
+            f"{opt}_raw_measure": raw_all["measure"][sl],
+            f"{opt}_raw_certified": raw_all["certified"][sl]})
     out["wf_c"] = canonicalize(build_wf()[None, :], WF_ARCH)[0]
     return out
 
