@@ -195,6 +195,11 @@ def test_wf_hessian_is_psd_with_rescaling_flat_directions(wf):
     arch = WF_ARCH
     assert kn.loss(w, arch, x, t, kernel="plain")[0] == 0.0
     assert asym < 1e-13
+    # both kernels keep W_f's exact zeros: the same Hessian, the same flat directions
+    Hp = hs.hessian(w, arch, x, t, kernel="plain")[0]
+    np.testing.assert_allclose(H, Hp, rtol=0, atol=1e-13 * np.abs(Hp).max())
+    sp, sf = hs.spectrum_summary(hs.eigen(Hp)), hs.spectrum_summary(hs.eigen(H))
+    assert (sp["n_neg"], sp["n_zero"], sp["n_pos"]) == (sf["n_neg"], sf["n_zero"], sf["n_pos"])
     Hr = hs.hessian_ref(w, arch, x, t)[0]           # same relu'(0) = 0 branch
     np.testing.assert_allclose(H, Hr, rtol=0, atol=1e-12 * np.abs(Hr).max())
     # generator of each live unit's rescaling: +incoming, +bias, -outgoing

@@ -74,8 +74,8 @@ def wf_canonical_spectrum(x, t) -> np.ndarray:
     w = build_wf()
     _, info = canonicalize(w[None, :], WF_ARCH, return_info=True)
     D = apply_rescaling(np.ones(WF_ARCH.P), WF_ARCH, info["log_scales"][0])
-    H = hessian(w, WF_ARCH, x, t, kernel="plain")[0]   # W_f's exact zeros: the kernel
-    return eigen(H / np.outer(D, D))                      # that made its targets
+    H = hessian(w, WF_ARCH, x, t)[0]
+    return eigen(H / np.outer(D, D))
 
 
 def compute(cfg: Config, ctx) -> dict:

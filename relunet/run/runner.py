@@ -21,7 +21,7 @@ sequential run leaves about a third of two cores idle. The experiments that
 read no other experiment's results and whose results no other one reads (the
 ``NEEDS`` of :mod:`relunet.experiments.frame`: Fig. 1, Fig. 5, the sensitivity
 study, the high-frequency teacher) therefore run in a second process, started
-first at low priority (nice 10), which takes the idle core without slowing the
+first at the lowest priority (nice 19), which takes the idle core without slowing the
 main sequence. Results are the same bits either way (every experiment is
 deterministic whatever else runs); only the wall times in the report overlap.
 The second lane prints its own progress lines, dies with the run (Linux:
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-LANE_NICE = 10          #: niceness of the second lane: it takes what the main lane leaves
+LANE_NICE = 19          #: niceness of the second lane: it takes what the main lane leaves
 
 
 class LaneError(RuntimeError):
