@@ -602,9 +602,8 @@ def _processes_naming(text):
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the second lane")
 def test_ctrl_c_stops_both_lanes_with_one_message(tmp_path):
     """ext_sensitivity needs nothing and nothing selected needs it: it runs in the second
-    lane, started once wide_10x10 (the main lane's first experiment) is done, while the
-    main lane waits for it; Ctrl-C stops both at once, only the main lane speaks, and no
-    process of the run is left behind."""
+    lane while wide_10x10 trains in the main one; Ctrl-C stops both at once, only the main
+    lane speaks, and no process of the run is left behind."""
     store_dir = tmp_path / "store"
     cmd = [sys.executable, "run_all.py", "--scale", "smoke", "--only", "wide_10x10",
            "--only", "ext_sensitivity", "--store", str(store_dir), "--figures",

@@ -20,13 +20,10 @@ saddles) are single-threaded Python and NumPy between kernel calls, so a
 sequential run leaves about a third of two cores idle. The experiments that
 read no other experiment's results and whose results no other one reads (the
 ``NEEDS`` of :mod:`relunet.experiments.frame`: Fig. 1, Fig. 5, the sensitivity
-study, the high-frequency teacher) therefore run in a second process at the
-lowest priority (nice 19), which takes the idle core without slowing the main
-sequence. It starts once the main lane's first experiment, the main training, is
-done: started with it, it slowed that training by 20-40% (150 s -> 178-208 s
-on 2 cores) and compiled the same training kernel a second time. Results are
-the same bits either way (every experiment is deterministic whatever else
-runs); only the wall times in the report overlap.
+study, the high-frequency teacher) therefore run in a second process, started
+first at the lowest priority (nice 19), which takes the idle core without slowing the
+main sequence. Results are the same bits either way (every experiment is
+deterministic whatever else runs); only the wall times in the report overlap.
 The second lane prints its own progress lines, dies with the run (Linux:
 PR_SET_PDEATHSIG) and is stopped with it on Ctrl-C; its one-line error, if
 any, comes before the run's.
@@ -362,7 +359,7 @@ def main(argv=None) -> int:
     # the command to resume with: the user's (a second lane's own flags come last)
     mine = argv[:argv.index("--lane-child")] if "--lane-child" in argv else argv
     resume = " ".join(["python run_all.py"] + mine)
-    lane_mods = []
+    lane, lane_mods, lane_report = None, [], None
     if child:
         _become_lane()
         mods = [m for m in mods if m.NAME in args.lane_only.split(",")]
@@ -387,24 +384,8 @@ def main(argv=None) -> int:
     current = {}                 # the experiment running now: name, t0, whether it computes
     t_all = time.perf_counter()
 
-    held = {}                    # the second lane's process and report file, once started
-
-    def start_lane():
-        """Start the second lane (once): after the main lane's first experiment, the main
-        training, which needs the whole machine and compiles the kernels both use."""
-        if not lane_mods or "lane" in held:
-            return
-        import tempfile
-        ctx.store.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".lane-", suffix=".json", dir=ctx.store)
-        os.close(fd)
-        held["report"] = Path(name)
-        held["lane"] = _start_lane(argv, [m.NAME for m in lane_mods], held["report"])
-
     def work():
-        for k, mod in enumerate(mods):
-            if k == 1:
-                start_lane()
+        for mod in mods:
             cfg = _config(mod, args.scale, ctx.dtype)
             tag = " (second lane)" if child else ""
             print(f"[{position[mod.NAME]}/{total}] {mod.TITLE}{tag}", flush=True)
@@ -427,13 +408,12 @@ def main(argv=None) -> int:
             current.clear()
             print(f"      {mod.NAME} done in {dt:.1f} s" if child or lane_mods else
                   f"      done in {dt:.1f} s", flush=True)
-        start_lane()                          # a main lane of one experiment
-        if held.get("lane") is not None:
-            rc = held["lane"].wait()
+        if lane is not None:
+            rc = lane.wait()
             if rc != 0:
                 raise LaneError(f"the second lane ({', '.join(m.NAME for m in lane_mods)}) "
                                 f"stopped with exit code {rc} (its message is above)")
-            got = json.loads(held["report"].read_text())
+            got = json.loads(lane_report.read_text())
             files.extend(got["files"])
             fresh.update(got["fresh"])
         if child and args.lane_report:
@@ -445,13 +425,20 @@ def main(argv=None) -> int:
             with contextlib.suppress(Exception):
                 save_partial_timing(ctx, args.scale, current["name"],
                                     time.perf_counter() - current["t0"])
-        _stop_lane(held.get("lane"))
+        _stop_lane(lane)
         if child:                             # the main lane says what to do
             return 130
         print(f"\ninterrupted: everything finished so far is saved in {ctx.store}/.\n"
               f"resume with: {resume}", file=sys.stderr)
         return 130
 
+    if lane_mods:
+        import tempfile
+        ctx.store.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".lane-", suffix=".json", dir=ctx.store)
+        os.close(fd)
+        lane_report = Path(name)
+        lane = _start_lane(argv, [m.NAME for m in lane_mods], lane_report)
     try:
         run_interruptibly(work, on_interrupt)
     except KeyboardInterrupt:                 # not in the main thread: no hard exit
@@ -471,10 +458,10 @@ def main(argv=None) -> int:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-        _stop_lane(held.get("lane"))          # only an error leaves it running here
-        if held.get("report") is not None:
+        _stop_lane(lane)                      # only an error leaves it running here
+        if lane_report is not None:
             with contextlib.suppress(OSError):
-                held["report"].unlink()
+                lane_report.unlink()
     if child:
         return 0
     report = write_report(ctx, args.scale, report_sections(ctx, args.scale, fresh),
