@@ -159,6 +159,7 @@ def compute(cfg: Config, ctx) -> dict:
     # same ends, the one with the lower maximum is kept (both are paths; the minimax
     # barrier is at most either maximum)
     straight_peak, straight_conv = res.peak_energy.copy(), res.converged.copy()
+    straight_length = res.distance[:, -1].copy()
     redo = np.flatnonzero(~res.converged & (res.peak_energy > var_t)
                           & (res.energies[:, -1] < var_t - 1e-9))
     t0 = time.perf_counter()
@@ -194,6 +195,7 @@ def compute(cfg: Config, ctx) -> dict:
         study_converged=fine.converged if fine is not None else empty.astype(bool),
         study_iterations=fine.iterations if fine is not None else empty.astype(int),
         straight_peak_energy=straight_peak, straight_converged=straight_conv,
+        straight_length=straight_length,
         restart_index=redo if again is not None else empty.astype(int),
         restart_peak_energy=again.peak_energy if again is not None else empty,
         restart_converged=again.converged if again is not None else empty.astype(bool),
@@ -360,6 +362,7 @@ def report(cfg: Config, ctx) -> str:
     r_peak = d["restart_peak_energy"] if r_idx.size else np.zeros(0)
     r_conv = d["restart_converged"].astype(bool) if r_idx.size else np.zeros(0, bool)
     kept = r_peak < s_peak[r_idx]                 # the restarted band replaced the first
+    ratio0 = d["straight_length"] / chord if "straight_length" in d else None
     high0, high = s_peak > var_t, peak > var_t
     between = high & ~end_high & (top <= var_t)   # only the segments between images rise above
     above = high & ~end_high & (top > var_t)
@@ -425,9 +428,15 @@ def report(cfg: Config, ctx) -> str:
              f"the climbing image {_q(d['peak_measure'])}", "not stated",
              "target (90%) met" if conv.mean() >= 0.9 else "below the 90% target"),
             ("path length / chord",
-             f"{_q(ratio)}, max {fmt(ratio.max())}; <= 1.5: {np.mean(ratio <= 1.5):.0%}",
+             f"{_q(ratio)}, max {fmt(ratio.max())}; <= 1.5: {np.mean(ratio <= 1.5):.0%}"
+             + (f" (the first relaxations, from the straight line: {_q(ratio0)}, <= 1.5: "
+                f"{np.mean(ratio0 <= 1.5):.0%}; the kept restarts from the plateau path: "
+                f"{_q(ratio[r_idx[kept]])})" if ratio0 is not None and kept.any() else ""),
              "not stated",
-             "target (95% <= 1.5) met" if np.mean(ratio <= 1.5) >= 0.95 else "target missed"),
+             "target (95% <= 1.5) met" if np.mean(ratio <= 1.5) >= 0.95 else
+             ("target missed: the lower paths kept from the plateau restarts are longer "
+              "(they leave through the constant networks)" if ratio0 is not None and
+              np.mean(ratio0 <= 1.5) >= 0.95 else "target missed")),
             ("convergence study: images and iterations doubled", study_row, "not done",
              f"target < 1e-4: {verdict}"),
             ("bands above the constant predictor's MSE", explain, "not stated", above_verdict),
