@@ -82,38 +82,37 @@ def hvp(W, V, K: int, N: int, X, T, bits=None, threads=None):
     C-contiguous float64 stacks W and V (M, P), by the generated R-operator pass
     (``hvp_range``: the contract of :func:`relunet.hessian.hvp`, the same
     numbers to rounding). Rows are independent, as in :func:`loss_and_grad`."""
-    bits = vector_bits(bits)
-    M, P = W.shape
-    n_in, S = X.shape
-    n_out = T.shape[0]
-    mod = kernel_module(N, n_in, n_out, W.dtype, bits)
-    data, nchunks, clen = _packed(X, T, bits)
-    HV = np.empty((M, P), dtype=W.dtype)
-    if M == 0:
-        return HV
-    if threads is None:
-        threads = numba.get_num_threads() if M >= 16 else 1
-    cast = W.dtype.type
-    run_threads(mod.hvp_range, (W, V, data, K, nchunks, clen, cast(2.0 / (S * n_out)),
-                                cast(1.0 / (S * n_out)), HV), M, threads)
+    mod, data_args = _module_and_data(W, K, N, X, T, bits)
+    HV = np.empty(W.shape, dtype=W.dtype)
+    if len(W):
+        threads = (numba.get_num_threads() if len(W) >= 16 else 1) if threads is None \
+            else threads                                # an HVP row is ~3 gradients' work
+        run_threads(mod.hvp_range, (W, V) + data_args + (HV,), len(W), threads)
     return HV
 
 
-def _call(W, K, N, X, T, bits, threads, grad):
+def _module_and_data(W, K, N, X, T, bits):
+    """The generated module for these sizes and width, and the arguments every kernel
+    of it takes after the weights: (data, K, nchunks, clen, dy_scale, inv_count)."""
     bits = vector_bits(bits)
-    M, P = W.shape
     n_in, S = X.shape
     n_out = T.shape[0]
     mod = kernel_module(N, n_in, n_out, W.dtype, bits)
     data, nchunks, clen = _packed(X, T, bits)
+    cast = W.dtype.type
+    return mod, (data, K, nchunks, clen, cast(2.0 / (S * n_out)), cast(1.0 / (S * n_out)))
+
+
+def _call(W, K, N, X, T, bits, threads, grad):
+    mod, data_args = _module_and_data(W, K, N, X, T, bits)
+    M, P = W.shape
     E = np.empty(M, dtype=W.dtype)
     G = np.empty((M, P) if grad else (0, 0), dtype=W.dtype)
     if M == 0:
         return E, G
     if threads is None:
         threads = numba.get_num_threads() if M >= 64 else 1   # a pool costs ~0.2 ms
-    cast = W.dtype.type
-    args = (W, data, K, nchunks, clen, cast(2.0 / (S * n_out)), cast(1.0 / (S * n_out)), E)
+    args = (W,) + data_args + (E,)
     if grad:
         run_threads(mod.loss_grad_range, args + (G,), M, threads)
     else:
