@@ -91,8 +91,10 @@ whether it converged and what its final force is; nothing is assumed.
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -298,7 +300,7 @@ def _tangent_weights(Ep, E0, Em):
     return dmin, dmax                               # Eq. 11
 
 
-@njit(cache=True, fastmath=STRICT)
+@njit(cache=True, nogil=True, fastmath=STRICT)
 def _forces_kernel(X, E, G, rows, k, climb_on, F, F2, ci):
     """NEB forces of bands ``rows`` (see :func:`neb_forces`), written to row j of
     F (n, B-2, D), their squared norms to F2 (n, B-2) and the climbing image
@@ -338,7 +340,7 @@ def _forces_kernel(X, E, G, rows, k, climb_on, F, F2, ci):
             F2[j, i - 1] = _vdot(F[j, i - 1], F[j, i - 1])
 
 
-@njit(cache=True, fastmath=STRICT)
+@njit(cache=True, nogil=True, fastmath=STRICT)
 def _move_kernel(X, F, F2, jrows, bands, v, dtb, alpha, n_pos, fire, dt_sd, dt_max, max_step,
                  Xout):
     """Move band ``bands[q]`` by its force row ``jrows[q]`` of F: one FIRE step
@@ -518,9 +520,49 @@ def neb(efun, start, end, n_images: int = 32, k_spring: float = 1.0, climb: bool
     done, converged = np.zeros(Bn, bool), np.zeros(Bn, bool)
     iters, f_now, c_idx = np.zeros(Bn, int), np.full(Bn, np.inf), np.full(Bn, -1)
 
-    forces, move = _STEPS
+    forces_all, move_all = _STEPS
     F, F2 = np.empty((Bn, B - 2, D)), np.empty((Bn, B - 2))    # rows: unfinished bands
     ci = np.empty(Bn, dtype=np.int64)
+    # the band arithmetic in two threads, each on half of the bands (the kernels
+    # release the GIL; every band is computed by the same code whichever thread takes
+    # it, so the bits do not depend on the split): between two energy calls the
+    # machine's second core is otherwise idle
+    pool = ThreadPoolExecutor(max_workers=1) if Bn >= 8 and numba.get_num_threads() > 1 \
+        else None
+
+    def forces(X, E, G, a, k, climbing_on, F, F2, ci):
+        h = a.size // 2
+        if pool is None or h == 0:
+            return forces_all(X, E, G, a, k, climbing_on, F, F2, ci)
+        other = pool.submit(forces_all, X, E, G, a[:h], k, climbing_on, F[:h], F2[:h], ci[:h])
+        forces_all(X, E, G, a[h:], k, climbing_on, F[h:a.size], F2[h:a.size], ci[h:a.size])
+        other.result()
+
+    def move(X, F, F2, jm, m, v, dtb, alpha, n_pos, fire, dt, dt_max, max_step, Xm):
+        h = m.size // 2
+        if pool is None or h == 0:
+            return move_all(X, F, F2, jm, m, v, dtb, alpha, n_pos, fire, dt, dt_max, max_step,
+                            Xm)
+        cut = h * (B - 2)
+        other = pool.submit(move_all, X, F, F2, jm[:h], m[:h], v, dtb, alpha, n_pos, fire, dt,
+                            dt_max, max_step, Xm[:cut])
+        move_all(X, F, F2, jm[h:], m[h:], v, dtb, alpha, n_pos, fire, dt, dt_max, max_step,
+                 Xm[cut:])
+        other.result()
+    try:
+        return _neb_loop(efun, X, E, G, v, dtb, alpha, n_pos, climbing_on, done, converged,
+                         iters, f_now, c_idx, F, F2, ci, forces, move, max_iter, k_spring,
+                         climb, climb_after, climb_fmax, fmax, optimizer, dt, dt_max,
+                         max_step, Bn, B, D)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _neb_loop(efun, X, E, G, v, dtb, alpha, n_pos, climbing_on, done, converged, iters, f_now,
+              c_idx, F, F2, ci, forces, move, max_iter, k_spring, climb, climb_after,
+              climb_fmax, fmax, optimizer, dt, dt_max, max_step, Bn, B, D):
+    """The iterations of :func:`neb` (its state passed in, updated in place)."""
     for it in range(max_iter + 1):
         a = np.flatnonzero(~done)                   # unfinished bands
         if a.size == 0:
@@ -545,7 +587,7 @@ def neb(efun, start, end, n_images: int = 32, k_spring: float = 1.0, climb: bool
         iters[a[stop]] = it
         if bad.any():
             warnings.warn(f"{bad.sum()} band(s) met non-finite energies or forces and were "
-                          f"stopped (converged=False)", RuntimeWarning, stacklevel=2)
+                          f"stopped (converged=False)", RuntimeWarning, stacklevel=3)
         if stop.all():
             continue
         jm = np.flatnonzero(~stop)                  # rows of F that move, bands m
