@@ -338,6 +338,29 @@ def test_neb_network_band_independent_of_thread_count(tiny_minima):
     np.testing.assert_array_equal(one.images, two.images)
     np.testing.assert_array_equal(one.energies, two.energies)
 
+def test_neb_band_arithmetic_split_over_two_threads_gives_the_same_bits(tiny_minima):
+    """From 8 bands the forces and moves run on two threads, half of the bands each:
+    the same bits as one thread (9 bands, so the halves differ in size)."""
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 numba threads")
+    arch, x, t, W = tiny_minima
+    kw = dict(n_images=8, climb=True, climb_after=10, dt=0.01, max_step=0.02, max_iter=40)
+    efun = lambda X: kernels.loss_and_grad(X, arch, x, t)  # noqa: E731
+    starts, ends = W[[2, 0, 1] * 3], W[[1, 1, 2] * 3] + 0.01 * np.arange(9)[:, None]
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = neb(efun, starts, ends, **kw)
+        numba.set_num_threads(2)
+        two = neb(efun, starts, ends, **kw)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(one.images, two.images)
+    np.testing.assert_array_equal(one.energies, two.energies)
+    np.testing.assert_array_equal(one.climbing, two.climbing)
+
+
 def test_result_helpers():
     E = np.array([[0.0, 3.0, 1.0], [2.0, 1.0, 0.5]])
     X = np.arange(12.0).reshape(2, 3, 2)
