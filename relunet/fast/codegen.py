@@ -382,11 +382,21 @@ def _emit_delta_tangent(e, L, n_i, n_o):
 # =============================================================================
 # The kernel: one function, the phases written out inside the step loop
 # =============================================================================
-_SETUP = """    P = W.shape[1]
+_SCALARS = """    P = W.shape[1]
     zero = dy_scale - dy_scale
     v_zero = vsplat(zero)
     v_dy_scale = vsplat(dy_scale)
-    G_ACC = P * L                   # gradient accumulators
+"""
+
+
+def _aligned_buf(size: str) -> str:
+    """The scratch buffer ``buf`` of ``size`` elements (an expression), on a 64-byte boundary."""
+    return (f"    buf_raw = np.empty({size} + 64 // W.itemsize, dtype=W.dtype)\n"
+            f"    first = (-buf_raw.ctypes.data % 64) // W.itemsize\n"
+            f"    buf = buf_raw[first:first + {size}]\n")
+
+
+_SETUP = _SCALARS + """    G_ACC = P * L                   # gradient accumulators
     LOSS_ACC = 2 * P * L            # loss accumulator
     H = LOSS_ACC + L                # activations h_1 .. h_K
     DY = H + K * (N * CM)
@@ -396,10 +406,7 @@ _SETUP = """    P = W.shape[1]
     W_OUT = block_offset(K + 1, N, N_IN) * L
     # buf starts on a 64-byte boundary (numba aligns to 32): every vector of it
     # then sits in one cache line
-    buf_raw = np.empty(DZ_B + N * CM + 64 // W.itemsize, dtype=W.dtype)
-    first = (-buf_raw.ctypes.data % 64) // W.itemsize
-    buf = buf_raw[first:first + DZ_B + N * CM]
-"""
+""" + _aligned_buf("DZ_B + N * CM")
 
 _HEAD = """
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -562,10 +569,7 @@ def _emit_pass(e, base, N, n_in, n_out, L, acc, backward=True):
     _emit_grad(e, L, n_in, N, "data", acc)
 
 
-_HVP_SETUP = """    P = W.shape[1]
-    zero = dy_scale - dy_scale
-    v_zero = vsplat(zero)
-    v_dy_scale = vsplat(dy_scale)
+_HVP_SETUP = _SCALARS + """\
     VW = P * L                      # the direction v, broadcast like the weights
     GD_ACC = 2 * P * L              # accumulators of R{grad} = H v, per lane
     LOSS_ACC = 3 * P * L            # the loss the pass also sums (not returned)
@@ -580,10 +584,7 @@ _HVP_SETUP = """    P = W.shape[1]
     H_K = H + (K - 1) * (N * CM)
     HD_K = HD + (K - 1) * (N * CM)
     W_OUT = block_offset(K + 1, N, N_IN) * L
-    buf_raw = np.empty(DZD_B + N * CM + 64 // W.itemsize, dtype=W.dtype)
-    first = (-buf_raw.ctypes.data % 64) // W.itemsize
-    buf = buf_raw[first:first + DZD_B + N * CM]
-"""
+""" + _aligned_buf("DZD_B + N * CM")
 
 _HVP_HEAD = """
 
