@@ -486,6 +486,17 @@ def test_min_norm_hull_hand_worked_and_against_nnls(rng):
         assert ref - 1e-6 <= norm[k] <= ref + 1e-8
 
 
+def test_min_norm_hull_kernel_matches_its_numpy_twin(rng):
+    # the numba FISTA and its NumPy statement take the same steps; only the order of the
+    # sums in Q z differs, so the weights agree to rounding after 300 iterations
+    P = rng.normal(size=(7, 17, 136)) + 0.1 * rng.normal(size=(7, 1, 136))
+    P[3] = P[3, :1]                                       # identical rows
+    n_k, lam_k = min_norm_hull(P, iters=300)
+    n_np, lam_np = min_norm_hull(P, iters=300, kernel=False)
+    np.testing.assert_allclose(lam_k, lam_np, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(n_k, n_np, rtol=1e-12, atol=1e-14)
+
+
 def test_sampled_min_norm_on_and_off_the_crease():
     # on the crease at x = 0.5: the one-sided gradients are g+- = (dU/dx -+ 2ac x, +-a) =
     # (-1.5 -+ 1, +-2); the min-norm point of their segment is (-1.5 - 1 + 2s, 2 - 4s)... the
