@@ -308,11 +308,11 @@ def _fista_kernel(Q, L, iters):
                     u[k] = u[k - 1]
                     k -= 1
                 u[k] = x
-            css, r, theta = 0.0, 1, 0.0
+            css, theta = 0.0, 0.0                   # theta from the last positive entry
             for i in range(m):
                 css += u[i]
                 if u[i] - (css - 1.0) / (i + 1) > 0:
-                    r, theta = i + 1, (css - 1.0) / (i + 1)
+                    theta = (css - 1.0) / (i + 1)
             tn = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * tk * tk))
             for i in range(m):
                 new = max(v[i] - theta, 0.0)
