@@ -650,6 +650,11 @@ def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
     n_workers = _n_workers(workers, act.size, max_iter, arch.P)
     args = (arch, x, t, max_iter, gtol, eps_on, gap, delta, certify_every)
     if n_workers > 1:
+        # compile (or load) the stage's kernels here first, on one network whose result is
+        # thrown away: on a cold numba cache every worker would otherwise compile the same
+        # kernels at the same time (~10 s each), and this process again for the certificate
+        _newton(Wc[act[:1]], Lc[act[:1]], mu[act[:1]], arch, x, t, 1, gtol, eps_on, gap,
+                delta, 1)
         # the networks are independent: chunks of them run in worker processes, several
         # chunks per worker so that a chunk of slow networks does not hold up the end
         chunks = np.array_split(act, min(act.size, 4 * n_workers))
