@@ -30,3 +30,35 @@ def test_strict_refuses_a_flat_step_that_armijo_accepts():
     for strict, expect in ((False, [1.0]), (True, [0.0])):
         step, found, *_ = backtrack(flat, X, np.ones(1), d, np.zeros(1), 1e-4, strict=strict)
         assert step.tolist() == expect and found[0] == (not strict)
+
+
+def test_several_halvings_per_call_give_the_one_by_one_result(rng):
+    # rows that need 0 to ~25 halvings (directions scaled up to 2^25 too long), against
+    # the halvings done one at a time, row by row, in plain Python
+    def quartic(X):
+        return np.sum(X ** 4 - X ** 2, axis=1), 4 * X ** 3 - 2 * X
+    X = rng.normal(size=(40, 5))
+    E, G = quartic(X)
+    d = -G * 2.0 ** rng.integers(0, 26, size=(40, 1))
+    d[-1] = G[-1]                                         # uphill: never accepted
+    slope = np.sum(G * d, axis=1)
+    calls = []
+
+    def counted(P):
+        calls.append(len(P))
+        return quartic(P)
+    step, found, E_new, G_new, evals = backtrack(counted, X, E, d, slope, 1e-4)
+    for i in range(40):
+        s, k = 1.0, 0
+        while k < 30:
+            e, g = quartic(X[i:i + 1] + s * d[i:i + 1])
+            k += 1
+            if e[0] <= E[i] + 1e-4 * s * slope[i]:
+                break
+            s *= 0.5
+        else:
+            assert not found[i] and step[i] == 0.0 and evals[i] == 30 and E_new[i] == E[i]
+            continue
+        assert found[i] and step[i] == s and evals[i] == k
+        assert E_new[i] == e[0] and np.array_equal(G_new[i], g[0])
+    assert not found[-1] and len(calls) <= 6          # 1 + 4 + 8 + 16 + 1 trials per row
