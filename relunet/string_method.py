@@ -113,8 +113,10 @@ kernels, ``_step_kernel`` and ``_reparam_kernel``, band by band; the NumPy
 functions ``_step_numpy`` and ``_reparam_numpy`` (with :func:`reparametrize`,
 ``_reparametrize_split`` and ``_central_tangents``) state the same equations
 readably, and the tests hold the kernels to them over whole runs (to ~1e-12:
-the sums over D run in another order). The grid's re-equidistribution
-(rare), the checks and the final bookkeeping stay in NumPy.
+the sums over D run in another order). From 8 bands on they run in two
+threads, half of the bands each (the same bits: no step mixes bands). The
+grid's re-equidistribution (rare), the checks and the final bookkeeping stay
+in NumPy.
 
 Images away from the peak need not be relaxed for the barrier to be right
 (descent elsewhere can only lower the path); their single-point forces are
@@ -128,8 +130,10 @@ row-independent ``efun``).
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -235,7 +239,11 @@ def _dense_points(X, n_dense):
     """Interior points of every segment at fractions k / n_dense, k = 1..n_dense-1:
     (Bn, B-1, n_dense-1, D)."""
     f = np.arange(1, n_dense) / n_dense
-    return X[:, :-1, None] + f[None, None, :, None] * np.diff(X, axis=1)[:, :, None]
+    n, B, D = X.shape
+    P = np.empty((n, B - 1, n_dense - 1, D))        # X_j + f (X_{j+1} - X_j), no temporaries
+    np.multiply(f[None, None, :, None], np.diff(X, axis=1)[:, :, None], out=P)
+    P += X[:, :-1, None]
+    return P
 
 
 def _profile(X, E, Ed):
@@ -547,19 +555,33 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
     def frozen_at(it):
         return regrid_every == 0 or it > regrid_until
 
+    def move(rows, c, climbing, reparam):           # bands rows: a step (then reparametrise)
+        step_bands(X, E, G, rows, h, F_old, dr_len, h_par, g_old, c_old, line_max, climbing,
+                   float(grow), float(step), float(step_max), float(max_step), c)
+        if reparam:
+            reparam_bands(X, rows, frac, c)
+
+    def regrid_move(rows, c):
+        reparam_bands(X, rows, frac, c)
+
+    # the band arithmetic in two threads, each on half of the bands, as in relunet.neb (the
+    # kernels release the GIL and a band's bits do not depend on the thread): between two
+    # energy calls the machine's second core is otherwise idle. (Shut down after the loop;
+    # should the loop raise, the idle worker exits when the pool is collected.)
+    pool = ThreadPoolExecutor(max_workers=1) if Bn >= 8 and numba.get_num_threads() > 1 \
+        else None
+
     for it in range(max_iter + 1):
         a = np.flatnonzero(~done)
         if a.size == 0:
             break
         if it > 0:
             # ---- one step per image along its perpendicular force, then reparametrise
-            climbing = climb and frozen_at(it)
-            step_bands(X, E, G, a, h, F_old, dr_len, h_par, g_old, c_old, line_max, climbing,
-                       float(grow), float(step), float(step_max), float(max_step), ci)
             regrid = regrid_every > 0 and it % regrid_every == 0 and it <= regrid_until
-            if regrid:
+            _split(pool, move, a, ci, climb and frozen_at(it), not regrid)
+            if regrid:                              # the grid from the moved images
                 frac[a] = _equidistribute(X[a], E[a], Ed_last[a], energy_weight, peak_weight)
-            reparam_bands(X, a, frac, ci)
+                _split(pool, regrid_move, a, ci)
             if regrid:                              # fresh optimiser and window on a new grid
                 h[a], F_old[a], dr_len[a] = float(step), 0.0, 0.0
                 n_hist[a], gs_want[a] = 0, False
@@ -647,6 +669,8 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
         done[a[stop]] = True
         iters[a[stop]] = it
 
+    if pool is not None:
+        pool.shutdown()
     # final bookkeeping: profile of every band at its final images, the peak
     # located to within (B - 1) / (n_dense 16^3) of the band's parameter, forces
     dist, prof = _profile(X, E, Ed_last)
@@ -749,6 +773,17 @@ def _step_numpy(X, E, G, rows, h, F_old, dr_len, h_par, g_old, c_old, line_max, 
     X[a] = Xa
     dr_len[a] = np.sqrt(_dot(dr, dr))
     ci[:a.size] = c + 1
+
+
+def _split(pool, fn, a, ci, *args):
+    """fn(rows, ci rows, *args) on the bands a: the first half in the pool's thread,
+    the rest here (all here without a pool)."""
+    h = a.size // 2
+    if pool is None or h == 0:
+        return fn(a, ci, *args)
+    other = pool.submit(fn, a[:h], ci[:h], *args)
+    fn(a[h:], ci[h:a.size], *args)
+    other.result()
 
 
 def _reparam_numpy(X, rows, frac, ci):

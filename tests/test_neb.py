@@ -890,3 +890,26 @@ def test_string_network_driver_matches_numpy_twin(tiny_minima, monkeypatch):
     assert not np.array_equal(r_nb.images, r_np.images)      # the sums differ
     for f in ("images", "energies", "fractions", "peak_energy", "step"):
         np.testing.assert_allclose(getattr(r_nb, f), getattr(r_np, f), rtol=1e-12, atol=1e-12)
+
+
+def test_string_band_arithmetic_split_over_two_threads_gives_the_same_bits(tiny_minima):
+    """From 8 bands the string method's step and reparametrisation run on two threads,
+    half of the bands each: the same bits as one thread (9 bands, climbing, regridding)."""
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 numba threads")
+    arch, x, t, W = tiny_minima
+    efun = lambda X: kernels.loss_and_grad(X, arch, x, t)  # noqa: E731
+    kw = dict(n_images=8, max_iter=60, step=1e-3, max_step=0.02, check_every=5, window=5,
+              regrid_every=20, regrid_until=40, climb=True)
+    starts, ends = W[[2, 0, 1] * 3], W[[1, 1, 2] * 3] + 0.01 * np.arange(9)[:, None]
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = string_method(efun, starts, ends, **kw)
+        numba.set_num_threads(2)
+        two = string_method(efun, starts, ends, **kw)
+    finally:
+        numba.set_num_threads(before)
+    for f in ("images", "energies", "fractions", "step", "peak_energy"):
+        np.testing.assert_array_equal(getattr(one, f), getattr(two, f))
