@@ -913,3 +913,14 @@ def test_string_band_arithmetic_split_over_two_threads_gives_the_same_bits(tiny_
         numba.set_num_threads(before)
     for f in ("images", "energies", "fractions", "step", "peak_energy"):
         np.testing.assert_array_equal(getattr(one, f), getattr(two, f))
+
+
+def test_string_dense_points_kernel_is_the_numpy_expression_bit_for_bit(rng):
+    from relunet.string_method import _dense_points
+    X = rng.normal(size=(3, 6, 7))
+    for nd in (2, 5, 8):
+        f = np.arange(1, nd) / nd
+        want = X[:, :-1, None] + f[None, None, :, None] * np.diff(X, axis=1)[:, :, None]
+        np.testing.assert_array_equal(_dense_points(X, nd), want)
+    # a non-contiguous view gives the same points as its copy
+    np.testing.assert_array_equal(_dense_points(X[:, ::-1], 4), _dense_points(X[:, ::-1].copy(), 4))
