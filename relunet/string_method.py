@@ -790,9 +790,10 @@ def _step_numpy(X, E, G, rows, h, F_old, dr_len, h_par, g_old, c_old, line_max, 
 
 def _split(pool, fn, a, ci, *args):
     """fn(rows, ci rows, *args) on the bands a: the first half in the pool's thread,
-    the rest here (all here without a pool)."""
+    the rest here (all here without a pool or with fewer than 8 bands, where handing
+    work to the thread costs about what it saves)."""
     h = a.size // 2
-    if pool is None or h == 0:
+    if pool is None or a.size < 8:
         return fn(a, ci, *args)
     other = pool.submit(fn, a[:h], ci[:h], *args)
     fn(a[h:], ci[h:a.size], *args)
