@@ -107,6 +107,17 @@ iterations on a frozen grid):
    the point is Clarke epsilon-stationary, the nonsmooth meaning of "saddle
    candidate" (whose index a later refinement has to settle).
 
+Implementation. Each iteration's band arithmetic (tangents, forces, the step
+rule, the climber, the step cap, the reparametrisation) runs in two numba
+kernels, ``_step_kernel`` and ``_reparam_kernel``, band by band; the NumPy
+functions ``_step_numpy`` and ``_reparam_numpy`` (with :func:`reparametrize`,
+``_reparametrize_split`` and ``_central_tangents``) state the same equations
+readably, and the tests hold the kernels to them over whole runs (to ~1e-12:
+the sums over D run in another order). From 8 bands on they run in two
+threads, half of the bands each (the same bits: no step mixes bands). The
+grid's re-equidistribution (rare), the checks and the final bookkeeping stay
+in NumPy.
+
 Images away from the peak need not be relaxed for the barrier to be right
 (descent elsewhere can only lower the path); their single-point forces are
 returned as a diagnostic (``fperp``), not used. Every iteration makes ONE
@@ -119,8 +130,10 @@ row-independent ``efun``).
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -132,6 +145,8 @@ from .neb import (
     _check_number,
     _dot,
     _evaluate,
+    _rows,
+    _vdot,
     linear_path,
 )
 
@@ -223,8 +238,25 @@ def reparametrize(X, fractions) -> np.ndarray:
 def _dense_points(X, n_dense):
     """Interior points of every segment at fractions k / n_dense, k = 1..n_dense-1:
     (Bn, B-1, n_dense-1, D)."""
-    f = np.arange(1, n_dense) / n_dense
-    return X[:, :-1, None] + f[None, None, :, None] * np.diff(X, axis=1)[:, :, None]
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    n, B, D = X.shape
+    P = np.empty((n, B - 1, n_dense - 1, D))
+    _dense_kernel(X, n_dense, P)
+    return P
+
+
+@njit(cache=True, nogil=True, fastmath=STRICT)
+def _dense_kernel(X, n_dense, P):
+    """P[b, j, q] = X[b, j] + f (X[b, j+1] - X[b, j]), f = (q + 1) / n_dense: the
+    NumPy expression X[:, :-1, None] + f[:, None] * np.diff(X, axis=1)[:, :, None]
+    bit for bit (element-wise, no sums), five times faster (no temporaries)."""
+    n, B, D = X.shape
+    for b in range(n):
+        for j in range(B - 1):
+            for q in range(n_dense - 1):
+                f = (q + 1) / n_dense
+                for d in range(D):
+                    P[b, j, q, d] = X[b, j, d] + f * (X[b, j + 1, d] - X[b, j, d])
 
 
 def _profile(X, E, Ed):
@@ -564,7 +596,9 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
     h = np.full((Bn, B - 2), float(step))
     F_old = np.zeros((Bn, B - 2, D))
     h_par, g_old = np.full((Bn, B - 2), float(step)), np.zeros((Bn, B - 2))    # climbing
-    c_old = np.full(Bn, -1)
+    c_old = np.full(Bn, -1, dtype=np.int64)
+    ci = np.zeros(Bn, dtype=np.int64)                # each step's climber (image index, 0: none)
+    step_bands, reparam_bands = _STEPS
     dr_len = np.zeros((Bn, B - 2))                  # length of each image's last step
     line_max = np.full(Bn, np.inf)                  # the initial path's maximum (set at it 0)
     done, converged = np.zeros(Bn, bool), np.zeros(Bn, bool)
@@ -582,57 +616,33 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
     def frozen_at(it):
         return regrid_every == 0 or it > regrid_until
 
+    def move(rows, c, climbing, reparam):           # bands rows: a step (then reparametrise)
+        step_bands(X, E, G, rows, h, F_old, dr_len, h_par, g_old, c_old, line_max, climbing,
+                   float(grow), float(step), float(step_max), float(max_step), c)
+        if reparam:
+            reparam_bands(X, rows, frac, c)
+
+    def regrid_move(rows, c):
+        reparam_bands(X, rows, frac, c)
+
+    # the band arithmetic in two threads, each on half of the bands, as in relunet.neb (the
+    # kernels release the GIL and a band's bits do not depend on the thread): between two
+    # energy calls the machine's second core is otherwise idle. (Shut down after the loop;
+    # should the loop raise, the idle worker exits when the pool is collected.)
+    pool = ThreadPoolExecutor(max_workers=1) if Bn >= 8 and numba.get_num_threads() > 1 \
+        else None
+
     for it in range(max_iter + 1):
         a = np.flatnonzero(~done)
         if a.size == 0:
             break
         if it > 0:
             # ---- one step per image along its perpendicular force, then reparametrise
-            tau = _central_tangents(X[a])
-            Ga = G[a, 1:-1]
-            g_par = _dot(Ga, tau)
-            F = g_par[..., None] * tau - Ga
-            ha = h[a]
-            ha = np.where(_dot(F, F_old[a]) < 0.0, 0.5 * ha, np.minimum(grow * ha, step_max))
-            # and never above 1.5 / L, L = |F - F_old| / |last step| the force's local
-            # Lipschitz estimate: the sign test above watches the whole force, which the weak
-            # directions dominate, so a step too long for a stiff one could grow unchecked
-            # and fling images up the walls (seen on network bands)
-            dF = np.sqrt(_dot(F - F_old[a], F - F_old[a]))
-            lip = np.where(dF > 0, 1.5 * dr_len[a] / np.where(dF > 0, dF, 1.0), np.inf)
-            ha = np.where(dr_len[a] > 0, np.minimum(ha, lip), ha)
-            h[a], F_old[a] = ha, F
-            dr = ha[..., None] * F
-            climbing = climb and frozen_at(it)
-            if climbing:        # the highest image also climbs: + (G.tau) tau, own step
-                r = np.arange(a.size)
-                c = np.argmax(E[a, 1:-1], axis=1)
-                Ea = E[a]
-                # only a maximum along the band climbs (not an image below a higher endpoint),
-                # and only while it is below the initial path's maximum: the minimax barrier
-                # is at most the maximum along ANY path between the ends, so a climber above
-                # it has left the valley (without this bound a climber on a ridge that rises
-                # without end dragged its band far up it: seen on network bands)
-                ok = (Ea[r, c + 1] >= Ea[r, c]) & (Ea[r, c + 1] >= Ea[r, c + 2]) & \
-                    (Ea[r, c + 1] <= line_max[a])
-                gp, hp = g_par[r, c], h_par[a, c]
-                hp = np.where(gp * g_old[a, c] < 0.0, 0.5 * hp, np.minimum(grow * hp, step_max))
-                hp = np.where(c == c_old[a], hp, float(step))            # a new climber
-                h_par[a, c], g_old[a, c], c_old[a] = hp, gp, np.where(ok, c, -1)
-                # at most half way to the neighbour it moves towards: it stays inside the band
-                seg = np.sqrt(_dot(np.diff(X[a], axis=1), np.diff(X[a], axis=1)))
-                room = 0.5 * np.where(gp > 0, seg[r, c + 1], seg[r, c])
-                move = np.clip(hp * gp, -room, room)
-                dr[r, c] += np.where(ok, move, 0.0)[:, None] * tau[r, c]
-                c = np.where(ok, c, -1)
-            Xa = X[a]
-            Xa[:, 1:-1] += _cap(dr, max_step)
-            dr_len[a] = np.sqrt(_dot(dr, dr))
             regrid = regrid_every > 0 and it % regrid_every == 0 and it <= regrid_until
-            if regrid:
-                frac[a] = _equidistribute(Xa, E[a], Ed_last[a], energy_weight, peak_weight)
-            X[a] = _reparametrize_split(Xa, frac[a], c + 1) if climbing else \
-                reparametrize(Xa, frac[a])
+            _split(pool, move, a, ci, climb and frozen_at(it), not regrid)
+            if regrid:                              # the grid from the moved images
+                frac[a] = _equidistribute(X[a], E[a], Ed_last[a], energy_weight, peak_weight)
+                _split(pool, regrid_move, a, ci)
             if regrid:                              # fresh optimiser and window on a new grid
                 h[a], F_old[a], dr_len[a] = float(step), 0.0, 0.0
                 n_hist[a], gs_want[a] = 0, False
@@ -657,11 +667,16 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                                             U).reshape(-1, D))
         Eall, Gall = _evaluate(efun, np.concatenate(parts) if len(parts) > 1 else parts[0])
         k = parts[0].shape[0]
+        sel = _rows(a, Bn)                          # a view when every band is active
         if it == 0:
-            E[a], G[a] = Eall[:k].reshape(-1, B), Gall[:k].reshape(-1, B, D)
+            E[sel], G[sel] = Eall[:k].reshape(-1, B), Gall[:k].reshape(-1, B, D)
         else:
-            E[a, 1:-1], G[a, 1:-1] = Eall[:k].reshape(-1, B - 2), Gall[:k].reshape(-1, B - 2, D)
-        bad = ~(np.isfinite(E[a]).all(1) & np.isfinite(G[a]).all((1, 2)))
+            E[sel, 1:-1], G[sel, 1:-1] = Eall[:k].reshape(-1, B - 2), \
+                Gall[:k].reshape(-1, B - 2, D)
+        # the new rows suffice: the endpoints were checked at iteration 0, where a band
+        # with a non-finite one stopped
+        bad = ~(np.isfinite(Eall[:k]).reshape(a.size, -1).all(1)
+                & np.isfinite(Gall[:k]).reshape(a.size, -1).all(1))
         if check:
             kd = parts[1].shape[0]
             Ed = Eall[k:k + kd].reshape(a.size, B - 1, nd - 1)
@@ -715,6 +730,8 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
         done[a[stop]] = True
         iters[a[stop]] = it
 
+    if pool is not None:
+        pool.shutdown()
     # final bookkeeping: profile of every band at its final images, the peak
     # located to within (B - 1) / (n_dense 16^3) of the band's parameter, forces
     dist, prof = _profile(X, E, Ed_last)
@@ -762,6 +779,214 @@ def _reparametrize_split(X, frac, c):
     Y[:, 0], Y[:, -1] = X[:, 0], X[:, -1]
     Y[r, ci] = X[r, ci]                                 # the climber stays where it is
     return Y
+
+
+# =============================================================================
+# One iteration's band arithmetic: the NumPy twin and the numba kernels
+# =============================================================================
+def _step_numpy(X, E, G, rows, h, F_old, dr_len, h_par, g_old, c_old, line_max, climbing,
+                grow, step, step_max, max_step, ci):
+    """One step of the movable images of bands ``rows`` along their perpendicular
+    forces (the step rule of the module docstring; with ``climbing``, the highest
+    image also climbs), in place in X; the optimiser state h, F_old, dr_len, h_par,
+    g_old, c_old (indexed by band) is updated, and ci[j] receives the image index
+    of band rows[j]'s climber (0: none) for :func:`_reparam_numpy`."""
+    a = rows
+    tau = _central_tangents(X[a])
+    Ga = G[a, 1:-1]
+    g_par = _dot(Ga, tau)
+    F = g_par[..., None] * tau - Ga
+    ha = h[a]
+    ha = np.where(_dot(F, F_old[a]) < 0.0, 0.5 * ha, np.minimum(grow * ha, step_max))
+    # and never above 1.5 / L, L = |F - F_old| / |last step| the force's local
+    # Lipschitz estimate: the sign test above watches the whole force, which the weak
+    # directions dominate, so a step too long for a stiff one could grow unchecked
+    # and fling images up the walls (seen on network bands)
+    dF = np.sqrt(_dot(F - F_old[a], F - F_old[a]))
+    lip = np.where(dF > 0, 1.5 * dr_len[a] / np.where(dF > 0, dF, 1.0), np.inf)
+    ha = np.where(dr_len[a] > 0, np.minimum(ha, lip), ha)
+    h[a], F_old[a] = ha, F
+    dr = ha[..., None] * F
+    c = np.full(a.size, -1)
+    if climbing:        # the highest image also climbs: + (G.tau) tau, own step
+        r = np.arange(a.size)
+        c = np.argmax(E[a, 1:-1], axis=1)
+        Ea = E[a]
+        # only a maximum along the band climbs (not an image below a higher endpoint),
+        # and only while it is below the initial path's maximum: the minimax barrier
+        # is at most the maximum along ANY path between the ends, so a climber above
+        # it has left the valley (without this bound a climber on a ridge that rises
+        # without end dragged its band far up it: seen on network bands)
+        ok = (Ea[r, c + 1] >= Ea[r, c]) & (Ea[r, c + 1] >= Ea[r, c + 2]) & \
+            (Ea[r, c + 1] <= line_max[a])
+        gp, hp = g_par[r, c], h_par[a, c]
+        hp = np.where(gp * g_old[a, c] < 0.0, 0.5 * hp, np.minimum(grow * hp, step_max))
+        hp = np.where(c == c_old[a], hp, float(step))            # a new climber
+        h_par[a, c], g_old[a, c], c_old[a] = hp, gp, np.where(ok, c, -1)
+        # at most half way to the neighbour it moves towards: it stays inside the band
+        seg = np.sqrt(_dot(np.diff(X[a], axis=1), np.diff(X[a], axis=1)))
+        room = 0.5 * np.where(gp > 0, seg[r, c + 1], seg[r, c])
+        move = np.clip(hp * gp, -room, room)
+        dr[r, c] += np.where(ok, move, 0.0)[:, None] * tau[r, c]
+        c = np.where(ok, c, -1)
+    Xa = X[a]
+    Xa[:, 1:-1] += _cap(dr, max_step)
+    X[a] = Xa
+    dr_len[a] = np.sqrt(_dot(dr, dr))
+    ci[:a.size] = c + 1
+
+
+def _split(pool, fn, a, ci, *args):
+    """fn(rows, ci rows, *args) on the bands a: the first half in the pool's thread,
+    the rest here (all here without a pool or with fewer than 8 bands, where handing
+    work to the thread costs about what it saves)."""
+    h = a.size // 2
+    if pool is None or a.size < 8:
+        return fn(a, ci, *args)
+    other = pool.submit(fn, a[:h], ci[:h], *args)
+    fn(a[h:], ci[h:a.size], *args)
+    other.result()
+
+
+def _reparam_numpy(X, rows, frac, ci):
+    """Bands ``rows`` of X put back on their grids frac (indexed by band), in place:
+    :func:`reparametrize`, or :func:`_reparametrize_split` around image ci[j] > 0."""
+    X[rows] = _reparametrize_split(X[rows], frac[rows], ci[:rows.size])
+
+
+# The NumPy functions above are the readable reference, held to these kernels by
+# the tests; :func:`string_method` runs the kernels. As in :mod:`relunet.neb`
+# (whose ``_vdot`` they use): one band at a time in a sequential loop of its own,
+# so that a band's bits do not depend on the batch, serial, sums over D in the
+# fixed order of ``_vdot`` (they differ from NumPy's einsum in the last bits), the
+# element-wise equations those of the twin, term for term.
+@njit(cache=True, nogil=True, fastmath=STRICT)
+def _step_kernel(X, E, G, rows, h, F_old, dr_len, h_par, g_old, c_old, line_max, climbing,
+                 grow, step, step_max, max_step, ci):
+    """:func:`_step_numpy` (same arguments, same outputs), band by band."""
+    B, D = X.shape[1], X.shape[2]
+    dX, seg = np.empty((B - 1, D)), np.empty(B - 1)
+    tau, dr = np.empty((B - 2, D)), np.empty((B - 2, D))
+    g_par, F, t = np.empty(B - 2), np.empty(D), np.empty(D)
+    for j in range(rows.size):
+        b = rows[j]
+        for i in range(B - 1):                      # segments R_{i+1} - R_i, their lengths
+            for d in range(D):
+                dX[i, d] = X[b, i + 1, d] - X[b, i, d]
+            seg[i] = np.sqrt(_vdot(dX[i], dX[i]))
+        for k in range(B - 2):                      # movable image i = k + 1
+            hm, hp = seg[k], seg[k + 1]             # central tangent on the non-uniform grid
+            wp, wm = 1.0, 1.0
+            if hp > 0.0 and hm > 0.0:
+                wp, wm = hm / hp, hp / hm
+            for d in range(D):
+                t[d] = wp * dX[k + 1, d] + wm * dX[k, d]
+            norm = np.sqrt(_vdot(t, t))
+            if not norm > 0.0:
+                norm = 1.0
+            for d in range(D):
+                tau[k, d] = t[d] / norm
+            gp = _vdot(G[b, k + 1], tau[k])
+            g_par[k] = gp
+            for d in range(D):
+                F[d] = gp * tau[k, d] - G[b, k + 1, d]
+            hk = h[b, k]
+            if _vdot(F, F_old[b, k]) < 0.0:         # the force turned back: halve
+                hk = 0.5 * hk
+            else:
+                hk = min(grow * hk, step_max)
+            for d in range(D):                      # Lipschitz cap 1.5 |last step| / |dF|
+                t[d] = F[d] - F_old[b, k, d]
+            dF = np.sqrt(_vdot(t, t))
+            if dr_len[b, k] > 0.0:
+                lip = 1.5 * dr_len[b, k] / dF if dF > 0.0 else np.inf
+                hk = min(hk, lip)
+            h[b, k] = hk
+            for d in range(D):
+                F_old[b, k, d] = F[d]
+                dr[k, d] = hk * F[d]
+        c_img = 0
+        if climbing:                                # np.argmax: first maximum, first NaN
+            c, best = 0, E[b, 1]
+            if best == best:
+                for k in range(1, B - 2):
+                    e = E[b, k + 1]
+                    if e != e:
+                        c = k
+                        break
+                    if e > best:
+                        c, best = k, e
+            Ec = E[b, c + 1]
+            ok = Ec >= E[b, c] and Ec >= E[b, c + 2] and Ec <= line_max[b]
+            gp = g_par[c]
+            hp = h_par[b, c]
+            if gp * g_old[b, c] < 0.0:
+                hp = 0.5 * hp
+            else:
+                hp = min(grow * hp, step_max)
+            if c != c_old[b]:                       # a new climber
+                hp = step
+            h_par[b, c], g_old[b, c] = hp, gp
+            c_old[b] = c if ok else -1
+            room = 0.5 * (seg[c + 1] if gp > 0.0 else seg[c])
+            move = min(max(hp * gp, -room), room) if ok else 0.0
+            for d in range(D):
+                dr[c, d] += move * tau[c, d]
+            if ok:
+                c_img = c + 1
+        ci[j] = c_img
+        for k in range(B - 2):                      # cap each image's step, move it
+            norm = np.sqrt(_vdot(dr[k], dr[k]))
+            if norm > max_step:
+                scale = max_step / norm
+                for d in range(D):
+                    dr[k, d] *= scale
+                norm = np.sqrt(_vdot(dr[k], dr[k]))
+            for d in range(D):
+                X[b, k + 1, d] += dr[k, d]
+            dr_len[b, k] = norm                     # |dr| after the cap
+
+
+@njit(cache=True, nogil=True, fastmath=STRICT)
+def _reparam_kernel(X, rows, frac, ci):
+    """:func:`_reparam_numpy` (same arguments, same outputs), band by band."""
+    B, D = X.shape[1], X.shape[2]
+    Y, s, tmp = np.empty((B, D)), np.empty(B), np.empty(D)
+    for j in range(rows.size):
+        b = rows[j]
+        s[0] = 0.0
+        for i in range(B):
+            for d in range(D):
+                Y[i, d] = X[b, i, d]
+        for i in range(B - 1):                      # cumulative arc length
+            for d in range(D):
+                tmp[d] = Y[i + 1, d] - Y[i, d]
+            s[i + 1] = s[i] + np.sqrt(_vdot(tmp, tmp))
+        c = ci[j] if ci[j] > 0 else B - 1           # no climber: one part, split at the end
+        fc, sc, se = frac[b, c], s[c], s[B - 1]
+        for i in range(1, B - 1):
+            if i == c:                              # the climber stays where it is
+                continue
+            f = frac[b, i]
+            if i <= c:
+                target = f / fc * sc
+            else:
+                aw = (f - fc) / (1.0 - fc) if fc < 1.0 else 0.0
+                target = sc + aw * (se - sc)
+            n = 0                                   # the segment holding the target
+            for k in range(1, B - 1):
+                if s[k] <= target:
+                    n += 1
+            n = min(max(n, 0), B - 2)
+            s0, s1 = s[n], s[n + 1]
+            w = (target - s0) / (s1 - s0 if s1 > s0 else 1.0)
+            w = min(max(w, 0.0), 1.0)
+            for d in range(D):
+                X[b, i, d] = Y[n, d] + w * (Y[n + 1, d] - Y[n, d])
+
+
+_STEPS = (_step_kernel, _reparam_kernel)    #: what :func:`string_method` runs; tests swap
+_NUMPY_STEPS = (_step_numpy, _reparam_numpy)
 
 
 def _polyline_points(X, u):

@@ -761,3 +761,177 @@ def test_string_started_on_a_given_path():
         string_method(curved, a, b, n_images=5, path=bend[::-1])
     with pytest.raises(ValueError, match="path must have shape"):
         string_method(curved, a, b, n_images=5, path=bend[:, :1])
+
+
+# -- the string method's numba kernels against their NumPy twins ----------------------
+def _string_step_state(rng):
+    """4 bands of 9 images in D = 6 (sums over D in partial sums of 4 plus a remainder),
+    with the cases of the step rule: forces that turn back (F.F_old < 0) or not, images
+    with and without a last step (the Lipschitz cap), steps over max_step, a zero
+    segment; climbers that are a maximum (band 0: a new one; band 3: the same as last
+    time), below a higher endpoint (band 1) and above the initial path's maximum (band 2)."""
+    Bn, B, D = 4, 9, 6
+    X = np.linspace(0.0, 1.0, B)[None, :, None] * rng.normal(size=(Bn, 1, D)) \
+        + 0.05 * rng.normal(size=(Bn, B, D))
+    X[3, 4] = X[3, 5]                               # zero segment: tangent weights 1, 1
+    E = rng.normal(size=(Bn, B))
+    E[0, 4] = E[3, 6] = E[2, 3] = 5.0               # interior maxima
+    E[1] = np.arange(B)                             # rising to the end: no climber
+    line_max = np.array([6.0, 10.0, 4.0, 6.0])     # band 2's maximum is above it
+    G = rng.normal(size=(Bn, B, D))
+    h = rng.uniform(0.01, 0.1, size=(Bn, B - 2))
+    F_old = rng.normal(size=(Bn, B - 2, D))
+    F_old[0] = 0.0                                  # fresh optimiser
+    dr_len = rng.uniform(0.0, 0.05, size=(Bn, B - 2))
+    dr_len[0] = dr_len[1, :3] = 0.0
+    h_par, g_old = rng.uniform(0.01, 0.1, size=(Bn, B - 2)), rng.normal(size=(Bn, B - 2))
+    c_old = np.array([-1, 2, -1, 5], dtype=np.int64)   # band 3: image 6 climbed last time
+    return [X, E, G, h, F_old, dr_len, h_par, g_old, c_old, line_max]
+
+
+@pytest.mark.parametrize("climbing", [True, False])
+def test_string_step_kernel_matches_numpy_twin(climbing, rng):
+    from relunet import string_method as sm
+    st0 = _string_step_state(rng)
+    rows = np.array([2, 0, 3, 1])
+    out = {}
+    for name, step in (("numba", sm._step_kernel), ("numpy", sm._step_numpy)):
+        st = [a.copy() for a in st0]
+        X, E, G, h, F_old, dr_len, h_par, g_old, c_old, line_max = st
+        ci = np.full(4, -7, dtype=np.int64)
+        step(X, E, G, rows, h, F_old, dr_len, h_par, g_old, c_old, line_max, climbing,
+             1.1, 1e-3, 0.08, 0.1, ci)
+        out[name] = st + [ci]
+    for a, b in zip(out["numba"], out["numpy"]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    X0, h0, F_old0, dr_len0 = st0[0], st0[3], st0[4], st0[5]
+    X1, h1, ci = out["numba"][0], out["numba"][3], out["numba"][-1]
+    np.testing.assert_array_equal(X1[:, [0, -1]], X0[:, [0, -1]])     # endpoints fixed
+    dx = np.linalg.norm(X1 - X0, axis=-1)[:, 1:-1]
+    assert dx.max() <= 0.1 * (1 + 1e-15) and np.isclose(dx, 0.1, rtol=1e-14).any()   # cap
+    np.testing.assert_allclose(out["numba"][5], dx, rtol=1e-14)      # dr_len: the step taken
+    # the cases of the step rule were all met: halved, grown, capped at step_max, and by
+    # the Lipschitz estimate (below 0.5 h and 1.1 h)
+    turned = np.einsum("bkd,bkd->bk", out["numba"][4], F_old0) < 0
+    assert turned.any() and (~turned).any()
+    np.testing.assert_allclose(h1[turned & (dr_len0 == 0)], 0.5 * h0[turned & (dr_len0 == 0)])
+    assert (h1 == 0.08).any() and (h1 < np.minimum(0.5 * h0, 1.1 * h0 - 1e-12)).any()
+    if climbing:
+        np.testing.assert_array_equal(ci, [0, 4, 6, 0])   # rows 2, 0, 3, 1
+        np.testing.assert_array_equal(out["numba"][8], [3, -1, -1, 5])
+        np.testing.assert_array_equal(out["numba"][6][0, 3], 1e-3)   # a new climber: step
+    else:
+        np.testing.assert_array_equal(ci, 0)
+        np.testing.assert_array_equal(out["numba"][6], st0[6])
+
+
+def test_string_reparam_kernel_matches_numpy_twin(rng):
+    from relunet import string_method as sm
+    X = _string_step_state(rng)[0]
+    X[1, 3] = X[1, 2]                               # a zero segment
+    frac = np.sort(rng.uniform(size=(4, 9)), axis=1)
+    frac[:, 0], frac[:, -1] = 0.0, 1.0
+    rows, ci = np.array([3, 1, 0, 2]), np.array([4, 0, 1, 7], dtype=np.int64)
+    out = {}
+    for name, reparam in (("numba", sm._reparam_kernel), ("numpy", sm._reparam_numpy)):
+        Y = X.copy()
+        reparam(Y, rows, frac, ci)
+        out[name] = Y
+    np.testing.assert_allclose(out["numba"], out["numpy"], rtol=1e-12, atol=1e-14)
+    Y = out["numba"]
+    np.testing.assert_array_equal(Y[:, [0, -1]], X[:, [0, -1]])
+    for b, c in zip(rows, ci):
+        if c > 0:                                   # the climber stays put
+            np.testing.assert_array_equal(Y[b, c], X[b, c])
+    # band 1 (no climber): its images lie on the old polyline at the grid's fractions of it
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(X[1], axis=0), axis=1))])
+    for i in range(9):
+        j = min(np.searchsorted(s, frac[1, i] * s[-1], side="right") - 1, 7)
+        w = (frac[1, i] * s[-1] - s[j]) / (s[j + 1] - s[j])
+        np.testing.assert_allclose(Y[1, i], X[1, j] + w * (X[1, j + 1] - X[1, j]), atol=1e-14)
+
+
+def _string_with(monkeypatch, steps, *args, **kw):
+    from relunet import string_method as sm
+    monkeypatch.setattr(sm, "_STEPS", steps)
+    return string_method(*args, **kw)
+
+
+STRING_TWIN_CASES = {
+    "mueller_brown": (mueller_brown, np.array([MB_C, MB_A]), np.array([MB_B, MB_B]),
+                      dict(n_images=16, max_iter=800, step=1e-5, step_max=1e-2, max_step=0.01,
+                           gs_radius=1e-4, gs_tol=1e-2, etol=1e-6, regrid_every=100,
+                           regrid_until=300, climb=True)),
+    "curved": (curved, [-1.0, 0.5], [1.0, 0.5],
+               dict(n_images=16, max_iter=600, step=0.01, step_max=0.5, max_step=0.05,
+                    gs_radius=1e-4, gs_tol=1e-3, etol=1e-9, regrid_every=50,
+                    regrid_until=200, climb=True)),
+    "crease_well": (crease_well, [-1.0, 0.5], [1.0, 0.5], dict(n_images=16, climb=True,
+                                                                **CW_KW)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRING_TWIN_CASES))
+def test_string_driver_matches_numpy_twin(case, monkeypatch):
+    """Whole runs (regridding, then climbing on the frozen grid, to convergence) with the
+    kernels and with the NumPy twin agree (measured: bit for bit in D = 2, where the sums
+    over D have the same order)."""
+    from relunet import string_method as sm
+    efun, a, b, kw = STRING_TWIN_CASES[case]
+    r_nb = _string_with(monkeypatch, sm._STEPS, efun, a, b, **kw)
+    r_np = _string_with(monkeypatch, sm._NUMPY_STEPS, efun, a, b, **kw)
+    assert r_nb.converged.all()
+    for f in ("iterations", "converged", "peak_segment"):
+        np.testing.assert_array_equal(getattr(r_nb, f), getattr(r_np, f))
+    for f in ("images", "energies", "fractions", "peak_energy", "peak_point", "step",
+              "peak_measure"):
+        np.testing.assert_allclose(getattr(r_nb, f), getattr(r_np, f), rtol=1e-12, atol=1e-12)
+
+
+def test_string_network_driver_matches_numpy_twin(tiny_minima, monkeypatch):
+    """3 network bands (D = 22), regridding then climbing: the sums over D run in another
+    order, and 100 iterations later the two agree to ~1e-14 (measured 5e-15)."""
+    from relunet import string_method as sm
+    arch, x, t, W = tiny_minima
+    efun = lambda X: kernels.loss_and_grad(X, arch, x, t)  # noqa: E731
+    kw = dict(n_images=8, max_iter=100, step=1e-3, max_step=0.02, check_every=5, window=5,
+              regrid_every=20, regrid_until=60, climb=True)
+    r_nb = _string_with(monkeypatch, sm._STEPS, efun, W[[2, 0, 1]], W[[1, 1, 2]], **kw)
+    r_np = _string_with(monkeypatch, sm._NUMPY_STEPS, efun, W[[2, 0, 1]], W[[1, 1, 2]], **kw)
+    assert not np.array_equal(r_nb.images, r_np.images)      # the sums differ
+    for f in ("images", "energies", "fractions", "peak_energy", "step"):
+        np.testing.assert_allclose(getattr(r_nb, f), getattr(r_np, f), rtol=1e-12, atol=1e-12)
+
+
+def test_string_band_arithmetic_split_over_two_threads_gives_the_same_bits(tiny_minima):
+    """From 8 bands the string method's step and reparametrisation run on two threads,
+    half of the bands each: the same bits as one thread (9 bands, climbing, regridding)."""
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 numba threads")
+    arch, x, t, W = tiny_minima
+    efun = lambda X: kernels.loss_and_grad(X, arch, x, t)  # noqa: E731
+    kw = dict(n_images=8, max_iter=60, step=1e-3, max_step=0.02, check_every=5, window=5,
+              regrid_every=20, regrid_until=40, climb=True)
+    starts, ends = W[[2, 0, 1] * 3], W[[1, 1, 2] * 3] + 0.01 * np.arange(9)[:, None]
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = string_method(efun, starts, ends, **kw)
+        numba.set_num_threads(2)
+        two = string_method(efun, starts, ends, **kw)
+    finally:
+        numba.set_num_threads(before)
+    for f in ("images", "energies", "fractions", "step", "peak_energy"):
+        np.testing.assert_array_equal(getattr(one, f), getattr(two, f))
+
+
+def test_string_dense_points_kernel_is_the_numpy_expression_bit_for_bit(rng):
+    from relunet.string_method import _dense_points
+    X = rng.normal(size=(3, 6, 7))
+    for nd in (2, 5, 8):
+        f = np.arange(1, nd) / nd
+        want = X[:, :-1, None] + f[None, None, :, None] * np.diff(X, axis=1)[:, :, None]
+        np.testing.assert_array_equal(_dense_points(X, nd), want)
+    # a non-contiguous view gives the same points as its copy
+    np.testing.assert_array_equal(_dense_points(X[:, ::-1], 4), _dense_points(X[:, ::-1].copy(), 4))
