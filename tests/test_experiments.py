@@ -1,4 +1,6 @@
 """Every experiment end to end at smoke scale: files, report sections, resume, --plot-only."""
+import subprocess
+import sys
 import time
 
 import pytest
@@ -34,8 +36,8 @@ def test_every_figure_and_report_section(smoke_run):
         assert f"## {mod.TITLE}" in report
     assert "| claim" in report and "nan |" not in report.split("## ")[1]
     # the experiments that need no other's results ran in the second lane, and it says so
-    assert ("Computed in the second lane, at low priority beside the others (`run_all.py "
-            "--lanes 2`, the default): fig1_wf, fig5_basin, ext_sensitivity, high_freq") in report
+    assert "the main lane takes those not started when it is done with its own): fig1_wf, " \
+        "fig5_basin, ext_sensitivity, high_freq; their wall times overlap" in report
     # sections are written once every experiment ran: the distance shell and the basin
     # (before ext_sensitivity in figure order) cite its results from this same run
     for title in ("The organisation of the minima", "Fig. 5: the basin"):
@@ -101,9 +103,52 @@ def test_needs_names_every_read_and_the_lanes_keep_to_it():
                  if re.search(rf"\b{n}\.(main_runs|quenched)\(|stored\({n}\b", src)}
         assert reads <= set(m.NEEDS) <= names, (m.NAME, reads, m.NEEDS)
     main, side = split_lanes(mods)
-    assert [m.NAME for m in side] == ["fig1_wf", "fig5_basin", "ext_sensitivity", "high_freq"]
+    # LANE_FIRST (the sensitivity study) first, then figure order
+    assert [m.NAME for m in side] == ["ext_sensitivity", "fig1_wf", "fig5_basin", "high_freq"]
     assert not {n for m in main for n in m.NEEDS} & {m.NAME for m in side}
     # a selection with nothing but independent experiments keeps its first in the main lane
     only = [m for m in mods if m.NAME in ("fig5_basin", "high_freq")]
     assert [[m.NAME for m in lane] for lane in split_lanes(only)] == [["fig5_basin"],
                                                                        ["high_freq"]]
+
+
+def test_a_claim_is_exclusive_and_dies_with_its_holder(tmp_path):
+    from relunet.experiments.frame import Context
+    from relunet.run.runner import claim
+    ctx = Context(store=tmp_path, figures=tmp_path / "fig")
+    c = claim(ctx, "smoke", "fig5_basin")
+    assert c is not None and claim(ctx, "smoke", "fig5_basin") is None
+    assert claim(ctx, "smoke", "high_freq") is not None         # one claim per experiment
+    c.close()
+    held = claim(ctx, "smoke", "fig5_basin")
+    assert held is not None
+    held.close()
+    # a process that holds a claim and is killed frees it
+    code = ("import sys, time; from pathlib import Path; "
+            "from relunet.experiments.frame import Context; from relunet.run.runner import "
+            f"claim; c = claim(Context(store=Path({str(tmp_path)!r}), figures=Path('f')), "
+            "'smoke', 'fig1_wf'); print(c is not None, flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "True"
+        assert claim(ctx, "smoke", "fig1_wf") is None
+    finally:
+        proc.kill()
+        proc.wait()
+    assert claim(ctx, "smoke", "fig1_wf") is not None
+
+
+def test_lanes_run_every_experiment_once(tmp_path, capfd):
+    # fig1_wf in the main lane, fig5_basin and high_freq in the second: the main lane, done
+    # first, takes what the second has not started; whoever runs it, each runs once and the
+    # report has every section
+    args = ["--scale", "smoke", "--store", str(tmp_path / "s"), "--figures",
+            str(tmp_path / "f"), "--no-progress"]
+    only = ["--only", "fig1_wf", "--only", "fig5_basin", "--only", "high_freq"]
+    assert main(args + only) == 0
+    out = capfd.readouterr().out
+    for name in ("fig1_wf", "fig5_basin", "high_freq"):
+        assert out.count(f"{name} done in") == 1, out
+    report = (tmp_path / "f" / "REPORT.md").read_text()
+    for title in ("Fig. 1:", "Fig. 5:", "higher frequency"):
+        assert title in report

@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 LANE_NICE = 19          #: niceness of the second lane: it takes what the main lane leaves
+try:
+    import fcntl as _fcntl  # noqa: F401
+    _CAN_CLAIM = True       #: the main lane may take the second lane's experiments
+except ImportError:
+    _CAN_CLAIM = False
 
 
 class LaneError(RuntimeError):
@@ -136,7 +141,33 @@ def split_lanes(mods) -> tuple[list, list]:
     main = [m for m in mods if m not in side]
     if not main and side:
         main, side = side[:1], side[1:]
+    # the experiments that declare LANE_FIRST (long, with single-threaded stretches that
+    # fit into the main lane's) first: the main lane, once done, takes the second lane's
+    # experiments from its end (:func:`claim`)
+    side.sort(key=lambda m: not getattr(m, "LANE_FIRST", False))
     return main, side
+
+
+def claim(ctx: Context, scale: str, name: str):
+    """Take this process's claim on computing experiment ``name`` in this store, or
+    None if the other lane holds it. A claim is an exclusive ``flock`` held until the
+    returned file is closed or the process ends (a lane that dies frees its claims).
+    The second lane claims each of its experiments before running it and holds every
+    claim until it exits; the main lane, done with its own, claims the second lane's
+    experiments from the end and runs those it gets. Without ``fcntl`` (not POSIX)
+    every claim succeeds and the main lane does not take any (see :func:`main`)."""
+    try:
+        import fcntl
+    except ImportError:
+        return open(os.devnull)
+    ctx.store.mkdir(parents=True, exist_ok=True)
+    f = open(ctx.store / f".lane-{scale}-{ctx.dtype}-{name}.lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
 
 
 def _start_lane(argv: list[str], names: list[str], report: Path) -> subprocess.Popen:
@@ -307,9 +338,10 @@ def write_report(ctx: Context, scale: str, sections: list[str], timings: dict) -
     in_lane = set(_load_timing_file(ctx, scale).get("_second_lane", []))
     lane = [m.NAME for m in registry() if m.NAME in in_lane and m.NAME in timings]
     if lane:
-        lines += [f"Computed in the second lane, at low priority beside the others "
-                  f"(`run_all.py --lanes 2`, the default): {', '.join(lane)}; their wall "
-                  f"times overlap the others'.", ""]
+        lines += [f"Computed beside the other lane (`run_all.py --lanes 2`, the default: the "
+                  f"experiments that need no other's results run in a second process at low "
+                  f"priority, and the main lane takes those not started when it is done with "
+                  f"its own): {', '.join(lane)}; their wall times overlap the others'.", ""]
     if f32:
         lines.append(comparison(scale, ctx, registry()))
     path = ctx.figures / "REPORT.md"
@@ -384,31 +416,28 @@ def main(argv=None) -> int:
     current = {}                 # the experiment running now: name, t0, whether it computes
     t_all = time.perf_counter()
 
+    held = []                    # this process's claims (:func:`claim`), closed at the end
+
     def work():
         for mod in mods:
-            cfg = _config(mod, args.scale, ctx.dtype)
-            tag = " (second lane)" if child else ""
-            print(f"[{position[mod.NAME]}/{total}] {mod.TITLE}{tag}", flush=True)
-            t0 = time.perf_counter()
-            computes = not args.plot_only and (args.force or not is_stored(mod, cfg, ctx))
-            current.update(name=mod.NAME, t0=t0, computes=computes)
-            if not args.plot_only:
-                # a corrupt numba cache file is deleted and the (resumable) compute
-                # run again; the message names the folder if that does not help
-                _, repaired = self_repairing(lambda: ensure(mod, cfg, ctx, force=args.force))
-                if repaired:
-                    print(f"      repaired numba's cache: deleted {', '.join(repaired)}",
-                          flush=True)
-            current["computed"] = True
-            files.extend(mod.plot(cfg, ctx))
-            fresh[mod.NAME] = mod.report(cfg, ctx)
-            dt = time.perf_counter() - t0
-            if computes or (not args.plot_only and _pending_timing(ctx, args.scale, mod.NAME)):
-                save_timing(ctx, args.scale, mod.NAME, dt, second_lane=child)
-            current.clear()
-            print(f"      {mod.NAME} done in {dt:.1f} s" if child or lane_mods else
-                  f"      done in {dt:.1f} s", flush=True)
+            if child:
+                c = claim(ctx, args.scale, mod.NAME)
+                if c is None:
+                    print(f"      {mod.NAME}: taken by the main lane", flush=True)
+                    continue
+                held.append(c)
+            run_one(mod, "second lane" if child else "")
         if lane is not None:
+            # done with ours: take the second lane's experiments it has not started, from
+            # its end (it runs them in order), while it runs
+            for mod in reversed(lane_mods if _CAN_CLAIM else []):
+                c = claim(ctx, args.scale, mod.NAME)
+                if c is None:
+                    continue                  # running or done there
+                held.append(c)
+                if lane.poll() is not None:   # it has ended: it ran (or reports) the rest
+                    break
+                run_one(mod, "taken from the second lane")
             rc = lane.wait()
             if rc != 0:
                 raise LaneError(f"the second lane ({', '.join(m.NAME for m in lane_mods)}) "
@@ -418,6 +447,30 @@ def main(argv=None) -> int:
             fresh.update(got["fresh"])
         if child and args.lane_report:
             atomic_write_json(Path(args.lane_report), {"files": files, "fresh": fresh})
+
+    def run_one(mod, where: str):
+        cfg = _config(mod, args.scale, ctx.dtype)
+        tag = f" ({where})" if where else ""
+        print(f"[{position[mod.NAME]}/{total}] {mod.TITLE}{tag}", flush=True)
+        t0 = time.perf_counter()
+        computes = not args.plot_only and (args.force or not is_stored(mod, cfg, ctx))
+        current.update(name=mod.NAME, t0=t0, computes=computes)
+        if not args.plot_only:
+            # a corrupt numba cache file is deleted and the (resumable) compute
+            # run again; the message names the folder if that does not help
+            _, repaired = self_repairing(lambda: ensure(mod, cfg, ctx, force=args.force))
+            if repaired:
+                print(f"      repaired numba's cache: deleted {', '.join(repaired)}",
+                      flush=True)
+        current["computed"] = True
+        files.extend(mod.plot(cfg, ctx))
+        fresh[mod.NAME] = mod.report(cfg, ctx)
+        dt = time.perf_counter() - t0
+        if computes or (not args.plot_only and _pending_timing(ctx, args.scale, mod.NAME)):
+            save_timing(ctx, args.scale, mod.NAME, dt, second_lane=bool(where))
+        current.clear()
+        print(f"      {mod.NAME} done in {dt:.1f} s" if child or lane_mods else
+              f"      done in {dt:.1f} s", flush=True)
 
     def on_interrupt() -> int:
         if current.get("computes") or (current and _pending_timing(ctx, args.scale,
@@ -459,6 +512,8 @@ def main(argv=None) -> int:
         for sig, handler in old.items():
             signal.signal(sig, handler)
         _stop_lane(lane)                      # only an error leaves it running here
+        for c in held:
+            c.close()
         if lane_report is not None:
             with contextlib.suppress(OSError):
                 lane_report.unlink()
