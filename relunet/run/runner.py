@@ -394,7 +394,8 @@ def main(argv=None) -> int:
     lane, lane_mods, lane_report = None, [], None
     if child:
         _become_lane()
-        mods = [m for m in mods if m.NAME in args.lane_only.split(",")]
+        order = args.lane_only.split(",")    # the main lane's order (:func:`split_lanes`)
+        mods = sorted((m for m in mods if m.NAME in order), key=lambda m: order.index(m.NAME))
     elif args.lanes > 1 and not args.plot_only:
         main_mods, side = split_lanes(mods)
         if any(args.force or not is_stored(m, _config(m, args.scale, ctx.dtype), ctx)
