@@ -43,8 +43,10 @@ installed (``pip install -e ".[bench]"``; each is skipped with a message
 otherwise) and prints relunet's ratio to each; ``benchmarks/peers.py`` says how
 each peer is written and run (JAX: vmap + jit + fori_loop; PyTorch: batched
 baddbmm + autograd, torch.compile when it compiles), and validates it against
-``train_stack_ref`` first. The PyTorch path has not been run on the machine
-these numbers come from (PyTorch was not installed there).
+``train_stack_ref`` first, and each line says how the peer ran (jax.jit,
+torch.compile, or eager and why). Both were run on the machine of the README's
+table (JAX 0.10.2; PyTorch 2.13.0 from a CPU wheel: ``pip install torch==2.13.0``
+before the extra, so that pip does not fetch a CUDA build).
 
 Run:  python benchmarks/bench_train.py [--models 128] [--steps 100] [--rounds 15] [--quick]
           [--bits 256|512] [--peers]
@@ -319,11 +321,12 @@ def run_peers(rates, bits, threads, M, steps, reps, quick):
                 how = ("1 process, the framework's own threads" if procs == 1 else
                        f"{procs} processes x 1 thread, pinned")
                 try:
-                    rate, err = peers.peer_rate(name, dt, M, steps, max(2, reps // 3), procs)
+                    rate, err, mode = peers.peer_rate(name, dt, M, steps, max(2, reps // 3),
+                                                      procs)
                 except RuntimeError as exc:
                     print(f"    {name} {dt} ({how}): not timed: {exc}")
                     continue
-                print(f"    {name:5s} {dt} ({how}): {rate:12,.0f} model-steps/s "
+                print(f"    {name:5s} {dt} ({how}; {mode}): {rate:12,.0f} model-steps/s "
                       f"(validated: max relative difference {err:.1e}); relunet "
                       f"{bits}-bit on {threads} thread(s) is {ours / rate:.1f}x faster")
     print(_load())

@@ -106,6 +106,7 @@ def make_jax(arch, x, t, lr, mu, dtype):
 
     def run(W0, steps):
         return np.asarray(jax.block_until_ready(train(jnp.asarray(W0, dtype), steps)))
+    run.mode = "jax.jit"
     return run
 
 
@@ -133,13 +134,13 @@ def make_torch(arch, x, t, lr, mu, dtype):
             V = mu * V - lr * g
             return W.detach() + V, V
 
-    compiled = step
+    compiled, mode = step, "torch.compile"
     try:
         compiled = torch.compile(step)
         w = torch.zeros((2, arch.P), dtype=tdt)
         compiled(w, torch.zeros_like(w))
-    except Exception:                   # no compiler toolchain: eager
-        compiled = step
+    except Exception as exc:            # no compiler toolchain: eager
+        compiled, mode = step, f"eager (torch.compile failed: {type(exc).__name__})"
 
     def run(W0, steps):
         W = torch.as_tensor(np.asarray(W0, dtype))
@@ -147,6 +148,7 @@ def make_torch(arch, x, t, lr, mu, dtype):
         for _ in range(steps):
             W, V = compiled(W, V)
         return W.numpy()
+    run.mode = mode
     return run
 
 
@@ -173,7 +175,7 @@ def _worker(name, dtype, M, steps, rounds, cpu):
     ok = np.allclose(got, ref, rtol=VALIDATE_RTOL[dtype], atol=1e-12)
     W0 = init_stack(arch, np.arange(M))
     run(W0, steps)                                   # compile for this shape
-    print(f"ready {err:.2e} {'ok' if ok else 'FAILED'}", flush=True)
+    print(f"ready {err:.2e} {'ok' if ok else 'FAILED'} {run.mode}", flush=True)
     sys.stdin.readline()                             # go
     best = np.inf
     for _ in range(rounds if ok else 0):
@@ -185,7 +187,8 @@ def _worker(name, dtype, M, steps, rounds, cpu):
 
 def peer_rate(name, dtype, M, steps, rounds, procs):
     """Model-steps/s of peer ``name`` in ``procs`` processes (1: the framework's
-    own threads; more: 1 thread each, pinned), and the validation error.
+    own threads; more: 1 thread each, pinned), the validation error, and how the
+    step ran (jax.jit, torch.compile, or eager and why).
     Raises RuntimeError if the peer disagrees with the reference."""
     here = os.path.abspath(__file__)
     env = dict(os.environ)
@@ -199,13 +202,14 @@ def peer_rate(name, dtype, M, steps, rounds, procs):
          str(cpus[i % len(cpus)] if procs > 1 and cpus else -1)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env) for i, m in
         enumerate(shares)]
-    errs = []
+    errs, modes = [], []
     try:
         for w in workers:
             line = w.stdout.readline().split()
             if not line or line[0] != "ready":
                 raise RuntimeError(f"{name} worker failed to start (exit {w.wait()})")
             errs.append(float(line[1]))
+            modes.append(" ".join(line[3:]))
             if line[2] != "ok":
                 raise RuntimeError(f"{name} {dtype} differs from train_stack_ref: max relative "
                                    f"difference of the weights after 30 steps {line[1]}")
@@ -221,7 +225,7 @@ def peer_rate(name, dtype, M, steps, rounds, procs):
             except subprocess.TimeoutExpired:
                 w.kill()
                 w.wait()
-    return sum(m * steps / b for m, b in zip(shares, best)), max(errs)
+    return sum(m * steps / b for m, b in zip(shares, best)), max(errs), modes[0]
 
 
 if __name__ == "__main__":
