@@ -209,3 +209,38 @@ def test_variant_spec_is_what_the_store_key_hashes(smoke):
     assert root.name == f"{v.key}-{fingerprint(es.variant_spec(cfg, v))[:KEY_DIGITS]}"
     spec = json.loads(json.dumps(es.variant_spec(cfg, v)))
     assert es.variant_store(ctx, cfg, v).load_json("spec") == spec
+
+
+def test_assist_and_compute_share_the_variants(smoke, tmp_path):
+    """run_all's main lane computes the unclaimed variants (assist) while compute runs
+    elsewhere: a claimed variant is left to its holder, compute waits for it and computes
+    it itself when the holder let go without storing it; every summary is the one a
+    plain compute gives, bit for bit."""
+    import shutil
+    import threading
+    import time
+    ctx0, cfg, _, _ = smoke
+    ctx = Context(store=tmp_path / "store", figures=tmp_path / "figs",
+                  engine=EngineOptions(progress=False))
+    shutil.copytree(ctx0.store / "runs", ctx.store / "runs")      # the trained runs
+    vs = es.variants(cfg)
+    held = es._variant_claim(ctx, cfg, vs[0], block=False)        # "another process"
+    assert held is not None and es._variant_claim(ctx, cfg, vs[0], block=False) is None
+    assert es.assist(cfg, ctx) == len(vs) - 1
+    assert not es.variant_store(ctx, cfg, vs[0]).has("summary")
+    done = []
+    t = threading.Thread(target=lambda: done.append(es.compute(cfg, ctx)))
+    t.start()
+    time.sleep(0.5)
+    assert t.is_alive() and not done                  # waiting for the held variant
+    held.close()                                      # its holder stops without storing it
+    t.join(timeout=120)
+    assert done and list(done[0]["keys"]) == [v.key for v in vs]
+    for v in vs:
+        a = es.variant_store(ctx, cfg, v).load_array("summary")
+        b = es.variant_store(ctx0, cfg, v).load_array("summary")
+        assert a.keys() == b.keys()
+        for k in a:
+            if k != "seconds":
+                np.testing.assert_array_equal(a[k], b[k], err_msg=f"{v.key} {k}")
+    assert es.assist(cfg, ctx) == 0                   # nothing left

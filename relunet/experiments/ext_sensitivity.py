@@ -83,6 +83,7 @@ error of the 50% point) that its verdicts rest on.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -353,15 +354,74 @@ def compute_variant(cfg: Config, v: Variant, ctx) -> dict:
     return out
 
 
+def _variant_claim(ctx, cfg: Config, v: Variant, block: bool):
+    """An exclusive flock on computing variant ``v`` in this store (None if another
+    process holds it and ``block`` is false; without fcntl, always granted). Held
+    while the variant is computed and saved, then released: whoever takes it next
+    finds the summary stored."""
+    try:
+        import fcntl
+    except ImportError:
+        return open(os.devnull)
+    d = ctx.store / NAME / "claims"
+    d.mkdir(parents=True, exist_ok=True)
+    f = open(d / f"{cfg.scale}-{v.key}.lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+    except OSError:
+        f.close()
+        return None
+    return f
+
+
+def _compute_and_save(cfg: Config, v: Variant, ctx) -> None:
+    vst = variant_store(ctx, cfg, v)
+    vst.save_array("summary", **compute_variant(cfg, v, ctx))
+    vst.save_json("spec", variant_spec(cfg, v))
+
+
 def compute(cfg: Config, ctx) -> dict:
+    """Every variant not stored yet (all with ``ctx.force``), each claimed first:
+    run_all's main lane, once done with its own experiments, computes unclaimed
+    variants beside this (:func:`assist`); the ones it holds are waited for here at
+    the end, and computed here after all if it stopped before storing them."""
+    others = []
     for v in variants(cfg):
-        vst = variant_store(ctx, cfg, v)
-        if vst.has("summary") and not ctx.force:
+        if variant_store(ctx, cfg, v).has("summary") and not ctx.force:
             continue
-        vst.save_array("summary", **compute_variant(cfg, v, ctx))
-        vst.save_json("spec", variant_spec(cfg, v))
+        c = _variant_claim(ctx, cfg, v, block=False)
+        if c is None:
+            others.append(v)
+            continue
+        with c:
+            _compute_and_save(cfg, v, ctx)
+    for v in others:
+        with _variant_claim(ctx, cfg, v, block=True):
+            if not variant_store(ctx, cfg, v).has("summary"):
+                _compute_and_save(cfg, v, ctx)
     return {"keys": np.array([v.key for v in variants(cfg)]),
             "stores": np.array([variant_store(ctx, cfg, v).root.name for v in variants(cfg)])}
+
+
+def assist(cfg: Config, ctx) -> int:
+    """Compute the variants that are neither stored nor claimed, from the last, while
+    :func:`compute` runs in another process (run_all's main lane helping its second);
+    returns how many. Not with ``ctx.force``: a stored summary is then no sign that
+    this run computed it."""
+    if ctx.force:
+        return 0
+    n = 0
+    for v in reversed(variants(cfg)):
+        if variant_store(ctx, cfg, v).has("summary"):
+            continue
+        c = _variant_claim(ctx, cfg, v, block=False)
+        if c is None:
+            continue
+        with c:
+            if not variant_store(ctx, cfg, v).has("summary"):
+                _compute_and_save(cfg, v, ctx)
+                n += 1
+    return n
 
 
 # =============================================================================

@@ -33,7 +33,11 @@ An experiment is a module with
   (:func:`relunet.experiments.tables.claims`);
 * optionally ``numbers(cfg, ctx) -> [(name, value)]``: its main numbers, read
   from the store, which the float32 report sets beside float64's
-  (:func:`relunet.experiments.precision.comparison`).
+  (:func:`relunet.experiments.precision.comparison`);
+* optionally ``assist(cfg, ctx) -> int``: for an experiment of the second lane
+  whose work splits into parts claimed one by one (ext_sensitivity's variants),
+  compute unclaimed parts while its ``compute`` runs in the other process
+  (run_all's main lane, done with its own experiments, calls it).
 
 An experiment that needs another's results asks for them with
 :func:`stored` (computed and stored first if missing). Results live under

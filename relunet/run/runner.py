@@ -431,14 +431,23 @@ def main(argv=None) -> int:
         if lane is not None:
             # done with ours: take the second lane's experiments it has not started, from
             # its end (it runs them in order), while it runs
+            busy = []
             for mod in reversed(lane_mods if _CAN_CLAIM else []):
                 c = claim(ctx, args.scale, mod.NAME)
                 if c is None:
-                    continue                  # running or done there
+                    busy.append(mod)          # running or done there
+                    continue
                 held.append(c)
-                if lane.poll() is not None:   # it has ended: it ran (or reports) the rest
+                if lane_done():               # it ran (or reports) the rest
                     break
                 run_one(mod, "taken from the second lane")
+            # then help with the parts of what it still runs, where an experiment has an
+            # ``assist`` (ext_sensitivity: its variants, each claimed on its own)
+            for mod in reversed(busy):
+                if not lane_done() and hasattr(mod, "assist") and not args.force:
+                    n = mod.assist(_config(mod, args.scale, ctx.dtype), ctx)
+                    print(f"      {mod.NAME}: {n} part(s) computed in the main lane",
+                          flush=True)
             rc = lane.wait()
             if rc != 0:
                 raise LaneError(f"the second lane ({', '.join(m.NAME for m in lane_mods)}) "
@@ -448,6 +457,12 @@ def main(argv=None) -> int:
             fresh.update(got["fresh"])
         if child and args.lane_report:
             atomic_write_json(Path(args.lane_report), {"files": files, "fresh": fresh})
+
+    def lane_done() -> bool:
+        """The second lane has finished its work: it has written its report (it still
+        holds its claims until then; they go while its interpreter shuts down, which
+        can take a while after), or it has exited."""
+        return lane.poll() is not None or lane_report.stat().st_size > 0
 
     def run_one(mod, where: str):
         cfg = _config(mod, args.scale, ctx.dtype)
