@@ -338,6 +338,22 @@ def test_neb_network_band_independent_of_thread_count(tiny_minima):
     np.testing.assert_array_equal(one.images, two.images)
     np.testing.assert_array_equal(one.energies, two.energies)
 
+
+def _on_one_and_two_threads(method, efun, W, kw):
+    """``method`` (neb or string_method) on 9 bands between the tiny minima, with numba
+    at one thread and at two: the two results."""
+    import numba
+    starts, ends = W[[2, 0, 1] * 3], W[[1, 1, 2] * 3] + 0.01 * np.arange(9)[:, None]
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = method(efun, starts, ends, **kw)
+        numba.set_num_threads(2)
+        two = method(efun, starts, ends, **kw)
+    finally:
+        numba.set_num_threads(before)
+    return one, two
+
 def test_neb_band_arithmetic_split_over_two_threads_gives_the_same_bits(tiny_minima):
     """From 8 bands the forces and moves run on two threads, half of the bands each:
     the same bits as one thread (9 bands, so the halves differ in size)."""
@@ -347,15 +363,7 @@ def test_neb_band_arithmetic_split_over_two_threads_gives_the_same_bits(tiny_min
     arch, x, t, W = tiny_minima
     kw = dict(n_images=8, climb=True, climb_after=10, dt=0.01, max_step=0.02, max_iter=40)
     efun = lambda X: kernels.loss_and_grad(X, arch, x, t)  # noqa: E731
-    starts, ends = W[[2, 0, 1] * 3], W[[1, 1, 2] * 3] + 0.01 * np.arange(9)[:, None]
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = neb(efun, starts, ends, **kw)
-        numba.set_num_threads(2)
-        two = neb(efun, starts, ends, **kw)
-    finally:
-        numba.set_num_threads(before)
+    one, two = _on_one_and_two_threads(neb, efun, W, kw)
     np.testing.assert_array_equal(one.images, two.images)
     np.testing.assert_array_equal(one.energies, two.energies)
     np.testing.assert_array_equal(one.climbing, two.climbing)
@@ -913,15 +921,7 @@ def test_string_band_arithmetic_split_over_two_threads_gives_the_same_bits(tiny_
     efun = lambda X: kernels.loss_and_grad(X, arch, x, t)  # noqa: E731
     kw = dict(n_images=8, max_iter=60, step=1e-3, max_step=0.02, check_every=5, window=5,
               regrid_every=20, regrid_until=40, climb=True)
-    starts, ends = W[[2, 0, 1] * 3], W[[1, 1, 2] * 3] + 0.01 * np.arange(9)[:, None]
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = string_method(efun, starts, ends, **kw)
-        numba.set_num_threads(2)
-        two = string_method(efun, starts, ends, **kw)
-    finally:
-        numba.set_num_threads(before)
+    one, two = _on_one_and_two_threads(string_method, efun, W, kw)
     for f in ("images", "energies", "fractions", "step", "peak_energy"):
         np.testing.assert_array_equal(getattr(one, f), getattr(two, f))
 

@@ -83,7 +83,6 @@ error of the 50% point) that its verdicts rest on.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -92,7 +91,7 @@ import numpy as np
 from ..construct import WF_ARCH, build_wf, default_heights
 from ..data import wf_training_set
 from ..run.config import TrainConfig
-from ..run.files import keyed_path
+from ..run.files import keyed_path, try_lock
 from ..run.store import Store
 from .frame import preset
 from .students import train, usable
@@ -359,19 +358,7 @@ def _variant_claim(ctx, cfg: Config, v: Variant, block: bool):
     process holds it and ``block`` is false; without fcntl, always granted). Held
     while the variant is computed and saved, then released: whoever takes it next
     finds the summary stored."""
-    try:
-        import fcntl
-    except ImportError:
-        return open(os.devnull)
-    d = ctx.store / NAME / "claims"
-    d.mkdir(parents=True, exist_ok=True)
-    f = open(d / f"{cfg.scale}-{v.key}.lock", "w")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
-    except OSError:
-        f.close()
-        return None
-    return f
+    return try_lock(ctx.store / NAME / "claims" / f"{cfg.scale}-{v.key}.lock", block=block)
 
 
 def _compute_and_save(cfg: Config, v: Variant, ctx) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write", "atomic_save_npz", "atomic_write_json", "canonical_json",
+__all__ = ["try_lock", "atomic_write", "atomic_save_npz", "atomic_write_json", "canonical_json",
            "fingerprint", "config_diff", "versions", "keyed_path", "KEY_DIGITS"]
 
 KEY_DIGITS = 12          # hex digits of the fingerprint in a directory name
@@ -34,6 +34,26 @@ KEY_DIGITS = 12          # hex digits of the fingerprint in a directory name
 # =============================================================================
 # Atomic files
 # =============================================================================
+def try_lock(path, block: bool = False):
+    """An exclusive ``flock`` on the file ``path`` (created, with its folder, if
+    missing): the open file, which holds the lock until it is closed or the process
+    ends (so a process that dies frees it), or None if another open file holds it
+    and ``block`` is false. Without ``fcntl`` (not POSIX) every lock is granted."""
+    try:
+        import fcntl
+    except ImportError:
+        return open(os.devnull)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+    except OSError:
+        f.close()
+        return None
+    return f
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)

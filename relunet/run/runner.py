@@ -67,7 +67,7 @@ from .faults import (
     run_interruptibly,
     self_repairing,
 )
-from .files import atomic_write_json, versions
+from .files import atomic_write_json, try_lock, versions
 from .flags import add_flags, given
 from .store import DamagedRunError, ManifestError
 
@@ -156,18 +156,7 @@ def claim(ctx: Context, scale: str, name: str):
     claim until it exits; the main lane, done with its own, claims the second lane's
     experiments from the end and runs those it gets. Without ``fcntl`` (not POSIX)
     every claim succeeds and the main lane does not take any (see :func:`main`)."""
-    try:
-        import fcntl
-    except ImportError:
-        return open(os.devnull)
-    ctx.store.mkdir(parents=True, exist_ok=True)
-    f = open(ctx.store / f".lane-{scale}-{ctx.dtype}-{name}.lock", "w")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        return None
-    return f
+    return try_lock(ctx.store / f".lane-{scale}-{ctx.dtype}-{name}.lock")
 
 
 def _start_lane(argv: list[str], names: list[str], report: Path) -> subprocess.Popen:
@@ -243,18 +232,8 @@ def _write_timings(ctx: Context, scale: str, t: dict) -> None:
 @contextlib.contextmanager
 def _timings_lock(ctx: Context):
     """Hold the store's timings lock (both lanes update the same file)."""
-    try:
-        import fcntl
-    except ImportError:                 # not POSIX: one lane only writes at a time anyway
+    with try_lock(ctx.store / ".timings.lock", block=True):
         yield
-        return
-    ctx.store.mkdir(parents=True, exist_ok=True)
-    with open(ctx.store / ".timings.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def save_timing(ctx: Context, scale: str, name: str, seconds: float,
