@@ -91,7 +91,6 @@ whether it converged and what its final force is; nothing is assumed.
 from __future__ import annotations
 
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numba
@@ -99,6 +98,7 @@ import numpy as np
 from numba import njit
 
 from ._numba import STRICT
+from .fast.stack import thread_pool
 
 __all__ = ["NEBResult", "neb", "linear_path", "tangents", "neb_forces"]
 
@@ -527,8 +527,7 @@ def neb(efun, start, end, n_images: int = 32, k_spring: float = 1.0, climb: bool
     # release the GIL; every band is computed by the same code whichever thread takes
     # it, so the bits do not depend on the split): between two energy calls the
     # machine's second core is otherwise idle
-    pool = ThreadPoolExecutor(max_workers=1) if Bn >= 8 and numba.get_num_threads() > 1 \
-        else None
+    pool = thread_pool(1) if Bn >= 8 and numba.get_num_threads() > 1 else None
 
     def forces(X, E, G, a, k, climbing_on, F, F2, ci):
         h = a.size // 2
@@ -549,14 +548,10 @@ def neb(efun, start, end, n_images: int = 32, k_spring: float = 1.0, climb: bool
         move_all(X, F, F2, jm[h:], m[h:], v, dtb, alpha, n_pos, fire, dt, dt_max, max_step,
                  Xm[cut:])
         other.result()
-    try:
-        return _neb_loop(efun, X, E, G, v, dtb, alpha, n_pos, climbing_on, done, converged,
-                         iters, f_now, c_idx, F, F2, ci, forces, move, max_iter, k_spring,
-                         climb, climb_after, climb_fmax, fmax, optimizer, dt, dt_max,
-                         max_step, Bn, B, D)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    return _neb_loop(efun, X, E, G, v, dtb, alpha, n_pos, climbing_on, done, converged,
+                     iters, f_now, c_idx, F, F2, ci, forces, move, max_iter, k_spring,
+                     climb, climb_after, climb_fmax, fmax, optimizer, dt, dt_max,
+                     max_step, Bn, B, D)
 
 
 def _neb_loop(efun, X, E, G, v, dtb, alpha, n_pos, climbing_on, done, converged, iters, f_now,

@@ -130,7 +130,6 @@ row-independent ``efun``).
 from __future__ import annotations
 
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numba
@@ -138,6 +137,7 @@ import numpy as np
 from numba import njit
 
 from ._numba import STRICT
+from .fast.stack import thread_pool
 from .neb import (
     _arc_length,
     _cap,
@@ -627,10 +627,9 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
 
     # the band arithmetic in two threads, each on half of the bands, as in relunet.neb (the
     # kernels release the GIL and a band's bits do not depend on the thread): between two
-    # energy calls the machine's second core is otherwise idle. (Shut down after the loop;
-    # should the loop raise, the idle worker exits when the pool is collected.)
-    pool = ThreadPoolExecutor(max_workers=1) if Bn >= 8 and numba.get_num_threads() > 1 \
-        else None
+    # energy calls the machine's second core is otherwise idle (the process's pool of the
+    # energy kernels' threads, relunet.fast.stack.thread_pool)
+    pool = thread_pool(1) if Bn >= 8 and numba.get_num_threads() > 1 else None
 
     for it in range(max_iter + 1):
         a = np.flatnonzero(~done)
@@ -730,8 +729,6 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
         done[a[stop]] = True
         iters[a[stop]] = it
 
-    if pool is not None:
-        pool.shutdown()
     # final bookkeeping: profile of every band at its final images, the peak
     # located to within (B - 1) / (n_dense 16^3) of the band's parameter, forces
     dist, prof = _profile(X, E, Ed_last)

@@ -21,7 +21,7 @@ from .build import kernel_module
 from .codegen import CM, block_points, pack_points
 from .simd import vector_bits
 
-__all__ = ["hvp", "loss", "loss_and_grad", "run_threads"]
+__all__ = ["hvp", "loss", "loss_and_grad", "run_threads", "thread_pool"]
 
 
 def run_threads(kernel, args, M: int, threads: int) -> None:
@@ -46,7 +46,7 @@ def run_threads(kernel, args, M: int, threads: int) -> None:
                 return
             kernel(*args, i * batch, min(M, (i + 1) * batch))
 
-    helpers = [_pool(threads - 1).submit(worker) for _ in range(min(threads, nbatch) - 1)]
+    helpers = [thread_pool(threads - 1).submit(worker) for _ in range(min(threads, nbatch) - 1)]
     try:
         worker()
     finally:
@@ -57,9 +57,11 @@ def run_threads(kernel, args, M: int, threads: int) -> None:
 _POOL = [None, 0, 0]     # the process's helper pool, its size, the pid that made it
 
 
-def _pool(n: int) -> ThreadPoolExecutor:
+def thread_pool(n: int) -> ThreadPoolExecutor:
     """A pool of at least n threads, made once per process (a forked or spawned
-    child makes its own: threads do not survive a fork)."""
+    child makes its own: threads do not survive a fork). The kernels' callers share
+    it: the energy kernels here, and NEB's and the string method's band arithmetic
+    between energy calls."""
     pool, size, pid = _POOL
     if pool is None or size < n or pid != os.getpid():
         pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="relunet-kernel")
