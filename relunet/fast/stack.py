@@ -132,7 +132,9 @@ def _call(W, K, N, X, T, bits, threads, grad):
     if M == 0:
         return E, G
     if threads is None:
-        threads = numba.get_num_threads() if M >= 64 else 1   # a pool costs ~0.2 ms
+        # one thread below 64 networks: the threshold dates from when every call started
+        # its threads (~0.2 ms); with the shared pool it has not been re-measured
+        threads = numba.get_num_threads() if M >= 64 else 1
     args = (W,) + data_args + (E,)
     if grad:
         run_threads(mod.loss_grad_range, args + (G,), M, threads)
