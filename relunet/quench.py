@@ -18,13 +18,25 @@ The trained students are not near a minimum: they sit on long, weakly curved
 descents (dozens of negative curvatures of order -1e-2) that training has not
 finished. Newton steps on the piecewise model crawl there (each step is held
 back by the kinks it would cross; benchmarks/bench_quench.py times both), while
-L-BFGS crosses kinks freely at the cost of one gradient. So a quench first
-runs :func:`descend`, batched L-BFGS as in pele and GMIN, until it stalls at a
-kink, stagnates or spends its budget (``descent_iter``); the second stage
-finishes from there.
+a quasi-Newton method crosses kinks at the cost of one gradient per trial
+step. So a quench first runs :func:`descend`, as pele and GMIN quench with
+L-BFGS, until it stalls at a kink, stagnates or spends its budget
+(``descent_iter``); the second stage finishes from there. The method is full
+BFGS with a weak-Wolfe line search (:mod:`relunet.bfgs`; Lewis & Overton 2013,
+Math. Program. 141:135), which keeps descending along kinks where the
+limited-memory, backtracking :func:`lbfgs` (``descent="lbfgs"``) stalls: on
+the 150 students of the default run (10,000 steps, then 30 Newton
+iterations) it ended lower on 111 and the quench certified 29 of them against
+11 after L-BFGS.
 
-Stage 2: Newton steps on the piecewise model of the loss
---------------------------------------------------------
+Stage 2: Newton steps on the piecewise model of the loss, and along the kinks
+------------------------------------------------------------------------------
+Near a kink minimum (the Clarke measure over the kinks within 1e-6 of 0 at
+most 1e-3) each iteration first tries the SQP step of :func:`_manifold_step`:
+Newton on the loss restricted to the kinks the point sits on, the kinks held at
+0 to second order; it converges quadratically where the model below crawls.
+Elsewhere, or where that step does not lower the loss, the piecewise model:
+
 Each network is treated separately (the loop is batched: all networks that
 are still moving share one call of the exact-Hessian kernel per iteration;
 given enough work, chunks of networks run in worker processes,
@@ -149,7 +161,7 @@ class QuenchResult:
     loss0: np.ndarray        # (M,) loss before
     loss: np.ndarray         # (M,) loss after (never larger than loss0, up to 4 ulp)
     moved: np.ndarray        # (M,) |W - W0|
-    descent_iterations: np.ndarray   # (M,) L-BFGS steps of the first stage (descend)
+    descent_iterations: np.ndarray   # (M,) BFGS (or L-BFGS) steps of the first stage (descend)
     iterations: np.ndarray   # (M,) Newton iterations of the second stage
     certified: np.ndarray    # (M,) bool: smooth or kink certificate holds
     kind: np.ndarray         # (M,) str: 'smooth', 'kink', 'zero-loss' or 'uncertified'
@@ -296,6 +308,8 @@ def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
         if pred > 0 and (Lt < L or (tiny and Lt <= L + ROUND * abs(L))):
             rho = (L - Lt) / pred
             mu_new = mu / 3.0 if rho > 0.75 else (mu if rho > 0.25 else 2.0 * mu)
+            if tiny:        # rho is rounding noise there: the next step is the full one
+                mu_new = 0.0
             return w + d, Lt, max(mu_new, 1e-12), True
         mu = max(4.0 * mu, 1e-8)
         if mu > MU_MAX:
@@ -304,6 +318,83 @@ def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
     if L2 < L:
         return w2, L2, min(mu, 1.0), True
     return w, L, min(mu, MU_MAX), False
+
+
+TAU = 1e-6         #: kinks this close to 0, with an interior weight, are held on by the SQP step
+
+
+def _manifold_step(w, L, z, arch, x, t, X, T, tau=TAU, fd_step=1e-6, max_tries=8,
+                   near_tol=1e-3):
+    """One Newton step along the kinks the point sits on (the SQP / VU step), or None.
+
+    At a point near a kink minimum the piecewise model of :func:`_quench_one`
+    is not enough: its curvature is the Hessian of the piece the point happens
+    to be on, and a kink held at z = 0 by its step drifts off again to second
+    order, so its steps are rejected and it crawls. This step is sequential
+    quadratic programming on the kink manifold M = {z_a = 0, a in A} (Nocedal &
+    Wright 2006, Ch. 18; the VU-Newton step of Mifflin & Sagastizabal 2005, the
+    manifold of partial smoothness of Lewis 2002), with A the kinks within
+    ``tau`` of 0 whose weight lam_a in the nearest point of the Clarke
+    subdifferential (:func:`relunet.kinks.clarke_measure`) is strictly inside
+    (0, 1), the creases the minimum holds:
+
+    * tangent step: Newton on the loss restricted to M, with the gradient g_min
+      (the Clarke measure's nearest point) and the Hessian of the piece with
+      masks lam_a on the kinks (its multiplier term vanishes as g_min -> 0),
+      by central differences of the masked gradient along a basis of M's
+      tangent space, damped by mu >= -lambda_min so that it descends;
+    * normal step: the least-norm move that puts z_A back to 0, before the
+      step and once more after it (the second-order correction against the
+      Maratos effect, Nocedal & Wright Sec. 15.6).
+
+    Tried only where the Clarke measure over the kinks within ``tau`` is at
+    most ``near_tol`` (farther out the manifold is not yet the right one), and
+    taken only if the loss does not increase (the rule of :func:`_quench_one`),
+    raising mu up to ``max_tries`` times. Near a kink minimum it converges
+    quadratically: measured, Clarke measures 6e-7 -> 2e-8 -> 2e-12 in two steps.
+    Returns (w_new, L_new) or None.
+    """
+    near = _near_entries(z, tau)
+    try:
+        cm = clarke_measure(w, arch, x, t, near, z > 0)
+    except ValueError:              # too many coupled kinks to enumerate
+        return None
+    if cm.measure > near_tol:
+        return None
+    masks = (z > 0).astype(float)
+    if len(near):
+        masks[near[:, 0] - 1, near[:, 1], near[:, 2]] = cm.lam
+    held = near[(cm.lam > 1e-9) & (cm.lam < 1 - 1e-9)]
+    N = preactivation_grads(w, arch, x, held, z > 0) if len(held) else np.zeros((0, w.size))
+
+    def z_held(v):
+        if not len(held):
+            return np.zeros(0)
+        zv = preactivations(v[None], arch, x)[0]
+        return zv[held[:, 0] - 1, held[:, 1], held[:, 2]]
+
+    def back_onto(v, zv):           # least-norm move putting z_held back to 0
+        return v - np.linalg.lstsq(N, zv, rcond=None)[0] if len(held) else v
+
+    Q = _null_basis(N, w.size)
+    k = Q.shape[1]
+    Wp = np.concatenate([w + fd_step * Q.T, w - fd_step * Q.T])
+    _, Gp = masked_loss_and_grad(Wp, arch, x, t, np.broadcast_to(masks, (2 * k,) + masks.shape))
+    Hr = Q.T @ ((Gp[:k] - Gp[k:]).T / (2 * fd_step))
+    e, V = np.linalg.eigh(0.5 * (Hr + Hr.T))
+    gt = V.T @ (Q.T @ cm.g_min)
+    w0 = back_onto(w, z_held(w))
+    mu = max(0.0, -e[0]) + 1e-10 * max(abs(e[-1]), 1.0)
+    for _ in range(max_tries):
+        c = -gt / (e + mu)
+        pred = -(gt @ c + 0.5 * c @ (e * c))
+        w1 = w0 + Q @ (V @ c)
+        w1 = back_onto(w1, z_held(w1))
+        L1 = _loss_one(w1, arch, X, T)
+        if L1 < L or (pred < 1e-14 * abs(L) and L1 <= L + ROUND * abs(L)):
+            return w1, L1
+        mu = max(4.0 * mu, 1e-8)
+    return None
 
 
 def _loss_one(w, arch, X, T) -> float:
@@ -351,7 +442,7 @@ class DescentResult:
 
     W: np.ndarray            # (M, P) networks after the descent
     loss: np.ndarray         # (M,) loss (kernel rounding), never above the start
-    iterations: np.ndarray   # (M,) accepted L-BFGS steps
+    iterations: np.ndarray   # (M,) accepted steps
     evaluations: np.ndarray  # (M,) loss-and-gradient evaluations
     reason: np.ndarray       # (M,) str: why the descent stopped
 
@@ -416,12 +507,27 @@ def _two_loop_kernel(G, S, Y, rho, n_mem, head, rows, d):
 
 def descend(W, arch: Arch, x, t, max_iter: int = 2000, memory: int = 20,
             max_step: float = 0.5, gtol: float = GTOL, patience: int = 25,
-            progress=None) -> DescentResult:
-    """:func:`lbfgs` on the loss of a stack of networks (the first stage of :func:`quench`)."""
+            method: str = "bfgs", progress=None) -> DescentResult:
+    """The first stage of :func:`quench` on the loss of a stack of networks.
+
+    ``method``: "bfgs" (default), full BFGS with the weak-Wolfe line search
+    (:func:`relunet.bfgs.bfgs`), which keeps descending across kinks, or
+    "lbfgs", :func:`lbfgs` with ``memory`` pairs and backtracking, which stalls at
+    them (measured: :mod:`relunet.bfgs`).
+    """
+    from .bfgs import bfgs
     from .kernels import loss_and_grad
+    if method not in ("bfgs", "lbfgs"):
+        raise ValueError(f"method must be 'bfgs' or 'lbfgs', got {method!r}")
+    if not isinstance(memory, (int, np.integer)) or memory < 1:
+        raise ValueError(f"memory must be an integer >= 1, got {memory!r}")
     W = np.array(check_stack(W, arch), dtype=np.float64)
-    return lbfgs(lambda V: loss_and_grad(V, arch, x, t), W, max_iter=max_iter, memory=memory,
-                 max_step=max_step, gtol=gtol, patience=patience, progress=progress)
+    efun = lambda V: loss_and_grad(V, arch, x, t)      # noqa: E731
+    if method == "bfgs":
+        return bfgs(efun, W, max_iter=max_iter, max_step=max_step, gtol=gtol,
+                    patience=patience, progress=progress)
+    return lbfgs(efun, W, max_iter=max_iter, memory=memory, max_step=max_step, gtol=gtol,
+                 patience=patience, progress=progress)
 
 
 def lbfgs(efun, W, max_iter: int = 2000, memory: int = 20, max_step: float = 0.5,
@@ -552,8 +658,13 @@ def _newton(Wc, Lc, mu, arch, x, t, max_iter, gtol, eps_on, gap, delta, certify_
         Z = preactivations(Wc[act], arch, x)
         _, G = masked_loss_and_grad(Wc[act], arch, x, t, Z > 0)
         H = hessian(Wc[act], arch, x, t)
+        X, T = check_data(arch, x, t)
         with _one_blas_thread():
             for i, m in enumerate(act):
+                sqp = _manifold_step(Wc[m], Lc[m], Z[i], arch, x, t, X, T)
+                if sqp is not None:
+                    Wc[m], Lc[m] = sqp
+                    continue
                 Wc[m], Lc[m], mu[m], ok = _quench_one(Wc[m], Lc[m], G[i], H[i], Z[i], arch,
                                                       x, t, mu[m], delta)
                 if not ok and mu[m] >= MU_MAX:
@@ -585,19 +696,22 @@ def _n_workers(workers, n_networks, max_iter, P):
 def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
            eps_on: float = EPS_ON, gap: float = GAP, delta: float = DELTA,
            mu0: float = 1e-3, certify_every: int = 5, descent_iter: int = 1000,
-           workers: int | None = None, progress=None) -> QuenchResult:
+           descent: str = "bfgs", workers: int | None = None,
+           progress=None) -> QuenchResult:
     """Quench a stack of networks to certified stationary points (module docstring).
 
-    Two stages: ``descent_iter`` batched L-BFGS steps (:func:`descend`; 0 skips
-    it) run down the long smooth descents cheaply, then at most ``max_iter``
-    Newton iterations on the piecewise model finish at the kinks and certify.
+    Two stages: ``descent_iter`` batched BFGS steps (:func:`descend`; 0 skips
+    it) run down the long descents cheaply, then at most ``max_iter`` Newton
+    iterations (the SQP step along the kinks near a kink minimum, the
+    piecewise model elsewhere) finish at the kinks and certify.
 
     Parameters
     ----------
     W : (M, P) or (P,) networks (float32 is promoted to float64).
     arch, x, t : architecture and training data.
     max_iter : Newton iterations at most per network.
-    descent_iter : L-BFGS steps at most per network before the Newton stage.
+    descent_iter : descent steps at most per network before the Newton stage.
+    descent : the first stage's method, "bfgs" or "lbfgs" (:func:`descend`).
     gtol, eps_on, gap : the certificate's tolerances.
     delta : pre-activations within delta of 0 are treated as kinks by the step.
     mu0 : initial Levenberg-Marquardt damping.
@@ -637,7 +751,7 @@ def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
     if descent_iter:
         if progress is not None:
             progress(0, M)
-        dr = descend(W0, arch, x, t, max_iter=int(descent_iter), gtol=gtol)
+        dr = descend(W0, arch, x, t, max_iter=int(descent_iter), gtol=gtol, method=descent)
         Wc, d_iters = dr.W, dr.iterations
     else:
         Wc = W0.copy()

@@ -53,7 +53,7 @@ so the baseline's students are the first of Figs. 2-3's, trained for fewer
 steps): the share at the global minimum (final MSE below 1e-4), the best and
 the median final MSE; the distance from the variant's own canonical W_f of all
 students (canonical, as trained) and of the first ``n_quench`` of them after
-``quench_descent`` L-BFGS steps and ``quench_iter`` Newton iterations of
+``quench_descent`` BFGS steps and ``quench_iter`` Newton iterations of
 :func:`relunet.quench.quench` (as in quench_minima; in float64
 on the variant's data; the quench is the expensive part, so only a few are
 quenched and the report says how many were certified); the share of both
@@ -147,9 +147,9 @@ class Config:
     radius_lo: float = 0.0
     radius_hi: float = 2.0
     n_quench: int = 8               # students quenched per variant
-    quench_descent: int = 2000      # L-BFGS steps per quenched student (stage 1)
+    quench_descent: int = 2000      # BFGS steps per quenched student (stage 1)
     quench_iter: int = 10           # Newton iterations per quenched student (stage 2; the
-    #                                 quenched distances are the L-BFGS stage's: ~9 ms each)
+    #                                 quenched distances are the descent stage's)
     seed: int = 1                   # the main runs' seed: the same Glorot starts
     basin_seed: int = 2             # Fig. 5's seed: the same noise draws
     record_every: int = 1000
@@ -597,7 +597,7 @@ def report(cfg: Config, ctx) -> str:
              f"below changes one of them against the baseline (the project's defaults) and "
              f"reruns the claims at reduced size: {cfg.n_students} students x "
              f"{cfg.steps:,} steps per variant (main runs: 1,024 x 50,000); the first "
-             f"{cfg.n_quench} students of each quenched ({cfg.quench_descent:,} L-BFGS steps, "
+             f"{cfg.n_quench} students of each quenched ({cfg.quench_descent:,} BFGS steps, "
              f"then {cfg.quench_iter} Newton iterations; distances of quenched points; "
              f"certified stationary: "
              f"{sum(r['q_certified'] for r in rows)} of {sum(r['q_n'] for r in rows)}); "

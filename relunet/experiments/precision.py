@@ -85,37 +85,42 @@ def loss_in(W, arch, x, t, dtype: str = "float64") -> np.ndarray:
 
 
 def quench_float32(W, arch, x, t, descent_iter: int, gtol: float, eps_on: float,
-                   gap: float, data32=None, progress=None) -> dict:
-    """The float32 quench (module docstring): L-BFGS on the float32 loss, the result
-    rounded to float32, then certified in float64.
+                   gap: float, data32=None, descent: str = "bfgs", progress=None) -> dict:
+    """The float32 quench (module docstring): the descent (``descent``: "bfgs",
+    :func:`relunet.bfgs.bfgs`, or "lbfgs", :func:`relunet.quench.lbfgs`) on the float32
+    loss, the result rounded to float32, then certified in float64.
 
     ``x, t``: the float64 data of the certificate and ``loss64``; ``data32``: the
     float32 data of the descent (default: ``x, t`` rounded to float32; the
     experiments pass the training set of the float32 runs).
 
-    The L-BFGS iterate is held in float64 between evaluations (its bookkeeping is
-    :func:`relunet.quench.lbfgs`'s), and every evaluation sees it rounded to
+    The iterate is held in float64 between evaluations (its bookkeeping is the
+    descent's), and every evaluation sees it rounded to
     float32; the last accepted point, rounded, is the result, so its float32 loss
     is the one the descent accepted. The descent stops at the float32 loss's
     resolution: once 25 steps in a row leave the float32 loss unchanged (their
-    decrease is below its last bit), it is "stagnant" and L-BFGS ends; measured
-    on 8 smoke-scale students with a budget of 2,000 steps, that happened after
-    218-1,224 steps, at MSE up to 0.025 above where float64 L-BFGS got.
+    decrease is below its last bit), it is "stagnant" and the descent ends (measured
+    with L-BFGS on 8 smoke-scale students with a budget of 2,000 steps: after
+    218-1,224 steps, at MSE up to 0.025 above where float64 L-BFGS got).
 
     Returns the fields of :class:`relunet.quench.QuenchResult` that quench_minima
     stores (``iterations``, the Newton stage's, are 0), plus ``loss64``: the
     float64 loss at the float32 point, and ``cert``: :func:`relunet.quench.certify`'s
     dict there. ``loss0`` and ``loss`` are float32 losses."""
+    from ..bfgs import bfgs
     from ..quench import certify, lbfgs
+    if descent not in ("bfgs", "lbfgs"):
+        raise ValueError(f"descent must be 'bfgs' or 'lbfgs', got {descent!r}")
     W0 = np.asarray(W).astype(np.float32).astype(np.float64)
     x32, t32 = (x, t) if data32 is None else data32
     efun = energy(arch, x32, t32, "float32")
-    dr = lbfgs(efun, W0, max_iter=int(descent_iter), gtol=gtol, progress=progress) \
+    run = bfgs if descent == "bfgs" else lbfgs
+    dr = run(efun, W0, max_iter=int(descent_iter), gtol=gtol, progress=progress) \
         if descent_iter else None
     Wq = W0.copy() if dr is None else dr.W.astype(np.float32).astype(np.float64)
     cert = certify(Wq, arch, x, t, gtol, eps_on, gap)
     desc = ["no descent"] * len(W0) if dr is None else list(dr.reason)
-    reason = [str(c) if ok else f"float32 L-BFGS: {r}; float64 certificate: {c}"
+    reason = [str(c) if ok else f"float32 {descent.upper()}: {r}; float64 certificate: {c}"
               for ok, r, c in zip(cert["certified"], desc, cert["reason"])]
     return dict(W=Wq, loss0=efun(W0)[0], loss=efun(Wq)[0], loss64=loss(Wq, arch, x, t),
                 moved=np.linalg.norm(Wq - W0, axis=1),

@@ -3,9 +3,9 @@
 Training stops after a step budget, not at a critical point. Before the
 landscape experiments (Fig. 4, the Hessian spectra, the geometry of the
 minima, the disconnectivity graph) use the students as "local minima", each
-is quenched (relunet.quench: batched L-BFGS down the smooth descents, then
-trust-region Newton on the loss's piecewise model, the loss never
-increasing) until it carries a stationarity certificate
+is quenched (relunet.quench: batched BFGS with a weak-Wolfe line search
+down the long descents, then Newton steps on the loss's piecewise model and
+along the kinks the point sits on, the loss never increasing) until it carries a stationarity certificate
 (smooth: |grad| <= 1e-9 off all kinks; kink: Clarke measure <= 1e-9) or its
 iteration budget is spent. Every point is then classified (minimum, saddle,
 kink minimum, ...) and de-symmetrised (relunet.symmetry.canonicalize) for the
@@ -13,7 +13,7 @@ distance and path experiments. Figs. 2-3 keep the raw students: that is what
 training gives.
 
 In float32 (``run_all.py --dtype float32``) the students are the float32 main
-runs, and the quench is its L-BFGS stage on the float32 loss, the point
+runs, and the quench is its BFGS stage on the float32 loss, the point
 rounded to float32, then certified and classified in float64 as it is; the
 Newton stage is not run (a float64 instrument: a float32 point cannot meet a
 1e-9 certificate; :func:`relunet.experiments.precision.quench_float32`).
@@ -42,6 +42,9 @@ TITLE = "Quenched minima: certified stationary points below the trained students
 NEEDS = ("fig2_fits",)   # experiments whose stored results compute() reads
 RESULT = "quench"
 
+#: the first stage's methods, as the report names them
+_METHOD = {"bfgs": "BFGS (weak-Wolfe line search)", "lbfgs": "L-BFGS (backtracking)"}
+
 TYPES = ("minimum", "kink-minimum", "degenerate-kink", "saddle", "kink-saddle", "uncertified")
 
 
@@ -49,12 +52,13 @@ TYPES = ("minimum", "kink-minimum", "degenerate-kink", "saddle", "kink-saddle", 
 class Config:
     scale: str = "default"
     n_networks: tuple = (("momentum", 100), ("adadelta", 50))   # first usable students
-    descent_iter: int = 10000     # L-BFGS steps per network at most (stage 1)
+    descent_iter: int = 10000     # BFGS steps per network at most (stage 1)
     max_iter: int = 30            # Newton iterations per network at most (stage 2)
     gtol: float = GTOL
     eps_on: float = EPS_ON
     gap: float = GAP
-    dtype: str = "float64"        # float32: the float32 students, L-BFGS on the float32 loss
+    descent: str = "bfgs"         # stage 1: relunet.quench.descend's method
+    dtype: str = "float64"        # float32: the float32 students, BFGS on the float32 loss
 
 
 PRESETS = {
@@ -84,7 +88,7 @@ def compute(cfg: Config, ctx) -> dict:
     runs = fig2_fits.main_runs(fig2_fits.config(cfg.scale, cfg.dtype), ctx)
     x, t = wf_training_set()
     # both optimizers' students in ONE quench (rows are independent: the same bits as
-    # one call each, and half the L-BFGS bookkeeping per step), then split again
+    # one call each, and half the descent's bookkeeping per step), then split again
     picks, W0s = [], []
     for opt, n in dict(cfg.n_networks).items():
         run = runs[opt]
@@ -104,13 +108,13 @@ def compute(cfg: Config, ctx) -> dict:
             bar.refresh()
     if cfg.dtype == "float64":
         r = quench(W0_all, WF_ARCH, x, t, max_iter=cfg.max_iter,
-                   descent_iter=cfg.descent_iter, gtol=cfg.gtol, eps_on=cfg.eps_on,
-                   gap=cfg.gap, progress=progress)
+                   descent_iter=cfg.descent_iter, descent=cfg.descent, gtol=cfg.gtol,
+                   eps_on=cfg.eps_on, gap=cfg.gap, progress=progress)
         q_all = {k: getattr(r, k) for k in _FIELDS}
     else:
         q_all = quench_float32(W0_all, WF_ARCH, x, t, cfg.descent_iter, cfg.gtol, cfg.eps_on,
                                cfg.gap, data32=wf_training_set(dtype=np.float32),
-                               progress=progress)
+                               descent=cfg.descent, progress=progress)
     if bar is not None:
         bar.close()
     cert_all = q_all.pop("cert", None) or certify(q_all["W"], WF_ARCH, x, t, cfg.gtol,
@@ -187,11 +191,14 @@ def type_counts(d, opt) -> dict:
 def report(cfg: Config, ctx) -> str:
     d = ctx.results(NAME, cfg).load_array(RESULT)
     how = (f"The first students of each main run quenched (relunet.quench) in two stages: "
-           f"at most {cfg.descent_iter} batched L-BFGS steps down the smooth descents, then "
-           f"at most {cfg.max_iter} Newton iterations on the loss's piecewise model to "
-           f"finish at the kinks and certify." if cfg.dtype == "float64" else
+           f"at most {cfg.descent_iter} batched {_METHOD[cfg.descent]} steps down the long "
+           f"descents, then at most {cfg.max_iter} Newton iterations to finish at the kinks "
+           f"and certify (on the loss's piecewise model, or, near a kink minimum, "
+           f"sequential quadratic programming along the kinks the point sits on)."
+           if cfg.dtype == "float64" else
            f"float32: the first students of each float32 main run descend by at most "
-           f"{cfg.descent_iter} batched L-BFGS steps on the float32 loss (relunet.quench's "
+           f"{cfg.descent_iter} batched {_METHOD[cfg.descent]} steps on the float32 loss "
+           f"(relunet.quench's "
            f"first stage; energies and gradients in float32 at the float32-rounded point), "
            f"and the final point, rounded to float32, is certified and classified in "
            f"float64 as it is; the Newton stage is not run (a float32 point cannot meet a "
@@ -222,7 +229,7 @@ def report(cfg: Config, ctx) -> str:
         row("distance moved", lambda o: spread(d[f"{o}_moved"])),
         row("measure after (uncertified ones)", lambda o: spread(d[f"{o}_measure"][
             ~d[f"{o}_certified"]]) if np.any(~d[f"{o}_certified"]) else "-"),
-        row("L-BFGS steps (stage 1)", lambda o: spread(d[f"{o}_descent_iterations"])
+        row(f"{cfg.descent.upper()} steps (stage 1)", lambda o: spread(d[f"{o}_descent_iterations"])
             if f"{o}_descent_iterations" in d else "-"),
         row("Newton iterations (stage 2)", lambda o: spread(d[f"{o}_iterations"]))]
         + ([row("float64 MSE at the float32 point", lambda o: spread(d[f"{o}_loss64"]))]
@@ -266,7 +273,7 @@ def numbers(cfg: Config, ctx) -> list:
                 (f"{o}: median MSE decrease", float(np.median(d[f"{o}_loss0"]
                                                               - d[f"{o}_loss"]))),
                 (f"{o}: median distance moved", float(np.median(d[f"{o}_moved"]))),
-                (f"{o}: median L-BFGS steps", float(np.median(d[f"{o}_descent_iterations"]))),
+                (f"{o}: median descent steps", float(np.median(d[f"{o}_descent_iterations"]))),
                 (f"{o}: median stationarity measure after (float64)",
                  float(np.median(d[f"{o}_measure"])))]
     return out
