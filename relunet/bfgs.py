@@ -41,8 +41,8 @@ the point there. H is updated whenever s.y > 0, which keeps it positive
 definite.
 
 H starts as the identity and is scaled to (s.y / y.y) I at the first update
-(Nocedal & Wright 2006, Eq. 6.20); every Wolfe step has s.y >= (1 - c2) |t s| > 0. Each point (row) has
-its own H (P x P; 150 networks of 136 weights: 22 MB) and is treated on its
+(Nocedal & Wright 2006, Eq. 6.20); every Wolfe step has s.y >= (1 - c2) |t s| > 0.
+Each point (row) has its own H (P x P; 150 networks of 136 weights: 22 MB) and is treated on its
 own: the stack, its chunking and the threads do not change any bit. The
 direction d = -H g and the update run in numba kernels (:func:`_direction_kernel`,
 :func:`_update_kernel`, their NumPy twins ``_direction_numpy`` and

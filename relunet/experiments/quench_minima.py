@@ -5,12 +5,12 @@ landscape experiments (Fig. 4, the Hessian spectra, the geometry of the
 minima, the disconnectivity graph) use the students as "local minima", each
 is quenched (relunet.quench: batched BFGS with a weak-Wolfe line search
 down the long descents, then Newton steps on the loss's piecewise model and
-along the kinks the point sits on, the loss never increasing) until it carries a stationarity certificate
-(smooth: |grad| <= 1e-9 off all kinks; kink: Clarke measure <= 1e-9) or its
-iteration budget is spent. Every point is then classified (minimum, saddle,
-kink minimum, ...) and de-symmetrised (relunet.symmetry.canonicalize) for the
-distance and path experiments. Figs. 2-3 keep the raw students: that is what
-training gives.
+along the kinks the point sits on, the loss never increasing) until it
+carries a stationarity certificate (smooth: |grad| <= 1e-9 off all kinks;
+kink: Clarke measure <= 1e-9) or its iteration budget is spent. Every point
+is then classified (minimum, saddle, kink minimum, ...) and de-symmetrised
+(relunet.symmetry.canonicalize) for the distance and path experiments. Figs.
+2-3 keep the raw students: that is what training gives.
 
 In float32 (``run_all.py --dtype float32``) the students are the float32 main
 runs, and the quench is its BFGS stage on the float32 loss, the point
