@@ -142,8 +142,8 @@ from .linesearch import backtrack
 from .net import Arch, check_stack
 from .procpool import run_tasks, usable_cores
 
-__all__ = ["quench", "descend", "lbfgs", "certify", "classify", "QuenchResult", "DescentResult",
-           "symmetry_modes"]
+__all__ = ["quench", "descend", "lbfgs", "certify", "classify", "near_stationarity",
+           "QuenchResult", "DescentResult", "symmetry_modes"]
 
 GTOL = 1e-9        #: certified when the (Clarke) gradient measure is at most this
 EPS_ON = 1e-10     #: |z| at most this: the pre-activation sits on its kink
@@ -801,6 +801,41 @@ def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
                         measure=cert["measure"], n_kinks=cert["n_kinks"],
                         min_gap=cert["min_gap"], rank=cert["rank"], coupled=cert["coupled"],
                         reason=reason.astype(str))
+
+
+def near_stationarity(W, arch: Arch, x, t, tau: float = TAU) -> dict:
+    """What an uncertified point is, read with a coarser eye: every pre-activation
+    within ``tau`` of its kink counted as on it.
+
+    For each network: ``measure``, the Clarke measure over those kinks
+    (:func:`relunet.kinks.clarke_measure`; inf where they are too many coupled
+    ones to enumerate), and ``ridges``, the creases among them with an interior
+    weight (0 < lam < 1) and dL/dh < 0: ridges, across which the loss falls on
+    both sides (a nonsmooth saddle, not a minimum; :func:`classify` counts them the
+    same way). A point with a small measure and no ridge is a minimum
+    candidate whose certificate fails only on its rules (a pre-activation
+    between ``eps_on`` and ``gap``, or a measure between 1e-9 and this one).
+    Returns a dict of (M,) arrays: measure, ridges, n_near.
+    """
+    W = np.asarray(check_stack(W, arch), dtype=np.float64)
+    Z = preactivations(W, arch, x)
+    out = {"measure": np.full(len(W), np.inf), "ridges": np.zeros(len(W), int),
+           "n_near": np.zeros(len(W), int)}
+    for m in range(len(W)):
+        near = _near_entries(Z[m], tau)
+        out["n_near"][m] = len(near)
+        try:
+            cm = clarke_measure(W[m], arch, x, t, near, Z[m] > 0)
+        except ValueError:
+            continue
+        out["measure"][m] = cm.measure
+        if len(near):
+            fams = cm.families or [np.array([i]) for i in range(len(near))]
+            nrm = np.linalg.norm(preactivation_grads(W[m], arch, x, near, Z[m] > 0), axis=1)
+            c_f = np.array([np.sum(cm.c[f] * nrm[f]) for f in fams])
+            lam_f = np.array([cm.lam[f[0]] for f in fams])
+            out["ridges"][m] = int(np.sum((lam_f > 1e-6) & (lam_f < 1 - 1e-6) & (c_f < 0)))
+    return out
 
 
 # =============================================================================

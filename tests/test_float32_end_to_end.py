@@ -137,7 +137,7 @@ def test_the_float32_quench_descends_in_float32_and_is_certified_in_float64(runs
     np.testing.assert_array_equal(q["certified"], cert["certified"])
     np.testing.assert_array_equal(q["measure"], cert["measure"])
     np.testing.assert_array_equal(q["moved"], np.linalg.norm(W - W0, axis=1))
-    assert all("float32 L-BFGS" in r for r, c in zip(q["reason"], q["certified"]) if not c)
+    assert all("float32 BFGS" in r for r, c in zip(q["reason"], q["certified"]) if not c)
 
 
 def test_energy_in_a_precision():

@@ -312,6 +312,21 @@ def _q(v):
     return spread(v, empty="none")
 
 
+def _by_endpoint(cfg: Config, ctx, conv, chord) -> str:
+    """How convergence depends on the far end: certified minimum or not, and how far."""
+    from . import quench_minima
+    q = quench_minima.quenched(cfg.scale, ctx, cfg.dtype)
+    cert = q[f"{cfg.source}_certified"][:len(conv)].astype(bool)
+    if len(cert) != len(conv):
+        return ""
+    part = [f"; to certified minima {int(conv[cert].sum())} of {int(cert.sum())}, to "
+            f"uncertified points {int(conv[~cert].sum())} of {int((~cert).sum())}"]
+    if conv.any() and (~conv).any():
+        part.append(f"; distance W_f -> end {fmt(np.median(chord[conv]))} (converged) "
+                    f"against {fmt(np.median(chord[~conv]))} (median)")
+    return "".join(part)
+
+
 def report(cfg: Config, ctx) -> str:
     d = ctx.results(NAME, cfg).load_array(RESULT)
     E, conv = d["energies"], d["converged"].astype(bool)
@@ -425,7 +440,8 @@ def report(cfg: Config, ctx) -> str:
              + (f"; {int((r_conv & kept).sum())} of them restarted from the plateau path"
                 if r_idx.size else "") + f"); iterations {_q(d['iterations'])}; "
              f"barrier change over the window {_q(d['barrier_change'])}; sampled min-norm at "
-             f"the climbing image {_q(d['peak_measure'])}", "not stated",
+             f"the climbing image {_q(d['peak_measure'])}" + _by_endpoint(cfg, ctx, conv, chord),
+             "not stated",
              "target (90%) met" if conv.mean() >= 0.9 else "below the 90% target"),
             ("path length / chord",
              f"{_q(ratio)}, max {fmt(ratio.max())}; <= 1.5: {np.mean(ratio <= 1.5):.0%}"

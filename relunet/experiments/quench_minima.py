@@ -29,18 +29,21 @@ import numpy as np
 
 from ..construct import WF_ARCH, build_wf
 from ..data import wf_training_set
-from ..quench import EPS_ON, GAP, GTOL, certify, classify, quench
+from ..hessian import hessian
+from ..quench import EPS_ON, GAP, GTOL, TAU, certify, classify, near_stationarity, quench
 from ..symmetry import canonicalize
 from . import fig2_fits
 from .frame import preset, stored
 from .precision import quench_float32
-from .students import OPTIMIZERS, usable
+from .students import OPTIMIZERS, main_config, usable
 from .tables import CLAIM, claims, fmt, spread, table
 
 NAME = "quench_minima"
 TITLE = "Quenched minima: certified stationary points below the trained students"
 NEEDS = ("fig2_fits",)   # experiments whose stored results compute() reads
 RESULT = "quench"
+
+NEAR = 1e-6       #: "stationary to this" in the report's account of the uncertified points
 
 #: the first stage's methods, as the report names them
 _METHOD = {"bfgs": "BFGS (weak-Wolfe line search)", "lbfgs": "L-BFGS (backtracking)"}
@@ -121,6 +124,11 @@ def compute(cfg: Config, ctx) -> dict:
                                                   cfg.eps_on, cfg.gap)
     cl_all = classify(q_all["W"], WF_ARCH, x, t, cert_all)
     raw_all = certify(W0_all, WF_ARCH, x, t, cfg.gtol, cfg.eps_on, cfg.gap)
+    # what the uncertified points are, and how sharp: the largest Hessian eigenvalue
+    # before and after (momentum GD cannot rest where it exceeds 2 (1 + beta) / lr)
+    near_all = near_stationarity(q_all["W"], WF_ARCH, x, t)
+    lmax_all = np.linalg.eigvalsh(hessian(q_all["W"], WF_ARCH, x, t))[:, -1]
+    lmax0_all = np.linalg.eigvalsh(hessian(W0_all, WF_ARCH, x, t))[:, -1]
     out = {}
     for k, ((opt, index), W0) in enumerate(zip(picks, W0s)):
         sl = slice(ends[k], ends[k + 1])
@@ -134,7 +142,13 @@ def compute(cfg: Config, ctx) -> dict:
             f"{opt}_type": cl_all["type"][sl], f"{opt}_index_neg": cl_all["index"][sl],
             f"{opt}_n_flat": cl_all["n_flat"][sl],
             f"{opt}_raw_measure": raw_all["measure"][sl],
-            f"{opt}_raw_certified": raw_all["certified"][sl]})
+            f"{opt}_raw_certified": raw_all["certified"][sl],
+            f"{opt}_near_measure": near_all["measure"][sl],
+            f"{opt}_near_ridges": near_all["ridges"][sl],
+            f"{opt}_lmax": lmax_all[sl], f"{opt}_lmax0": lmax0_all[sl]})
+        sgd = main_config(opt, 1, 1, 0, 1).make_optimizer()
+        if opt == "momentum":
+            out["momentum_gd_bound"] = 2.0 * (1.0 + sgd.momentum) / sgd.lr
     out["wf_c"] = canonicalize(build_wf()[None, :], WF_ARCH)[0]
     return out
 
@@ -229,8 +243,8 @@ def report(cfg: Config, ctx) -> str:
         row("distance moved", lambda o: spread(d[f"{o}_moved"])),
         row("measure after (uncertified ones)", lambda o: spread(d[f"{o}_measure"][
             ~d[f"{o}_certified"]]) if np.any(~d[f"{o}_certified"]) else "-"),
-        row(f"{cfg.descent.upper()} steps (stage 1)", lambda o: spread(d[f"{o}_descent_iterations"])
-            if f"{o}_descent_iterations" in d else "-"),
+        row(f"{cfg.descent.upper()} steps (stage 1)",
+            lambda o: spread(d[f"{o}_descent_iterations"])),
         row("Newton iterations (stage 2)", lambda o: spread(d[f"{o}_iterations"]))]
         + ([row("float64 MSE at the float32 point", lambda o: spread(d[f"{o}_loss64"]))]
            if cfg.dtype == "float32" else []))
@@ -242,7 +256,7 @@ def report(cfg: Config, ctx) -> str:
             reasons[key] = reasons.get(key, 0) + 1
     stationary = {o: float(np.mean(d[f"{o}_raw_certified"])) for o in opts}
     lines += ["", "Why the rest are not certified: " + (", ".join(
-        f"{k}: {v}" for k, v in reasons.items()) or "-") + ".", "",
+        f"{k}: {v}" for k, v in reasons.items()) or "-") + ".", "", *_uncertified(d, opts), "",
         *claims(
             ("the trained students are local minima (Sec. 3.2)",
              "; ".join(f"{o}: {int(d[f'{o}_raw_certified'].sum())} of {len(d[f'{o}_loss'])} "
@@ -257,9 +271,62 @@ def report(cfg: Config, ctx) -> str:
             ("the quenched points are minima",
              "; ".join(f"{o}: " + ", ".join(f"{k} {v}" for k, v in type_counts(d, o).items())
                        for o in opts),
-             "unknown for the uncertified majority: the quench's budget ends before a "
-             "certificate (see the reasons above)"), header=CLAIM)]
+             _verdict_minima(d, opts)), header=CLAIM)]
     return "\n".join(lines)
+
+
+def _verdict_minima(d, opts) -> str:
+    if f"{opts[0]}_near_measure" not in d:
+        return ("unknown for the uncertified majority: the quench's budget ends before a "
+                "certificate (see the reasons above)")
+    u = np.concatenate([~d[f"{o}_certified"] for o in opts])
+    near = np.concatenate([d[f"{o}_near_measure"] for o in opts])[u] <= NEAR
+    ridge = np.concatenate([d[f"{o}_near_ridges"] for o in opts])[u] > 0
+    return (f"only the certified ones are shown to be stationary; of the {int(u.sum())} "
+            f"uncertified, {int(np.sum(near & ridge))} are nonsmooth saddles (stationary "
+            f"to {NEAR:g} on a ridge), {int(np.sum(near & ~ridge))} minimum candidates "
+            f"(stationary to {NEAR:g}, no ridge) and {int(np.sum(~near))} not near a "
+            f"stationary point after the budget (see above)")
+
+
+def _uncertified(d, opts) -> list[str]:
+    """What the uncertified points are (relunet.quench.near_stationarity) and how sharp
+    the quenched points are, as report lines."""
+    if f"{opts[0]}_near_measure" not in d:
+        return []
+    rows = []
+    for o in opts:
+        u = ~d[f"{o}_certified"]
+        near = d[f"{o}_near_measure"][u] <= NEAR
+        ridge = d[f"{o}_near_ridges"][u] > 0
+        rows.append((o, int(u.sum()), int(np.sum(near & ridge)), int(np.sum(near & ~ridge)),
+                     int(np.sum(~near))))
+    lines = [f"What the uncertified points are, every pre-activation within {TAU:g} of its "
+             f"kink counted as on it (relunet.quench.near_stationarity): Clarke-stationary to "
+             f"{NEAR:g} on a ridge crease (the loss falls on both sides: a nonsmooth saddle, "
+             f"not a minimum), Clarke-stationary to {NEAR:g} with no ridge (minimum "
+             f"candidates that the certificate's rules, a pre-activation between 1e-10 and "
+             f"1e-6 or a measure above 1e-9, still reject), or farther from stationary.", "",
+             "| | uncertified | stationary to 1e-6, on a ridge | stationary to 1e-6, no ridge "
+             "| farther |", "|---|---|---|---|---|"]
+    lines += [f"| {o} | {n} | {a} | {b} | {c} |" for o, n, a, b, c in rows]
+    lines += ["", "Sharpness: the largest eigenvalue of the exact Hessian (median [10%, 90%]).",
+              "", "| | students as trained | quenched, certified | quenched, uncertified |",
+              "|---|---|---|---|"]
+    for o in opts:
+        c = d[f"{o}_certified"]
+        lines.append(f"| {o} | {spread(d[f'{o}_lmax0'])} | "
+                     f"{spread(d[f'{o}_lmax'][c]) if c.any() else '-'} | "
+                     f"{spread(d[f'{o}_lmax'][~c]) if (~c).any() else '-'} |")
+    if "momentum_gd_bound" in d and "momentum" in opts:
+        b = float(d["momentum_gd_bound"])
+        lines += ["", f"Momentum GD at the main runs' step (lr and momentum beta) is linearly "
+                  f"stable only where the largest eigenvalue is below 2 (1 + beta) / lr = "
+                  f"{b:.0f}: {int(np.sum(d['momentum_lmax0'] > b))} of "
+                  f"{len(d['momentum_lmax0'])} momentum students lie above it as trained, "
+                  f"{int(np.sum(d['momentum_lmax'] > b))} after quenching. The quench follows "
+                  f"the descents into valleys far sharper than training can enter."]
+    return lines
 
 
 def numbers(cfg: Config, ctx) -> list:
