@@ -4,9 +4,10 @@ Trains ``--M`` momentum-GD students on W_f's 341 points (``--train-steps``
 steps, so that they sit where the quench meets them: on slow descents), then
 times
 
-* stage 1, :func:`relunet.quench.descend` (batched L-BFGS) for ``--descent``
-  steps on all M students: seconds, loss-and-gradient evaluations per second,
-  and the projected time for 1,024 students at that rate;
+* stage 1, :func:`relunet.quench.descend` for ``--descent`` steps on all M
+  students, with full BFGS (weak-Wolfe line search, the default) and with
+  L-BFGS (backtracking): seconds, loss-and-gradient evaluations per second, the
+  median MSE decrease, and the projected time for 1,024 students at that rate;
 * stage 2, the Newton iterations on the piecewise model, on ``--newton-nets``
   of the descended students for ``--newton-iter`` iterations: milliseconds
   per network-iteration (the per-network NumPy work: kink families, the
@@ -35,7 +36,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--M", type=int, default=1024, help="students")
     ap.add_argument("--train-steps", type=int, default=20000, help="training steps first")
-    ap.add_argument("--descent", type=int, default=2000, help="L-BFGS steps (stage 1)")
+    ap.add_argument("--descent", type=int, default=2000, help="descent steps (stage 1)")
+    ap.add_argument("--method", choices=("bfgs", "lbfgs", "both"), default="both",
+                    help="stage 1's method(s) to time")
     ap.add_argument("--newton-nets", type=int, default=16, help="networks for stage 2")
     ap.add_argument("--newton-iter", type=int, default=20, help="Newton iterations (stage 2)")
     args = ap.parse_args(argv)
@@ -46,15 +49,17 @@ def main(argv=None):
     W = r.W[r.status == 0].astype(np.float64)
     print(f"trained {len(W)} students x {args.train_steps} steps in "
           f"{time.perf_counter() - t0:.1f} s (not part of the quench)")
-    descend(W[:2], WF_ARCH, x, t, max_iter=3)                     # compile
-    t0 = time.perf_counter()
-    d = descend(W, WF_ARCH, x, t, max_iter=args.descent)
-    sec = time.perf_counter() - t0
-    evals = int(d.evaluations.sum())
     L0 = loss(W, WF_ARCH, x, t)
-    print(f"stage 1 (L-BFGS): {len(W)} students x <= {args.descent} steps: {sec:.1f} s, "
-          f"{evals / sec:,.0f} network evaluations/s, median MSE decrease "
-          f"{np.median(L0 - d.loss):.4f}; 1,024 students: ~{sec * 1024 / len(W):.0f} s")
+    methods = ("bfgs", "lbfgs") if args.method == "both" else (args.method,)
+    for method in methods:
+        descend(W[:2], WF_ARCH, x, t, max_iter=3, method=method)      # compile
+        t0 = time.perf_counter()
+        d = descend(W, WF_ARCH, x, t, max_iter=args.descent, method=method)
+        sec = time.perf_counter() - t0
+        evals = int(d.evaluations.sum())
+        print(f"stage 1 ({method}): {len(W)} students x <= {args.descent} steps: {sec:.1f} s, "
+              f"{evals / sec:,.0f} network evaluations/s, median MSE decrease "
+              f"{np.median(L0 - d.loss):.4f}; 1,024 students: ~{sec * 1024 / len(W):.0f} s")
     n = min(args.newton_nets, len(W))
     quench(d.W[:2], WF_ARCH, x, t, max_iter=1, descent_iter=0)    # compile
     t0 = time.perf_counter()

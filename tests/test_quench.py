@@ -18,7 +18,7 @@ from relunet.kinks import (
     preactivation_grads,
     preactivations,
 )
-from relunet.quench import certify, classify, quench, symmetry_modes
+from relunet.quench import certify, classify, near_stationarity, quench, symmetry_modes
 
 from netcases import data_off_kinks, random_stack
 
@@ -248,3 +248,24 @@ def test_worker_processes_change_no_bit():
         np.testing.assert_array_equal(getattr(one, f), getattr(two, f))
     with pytest.raises(ValueError, match="workers"):
         quench(W0, WF_ARCH, x, t, workers=0)
+
+
+def test_near_stationarity_agrees_with_the_certificate_and_classification(tiny_quench):
+    """Counting more pre-activations as on their kinks can only grow the hull: the
+    coarse measure is at most the certificate's; off every kink it is |grad|; and the
+    ridges it finds are the creases classify() counts in the index of kink points."""
+    arch, x, t, _, q = tiny_quench
+    cert = certify(q.W, arch, x, t)
+    near = near_stationarity(q.W, arch, x, t)
+    cl = classify(q.W, arch, x, t, cert)
+    ok = cert["certified"]
+    assert np.all(near["measure"][ok] <= cert["measure"][ok] + 1e-15)
+    smooth = np.flatnonzero(q.kind == "smooth")
+    g = np.linalg.norm(kernels.loss_and_grad(q.W[smooth], arch, x, t)[1], axis=1)
+    far = near["n_near"][smooth] == 0
+    assert far.any()
+    np.testing.assert_allclose(near["measure"][smooth][far], g[far], rtol=1e-10, atol=1e-14)
+    for m in np.flatnonzero(q.kind == "kink"):
+        if cl["type"][m] in ("kink-minimum", "degenerate-kink"):
+            assert near["ridges"][m] == 0
+        assert near["ridges"][m] <= cl["index"][m]
