@@ -13,12 +13,12 @@ What "in float32" means, stage by stage:
   arithmetic (:func:`relunet.train.train_stack` with float32 weights), as the
   paper's Keras did.
 * **Quench** (:func:`quench_float32`): stage 1 of :func:`relunet.quench.quench`,
-  batched L-BFGS, on the *float32* loss: every energy and gradient is
+  batched BFGS, on the *float32* loss: every energy and gradient is
   computed in float32 at the point rounded to float32 (:func:`energy`); the
-  L-BFGS bookkeeping (directions, line search) stays float64, and the final
+  BFGS bookkeeping (directions, line search) stays float64, and the final
   point is rounded to float32, the point a float32 program holds. The second
-  stage (trust-region Newton on the piecewise model, with exact Hessians) and
-  the certificate (|grad| or the Clarke measure <= 1e-9) are float64
+  stage (Newton steps on the piecewise model and along the kinks, with exact
+  Hessians) and the certificate (|grad| or the Clarke measure <= 1e-9) are float64
   instruments: the rounding noise of a float32 gradient is about 6e-8 (float32's
   unit roundoff) of its terms, and merely rounding a float64 minimum to float32
   moves it by ~1e-7 per weight, which the Hessian turns into gradients far above
@@ -62,7 +62,7 @@ def energy(arch, x, t, dtype: str = "float64"):
     float64: :func:`relunet.kernels.loss_and_grad` itself (bit for bit what the
     experiments always used). float32: the points rounded to float32, the
     kernel run in float32, the results returned as float64 arrays holding the
-    float32 values, so that the callers' own arithmetic (L-BFGS, the string
+    float32 values, so that the callers' own arithmetic (BFGS, the string
     method) is unchanged. Pass the data of that precision,
     ``wf_training_set(dtype=dtype)``, as training does (float32 targets are
     W_f's float32 outputs, on which W_f's float32 loss is exactly 0 by the
@@ -186,7 +186,7 @@ def comparison(scale: str, ctx, mods) -> str:
                 rows.append((mod.NAME, name, _value(v), _value(w), _diff(v, w)))
     lines = ["## float32 against float64", "",
              f"Every number below was computed in float32 (`run_all.py --scale {scale} --dtype "
-             "float32`: training, the quench's L-BFGS stage and the bands in float32; "
+             "float32`: training, the quench's BFGS stage and the bands in float32; "
              "canonical coordinates, Hessians, certificates, saddles and fits in float64 on "
              "the float32 points: relunet/experiments/precision.py) and stands beside the "
              "same number from the float64 results of the same store, with the difference "
@@ -195,7 +195,7 @@ def comparison(scale: str, ctx, mods) -> str:
              "sensitivity study trains float32 as one of its variants).", "",
              "Read the quench rows, and everything computed from the quenched points (bands, "
              "saddles, Hessians and distances of quenched points, the graph), with care: the "
-             "float32 quench is the L-BFGS stage alone (a float32 point cannot be brought to "
+             "float32 quench is the BFGS stage alone (a float32 point cannot be brought to "
              "a 1e-9 certificate), the float64 one adds the Newton stage, so those rows "
              "differ by a stage as well as by the precision. The rows of training (fits, "
              "basin, 10x10, high frequency; the students as trained) differ by the "

@@ -67,13 +67,13 @@ class Config:
 PRESETS = {
     "smoke": dict(n_networks=(("momentum", 4), ("adadelta", 4)), descent_iter=100,
                   max_iter=20),
-    # L-BFGS runs on the vector kernel (150 students: 2 ms per step), Newton on dense
-    # Hessians (8-10 ms per network and iteration). Measured on 40 students: 2,000 + 100
-    # certified 4, 10,000 + 30 3, 20,000 + 30 5 (in the time of 2,000 + 100): the count
-    # hardly depends on the split, and the default run's time does
+    # the descent runs on the vector kernel, Newton on dense Hessians (8-10 ms per network
+    # and iteration). Measured with L-BFGS on 40 students: 2,000 + 100 certified 4,
+    # 10,000 + 30 3, 20,000 + 30 5 (in the time of 2,000 + 100). With BFGS on the 150:
+    # 10,000 + 30 certified 29 in 68 s, 20,000 + 30 28 in 87 s
     "default": dict(n_networks=(("momentum", 100), ("adadelta", 50)), descent_iter=10000,
                     max_iter=30),
-    # paper: 2,000 x 100,000 L-BFGS steps ~1.3 h, 2,000 x 200 Newton iterations ~1 h here
+    # paper: 2,000 x 100,000 BFGS steps ~2-3 h, 2,000 x 200 Newton iterations ~1 h here
     "paper": dict(n_networks=(("momentum", 1000), ("adadelta", 1000)), descent_iter=100000,
                   max_iter=200),
 }
