@@ -30,6 +30,7 @@ import numpy as np
 from ..construct import WF_ARCH, build_wf
 from ..data import wf_training_set
 from ..hessian import hessian
+from ..kinks import preactivations
 from ..quench import EPS_ON, GAP, GTOL, TAU, certify, classify, near_stationarity, quench
 from ..symmetry import canonicalize
 from . import fig2_fits
@@ -310,6 +311,23 @@ def _uncertified(d, opts) -> list[str]:
              "| | uncertified | stationary to 1e-6, on a ridge | stationary to 1e-6, no ridge "
              "| farther |", "|---|---|---|---|---|"]
     lines += [f"| {o} | {n} | {a} | {b} | {c} |" for o, n, a, b, c in rows]
+    x = wf_training_set()[0]
+    far = []
+    for o in opts:
+        u = ~d[f"{o}_certified"]
+        m = d[f"{o}_near_measure"][u] > NEAR
+        z = np.abs(preactivations(d[f"{o}_W"][u][m], WF_ARCH, x)).reshape(int(m.sum()), -1)
+        far.append((d[f"{o}_near_measure"][u][m], d[f"{o}_lmax"][u][m],
+                    z.min(axis=1) if z.size else np.zeros(0)))
+    g, lam, zmin = (np.concatenate(v) for v in zip(*far))
+    fin = np.isfinite(g)
+    if fin.any():
+        lines += ["", f"The {g.size} farther from stationary: gradient measure {spread(g[fin])}, "
+                  f"largest Hessian eigenvalue {spread(lam)}; along a gradient of that size a "
+                  f"step may be only about measure / eigenvalue = {spread(g[fin] / lam[fin])} "
+                  f"long before the loss turns up, and the nearest kink lies at a "
+                  f"pre-activation of {spread(zmin)}: the descent crawls in the sharp creases "
+                  f"it has run into."]
     lines += ["", "Sharpness: the largest eigenvalue of the exact Hessian (median [10%, 90%]).",
               "", "| | students as trained | quenched, certified | quenched, uncertified |",
               "|---|---|---|---|"]
