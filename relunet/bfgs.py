@@ -42,9 +42,10 @@ definite.
 
 H starts as the identity and is scaled to (s.y / y.y) I at the first update
 (Nocedal & Wright 2006, Eq. 6.20); every Wolfe step has s.y >= (1 - c2) |t s| > 0.
-Each point (row) has its own H (P x P; 150 networks of 136 weights: 22 MB) and is treated on its
-own: the stack, its chunking and the threads do not change any bit. The
-direction d = -H g and the update run in numba kernels (:func:`_direction_kernel`,
+Each point (row) has its own H (P x P; 150 networks of 136 weights: 22 MB;
+a stack whose H would exceed ``MAX_H_BYTES`` runs in chunks of rows) and is
+treated on its own: the stack, its chunking and the threads do not change any
+bit. The direction d = -H g and the update run in numba kernels (:func:`_direction_kernel`,
 :func:`_update_kernel`, their NumPy twins ``_direction_numpy`` and
 ``_update_numpy`` state the same sums), split over the process's kernel
 threads (:func:`relunet.fast.stack.run_threads`); every line-search trial of
@@ -63,6 +64,7 @@ from .fast.stack import run_threads
 __all__ = ["bfgs"]
 
 C1, C2 = 1e-4, 0.5       #: weak Wolfe constants (Lewis & Overton 2013)
+MAX_H_BYTES = 1 << 29     #: inverse Hessians held at once (512 MiB); more: chunks of rows
 
 
 # =============================================================================
@@ -245,6 +247,19 @@ def bfgs(efun, W, max_iter: int = 2000, max_step: float = 0.5, gtol: float = 1e-
     if not 0 < c1 < c2 < 1:
         raise ValueError(f"the Wolfe constants need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
     M, P = W.shape
+    per_row = 8 * P * P
+    if M > 1 and M * per_row > MAX_H_BYTES:
+        # the rows are independent: run them in chunks whose H fit, the same bits
+        rows = max(1, MAX_H_BYTES // per_row)
+        parts, done0 = [], 0
+        for c0 in range(0, M, rows):
+            sub = None if progress is None else \
+                (lambda n, _m, d0=done0: progress(d0 + n, M))
+            parts.append(bfgs(efun, W[c0:c0 + rows], max_iter=max_iter, max_step=max_step,
+                              gtol=gtol, patience=patience, c1=c1, c2=c2, progress=sub))
+            done0 += len(parts[-1].W)
+        return DescentResult(**{f: np.concatenate([getattr(r, f) for r in parts])
+                                for f in ("W", "loss", "iterations", "evaluations", "reason")})
     L, G = efun(W)
     L, G = np.array(L, dtype=np.float64), np.array(G, dtype=np.float64)
     H = np.zeros((M, P, P))
@@ -301,5 +316,7 @@ def bfgs(efun, W, max_iter: int = 2000, max_step: float = 0.5, gtol: float = 1e-
         reason[m[stag]] = f"stagnated ({patience} steps without a decrease)"
         if progress is not None:
             progress(int(M - active.sum()), M)
+    if progress is not None:
+        progress(M, M)                    # the rows still active have spent their budget
     return DescentResult(W=W, loss=L, iterations=iters, evaluations=evals,
                          reason=reason.astype(str))

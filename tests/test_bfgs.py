@@ -148,6 +148,17 @@ def test_bfgs_rows_are_independent_of_the_stack_and_threads():
     np.testing.assert_array_equal(alone.evaluations, r.evaluations[[4, 11, 17]])
     short = bfgs(efun, W0[:3], max_iter=20)
     assert np.all(short.loss >= r.loss[:3])
+    # a stack too big for MAX_H_BYTES runs in chunks of rows: the same bits
+    import relunet.bfgs as B
+    keep, B.MAX_H_BYTES = B.MAX_H_BYTES, 7 * 8 * W0.shape[1] ** 2     # 7 rows per chunk
+    try:
+        seen = []
+        chunked = bfgs(efun, W0, max_iter=60, progress=lambda n, m: seen.append((n, m)))
+    finally:
+        B.MAX_H_BYTES = keep
+    for f in ("W", "loss", "iterations", "evaluations", "reason"):
+        np.testing.assert_array_equal(getattr(chunked, f), getattr(r, f))
+    assert seen[-1] == (20, 20) and all(m == 20 for _, m in seen)
 
 
 @pytest.mark.parametrize("kwargs, match", [
