@@ -803,17 +803,30 @@ def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
                         reason=reason.astype(str))
 
 
-def near_stationarity(W, arch: Arch, x, t, tau: float = TAU) -> dict:
+def _ridges(lam_f, c_f, gtol):
+    """Which creases are ridges: an interior weight (0 < lam < 1) and c < 0, so the loss
+    falls on both sides, with slopes (1 - lam) |c| and lam |c| along the two normals;
+    a slope of at most ``gtol`` is zero at the certificate's resolution, so a crease
+    whose smaller slope is that flat is not counted (measured on quenched students:
+    most creases with c < 0 had |c| of 1e-13 to 1e-8, a unit whose error signal has
+    all but vanished, and pushing off them lowered no loss)."""
+    lam_f, c_f = np.asarray(lam_f, dtype=float), np.asarray(c_f, dtype=float)
+    interior = (lam_f > 1e-6) & (lam_f < 1 - 1e-6)
+    return interior & (c_f < 0) & (np.minimum(lam_f, 1 - lam_f) * np.abs(c_f) > gtol)
+
+
+def near_stationarity(W, arch: Arch, x, t, tau: float = TAU, gtol: float = GTOL) -> dict:
     """What an uncertified point is, read with a coarser eye: every pre-activation
     within ``tau`` of its kink counted as on it.
 
     For each network: ``measure``, the Clarke measure over those kinks
     (:func:`relunet.kinks.clarke_measure`; inf where they are too many coupled
     ones to enumerate), and ``ridges``, the creases among them with an interior
-    weight (0 < lam < 1) and dL/dh < 0: ridges, across which the loss falls on
-    both sides (a nonsmooth saddle, not a minimum; :func:`classify` counts them the
-    same way). A point with a small measure and no ridge is a minimum
-    candidate whose certificate fails only on its rules (a pre-activation
+    weight (0 < lam < 1) and dL/dh < 0, both downhill slopes above ``gtol``:
+    ridges, across which the loss falls on both sides (a nonsmooth saddle, not a
+    minimum; :func:`classify` counts them the same way, :func:`_ridges`). A point
+    with a small measure and no ridge is a minimum candidate whose certificate
+    fails only on its rules (a pre-activation
     between ``eps_on`` and ``gap``, or a measure between 1e-9 and this one).
     Returns a dict of (M,) arrays: measure, ridges, n_near.
     """
@@ -834,7 +847,7 @@ def near_stationarity(W, arch: Arch, x, t, tau: float = TAU) -> dict:
             nrm = np.linalg.norm(preactivation_grads(W[m], arch, x, near, Z[m] > 0), axis=1)
             c_f = np.array([np.sum(cm.c[f] * nrm[f]) for f in fams])
             lam_f = np.array([cm.lam[f[0]] for f in fams])
-            out["ridges"][m] = int(np.sum((lam_f > 1e-6) & (lam_f < 1 - 1e-6) & (c_f < 0)))
+            out["ridges"][m] = int(np.sum(_ridges(lam_f, c_f, gtol)))
     return out
 
 
@@ -878,7 +891,7 @@ def _null_basis(A, P, rtol=1e-10):
 
 
 def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-8,
-             fd_step: float = 1e-5) -> dict:
+             fd_step: float = 1e-5, gtol: float = GTOL) -> dict:
     """Type of each (certified) stationary point, from second-order information.
 
     * smooth points: eigenvalues of the exact Hessian (:func:`relunet.hessian.hessian`)
@@ -886,10 +899,12 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
     * kink points: each kink is a *crease* of the loss. With c_a = dL/dh_a and
       lam_a the weight of the 'on' side in the Clarke certificate, a crease is
       V-shaped (the loss rises on both sides) when c_a > 0 and 0 < lam_a < 1,
-      and a ridge (it falls on both sides: a nonsmooth saddle) when c_a < 0 and
-      0 < lam_a < 1. Along the kink manifold the loss is smooth; its Hessian
-      there (the Hessian of the Lagrangian, the piece with masks lam_a on the
-      kinks, Lewis 2002) is taken by central differences of the masked
+      and a ridge (it falls on both sides: a nonsmooth saddle) when c_a < 0,
+      0 < lam_a < 1 and both downhill slopes exceed ``gtol`` (a crease flatter
+      than that counts as degenerate, :func:`_ridges`). Along the kink manifold
+      the loss is smooth; its Hessian there (the Hessian of the Lagrangian,
+      the piece with masks lam_a on the kinks, Lewis 2002) is taken by
+      central differences of the masked
       gradient (:func:`relunet.kinks.masked_loss_and_grad`) on the tangent
       space minus the rescaling modes.
 
@@ -937,8 +952,9 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
             c_f = np.array([np.sum(c[f] * nrm[f]) for f in fams])
             lam_f = np.array([lam[f[0]] for f in fams])
             interior = (lam_f > 1e-6) & (lam_f < 1 - 1e-6)
-            n_ridge = int(np.sum(interior & (c_f < 0)))
-            n_deg = int(np.sum(~interior))
+            ridge = _ridges(lam_f, c_f, gtol)
+            n_ridge = int(np.sum(ridge))
+            n_deg = int(np.sum(~interior | ((c_f < 0) & ~ridge)))   # flat both ways
             masks = (Z[m] > 0).astype(float)
             masks[ent[:, 0] - 1, ent[:, 1], ent[:, 2]] = lam
             Q = _null_basis(np.vstack([Nz, R]), arch.P)

@@ -269,3 +269,14 @@ def test_near_stationarity_agrees_with_the_certificate_and_classification(tiny_q
         if cl["type"][m] in ("kink-minimum", "degenerate-kink"):
             assert near["ridges"][m] == 0
         assert near["ridges"][m] <= cl["index"][m]
+
+
+def test_a_ridge_needs_both_downhill_slopes_above_the_certificate_tolerance():
+    """Hand-worked: with weight lam and jump c < 0 the loss falls by (1 - lam) |c| and
+    lam |c| per unit length on the two sides; below gtol = 1e-9 that is flat."""
+    from relunet.quench import _ridges
+    lam = np.array([0.5, 0.5, 0.5, 1e-3, 1.0, 0.3])
+    c = np.array([-1.0, -1e-12, 2.0, -1e-6, -1.0, -4e-9])
+    np.testing.assert_array_equal(_ridges(lam, c, 1e-9),
+                                  [True, False, False, False, False, True])
+    np.testing.assert_array_equal(_ridges(lam, c, 2e-9)[-1], False)   # 0.3 * 4e-9 < 2e-9
