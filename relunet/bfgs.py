@@ -233,17 +233,8 @@ def bfgs(efun, W, max_iter: int = 2000, max_step: float = 0.5, gtol: float = 1e-
     1e-14 of itself in ``patience`` consecutive steps, or after ``max_iter`` steps.
     Returns a :class:`relunet.quench.DescentResult` (the energy never increases).
     """
-    from .quench import DescentResult
-    if not callable(efun):
-        raise ValueError(f"efun must be callable X (n, D) -> (E, G), got {type(efun).__name__}")
-    W = np.array(W, dtype=np.float64)
-    if W.ndim != 2 or not np.all(np.isfinite(W)):
-        raise ValueError(f"W must be a finite (n, D) array, got shape {W.shape}")
-    for name, v in (("max_iter", max_iter), ("patience", patience)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    if not (np.isfinite(max_step) and max_step > 0):
-        raise ValueError(f"max_step must be a finite number > 0, got {max_step!r}")
+    from .quench import DescentResult, _descent_input, _take_steps
+    W = _descent_input(efun, W, max_step, max_iter=max_iter, patience=patience)
     if not 0 < c1 < c2 < 1:
         raise ValueError(f"the Wolfe constants need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
     M, P = W.shape
@@ -304,16 +295,8 @@ def bfgs(efun, W, max_iter: int = 2000, max_step: float = 0.5, gtol: float = 1e-
             mu = m[upd]
             _update(H, mu, s_[upd], y_[upd], first[mu])
             first[mu] = False
-        small = L[m] - Lnew[i] <= 1e-14 * np.abs(L[m])
-        slow[m] = np.where(small, slow[m] + 1, 0)
-        W[m] += s_
-        L[m], G[m] = Lnew[i], Gnew[i]
-        iters[m] += 1
-        conv = np.linalg.norm(G[m], axis=1) <= gtol
-        stag = ~conv & (slow[m] >= patience)
-        active[m[conv | stag]] = False
-        reason[m[conv]] = "gradient norm <= gtol"
-        reason[m[stag]] = f"stagnated ({patience} steps without a decrease)"
+        _take_steps(W, L, G, m, s_, Lnew[i], Gnew[i], iters, slow, active, reason, gtol,
+                    patience)
         if progress is not None:
             progress(int(M - active.sum()), M)
     if progress is not None:

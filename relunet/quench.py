@@ -447,6 +447,37 @@ class DescentResult:
     reason: np.ndarray       # (M,) str: why the descent stopped
 
 
+def _descent_input(efun, W, max_step, **counts) -> np.ndarray:
+    """The checks every batched descent makes of its arguments; returns W as a float64 copy."""
+    if not callable(efun):
+        raise ValueError(f"efun must be callable X (n, D) -> (E, G), got {type(efun).__name__}")
+    W = np.array(W, dtype=np.float64)
+    if W.ndim != 2 or not np.all(np.isfinite(W)):
+        raise ValueError(f"W must be a finite (n, D) array, got shape {W.shape}")
+    for name, v in counts.items():
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    if not (np.isfinite(max_step) and max_step > 0):
+        raise ValueError(f"max_step must be a finite number > 0, got {max_step!r}")
+    return W
+
+
+def _take_steps(W, L, G, m, s, L_new, G_new, iters, slow, active, reason, gtol, patience):
+    """Move rows m of a descent by their accepted steps s (in place), and stop those
+    whose gradient is below gtol or whose loss has fallen by less than 1e-14 of itself
+    in ``patience`` consecutive steps (the same rule for every descent)."""
+    small = L[m] - L_new <= 1e-14 * np.abs(L[m])
+    slow[m] = np.where(small, slow[m] + 1, 0)
+    W[m] += s
+    L[m], G[m] = L_new, G_new
+    iters[m] += 1
+    conv = np.linalg.norm(G[m], axis=1) <= gtol
+    stag = ~conv & (slow[m] >= patience)
+    active[m[conv | stag]] = False
+    reason[m[conv]] = "gradient norm <= gtol"
+    reason[m[stag]] = f"loss stagnant for {patience} steps"
+
+
 def _two_loop(G, S, Y, rho, n_mem, head, rows=None):
     """L-BFGS directions -H G for a stack (Nocedal & Wright 2006, Alg. 7.4).
 
@@ -558,16 +589,7 @@ def lbfgs(efun, W, max_iter: int = 2000, memory: int = 20, max_step: float = 0.5
     ``patience`` consecutive steps, or after ``max_iter`` steps. Every network
     is treated on its own: the stack and its chunking do not change any bit.
     """
-    if not callable(efun):
-        raise ValueError(f"efun must be callable X (n, D) -> (E, G), got {type(efun).__name__}")
-    W = np.array(W, dtype=np.float64)
-    if W.ndim != 2 or not np.all(np.isfinite(W)):
-        raise ValueError(f"W must be a finite (n, D) array, got shape {W.shape}")
-    for name, v in (("max_iter", max_iter), ("memory", memory), ("patience", patience)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    if not (np.isfinite(max_step) and max_step > 0):
-        raise ValueError(f"max_step must be a finite number > 0, got {max_step!r}")
+    W = _descent_input(efun, W, max_step, max_iter=max_iter, memory=memory, patience=patience)
     M, P = W.shape
     L, G = efun(W)
     S, Y = np.zeros((M, memory, P)), np.zeros((M, memory, P))
@@ -614,16 +636,8 @@ def lbfgs(efun, W, max_iter: int = 2000, memory: int = 20, max_step: float = 0.5
         S[mk, head[mk]], Y[mk, head[mk]], rho[mk, head[mk]] = s_[keep], y_[keep], 1.0 / sy_[keep]
         head[mk] = (head[mk] + 1) % memory
         n_mem[mk] = np.minimum(n_mem[mk] + 1, memory)
-        small = L[m] - Lnew[i] <= 1e-14 * np.abs(L[m])
-        slow[m] = np.where(small, slow[m] + 1, 0)
-        W[m] += s_
-        L[m], G[m] = Lnew[i], Gnew[i]
-        iters[m] += 1
-        conv = np.linalg.norm(G[m], axis=1) <= gtol
-        stag = ~conv & (slow[m] >= patience)
-        active[m[conv | stag]] = False
-        reason[m[conv]] = "gradient norm <= gtol"
-        reason[m[stag]] = f"loss stagnant for {patience} steps"
+        _take_steps(W, L, G, m, s_, Lnew[i], Gnew[i], iters, slow, active, reason, gtol,
+                    patience)
         if progress is not None:
             progress(int((~active).sum()), M)
     return DescentResult(W=W, loss=L, iterations=iters, evaluations=evals,

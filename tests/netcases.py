@@ -1,5 +1,6 @@
 """Random test networks and inputs away from their kinks, shared by the kernel
-and Hessian tests (a plain module: pytest puts tests/ on sys.path)."""
+and Hessian tests, and Rosenbrock's valley for the descents (a plain module: pytest
+puts tests/ on sys.path)."""
 import numpy as np
 
 from relunet.net import init_stack
@@ -28,3 +29,11 @@ def data_off_kinks(W, arch, S, rng, margin=1e-4, oversample=4):
     x = x[ok][:S]
     assert x.size == S, "too few inputs away from the kinks; raise oversample"
     return x, np.sin(3 * x) + 0.1 * rng.standard_normal(S)
+
+
+def rosenbrock(X):
+    """Rosenbrock's valley for a stack of 2-D points, (E, G); minimum 0 at (1, 1)."""
+    x, y = X[:, 0], X[:, 1]
+    E = (1 - x) ** 2 + 100 * (y - x * x) ** 2
+    G = np.stack([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)], axis=1)
+    return E, G

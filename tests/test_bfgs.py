@@ -22,12 +22,7 @@ from relunet.kinks import preactivations
 from relunet.neb_surfaces import crease_well
 from relunet.quench import _manifold_step, certify, quench
 
-
-def rosenbrock(X):
-    x, y = X[:, 0], X[:, 1]
-    E = (1 - x) ** 2 + 100 * (y - x * x) ** 2
-    G = np.stack([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)], axis=1)
-    return E, G
+from netcases import rosenbrock
 
 
 def ncr(X):

@@ -12,12 +12,7 @@ from relunet import Arch, init_stack, kernels
 from relunet.neb_surfaces import crease_well
 from relunet.quench import _two_loop, certify, descend, lbfgs, quench
 
-
-def rosenbrock(X):
-    x, y = X[:, 0], X[:, 1]
-    E = (1 - x) ** 2 + 100 * (y - x * x) ** 2
-    G = np.stack([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)], axis=1)
-    return E, G
+from netcases import rosenbrock
 
 
 def test_two_loop_is_the_dense_bfgs_inverse_hessian(rng):
