@@ -754,6 +754,8 @@ def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
         raise ValueError(f"workers must be None or an integer >= 1, got {workers!r}")
     if not isinstance(descent_iter, (int, np.integer)) or descent_iter < 0:
         raise ValueError(f"descent_iter must be an integer >= 0, got {descent_iter!r}")
+    if descent not in ("bfgs", "lbfgs"):
+        raise ValueError(f"descent must be 'bfgs' or 'lbfgs', got {descent!r}")
     for name, v in (("gtol", gtol), ("eps_on", eps_on), ("gap", gap), ("delta", delta),
                     ("mu0", mu0)):
         if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):

@@ -126,3 +126,7 @@ def test_descend_bad_input(kwargs, match):
         lbfgs(rosenbrock, np.full((1, 2), np.nan))
     with pytest.raises(ValueError, match="descent_iter"):
         quench(init_stack(arch, [0]), arch, x, x, descent_iter=-1)
+    with pytest.raises(ValueError, match="descent must be 'bfgs' or 'lbfgs'"):
+        quench(init_stack(arch, [0]), arch, x, x, descent="newton")
+    with pytest.raises(ValueError, match="method must be 'bfgs' or 'lbfgs'"):
+        descend(init_stack(arch, [0]), arch, x, x, method="adam")
