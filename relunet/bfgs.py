@@ -45,11 +45,13 @@ H starts as the identity and is scaled to (s.y / y.y) I at the first update
 Each point (row) has its own H (P x P; 150 networks of 136 weights: 22 MB;
 a stack whose H would exceed ``MAX_H_BYTES`` runs in chunks of rows) and is
 treated on its own: the stack, its chunking and the threads do not change any
-bit. The direction d = -H g and the update run in numba kernels (:func:`_direction_kernel`,
-:func:`_update_kernel`, their NumPy twins ``_direction_numpy`` and
-``_update_numpy`` state the same sums), split over the process's kernel
-threads (:func:`relunet.fast.stack.run_threads`); every line-search trial of
-all rows still searching is one ``efun`` call.
+bit. The direction d = -H g and the update run in numba kernels
+(:func:`_direction_kernel`, :func:`_update_kernel`; their NumPy twins
+``_direction_numpy`` and ``_update_numpy`` state the same sums), split over
+the process's kernel threads (:func:`relunet.fast.stack.run_threads`). They are
+memory-bound (150 networks: 22 MB of H), so the update also computes the next
+direction in its pass over H, bit for bit what :func:`_direction` gives. Every
+line-search trial of all rows still searching is one ``efun`` call.
 """
 from __future__ import annotations
 
@@ -112,7 +114,10 @@ def _update_numpy(H, S, Y, first):
 
 
 @njit(cache=True, fastmath=STRICT)
-def _update_kernel(H, rows, S, Y, first, i0, i1):
+def _update_kernel(H, rows, S, Y, first, Gn, D, i0, i1):
+    """The update of H[rows[i]], and with it the next direction D[i] = -H_new Gn[i],
+    accumulated row by row as the rows of H_new are written (one pass over H instead
+    of two; the sums in :func:`_direction_kernel`'s order, so the same bits)."""
     P = S.shape[1]
     Hy = np.empty(P)
     for i in range(i0, i1):
@@ -140,12 +145,19 @@ def _update_kernel(H, rows, S, Y, first, i0, i1):
         for p in range(P):
             yHy += y[p] * Hy[p]
         a = rho * (1.0 + rho * yHy)
+        d = D[i]
+        for p in range(P):
+            d[p] = 0.0
         for q in range(P):
             asq = a * s[q]
             rhq = rho * Hy[q]
             rsq = rho * s[q]
+            row = Hm[q]
             for p in range(P):
-                Hm[q, p] += asq * s[p] - (rhq * s[p] + rsq * Hy[p])
+                row[p] += asq * s[p] - (rhq * s[p] + rsq * Hy[p])
+            gq = Gn[i, q]
+            for p in range(P):
+                d[p] -= row[p] * gq
 
 
 def _threads(M):
@@ -161,13 +173,17 @@ def _direction(H, rows, G):
     return D
 
 
-def _update(H, rows, S, Y, first):
-    """The update of H[rows[i]] by the pair (S[i], Y[i]), in place."""
+def _update(H, rows, S, Y, first, G_new):
+    """The update of H[rows[i]] by the pair (S[i], Y[i]), in place; returns the next
+    directions -H_new[rows[i]] G_new[i] (the bits of :func:`_direction`)."""
+    D = np.empty(np.shape(G_new))
     run_threads(_update_kernel, (H, np.asarray(rows, dtype=np.int64),
                                  np.ascontiguousarray(S, dtype=np.float64),
                                  np.ascontiguousarray(Y, dtype=np.float64),
-                                 np.asarray(first, dtype=np.bool_)), len(rows),
+                                 np.asarray(first, dtype=np.bool_),
+                                 np.ascontiguousarray(G_new, dtype=np.float64), D), len(rows),
                 _threads(len(rows)))
+    return D
 
 
 # =============================================================================
@@ -256,6 +272,8 @@ def bfgs(efun, W, max_iter: int = 2000, max_step: float = 0.5, gtol: float = 1e-
     H = np.zeros((M, P, P))
     H[:, np.arange(P), np.arange(P)] = 1.0
     first = np.ones(M, bool)              # H is the identity: scale it at the first update
+    D_next = np.empty((M, P))             # -H G, computed by the last update where fresh
+    fresh = np.zeros(M, bool)
     iters, evals, slow = np.zeros(M, int), np.ones(M, int), np.zeros(M, int)
     reason = np.full(M, f"iteration budget ({max_iter}) spent", dtype=object)
     active = np.linalg.norm(G, axis=1) > gtol
@@ -264,9 +282,14 @@ def bfgs(efun, W, max_iter: int = 2000, max_step: float = 0.5, gtol: float = 1e-
         a = np.flatnonzero(active)
         if a.size == 0:
             break
-        d = _direction(H, a, G[a])
+        fr = fresh[a]
+        d = np.empty((a.size, P))
+        d[fr] = D_next[a[fr]]
+        if not fr.all():
+            d[~fr] = _direction(H, a[~fr], G[a[~fr]])
         gd = np.sum(G[a] * d, axis=1)
         bad = ~(gd < 0) | ~np.all(np.isfinite(d), axis=1)
+        fresh[a] = False
         if bad.any():                     # not a descent direction: start H again
             H[a[bad]] = np.eye(P)
             first[a[bad]] = True
@@ -293,8 +316,9 @@ def bfgs(efun, W, max_iter: int = 2000, max_step: float = 0.5, gtol: float = 1e-
         upd = np.sum(s_ * y_, axis=1) > 0
         if upd.any():
             mu = m[upd]
-            _update(H, mu, s_[upd], y_[upd], first[mu])
+            D_next[mu] = _update(H, mu, s_[upd], y_[upd], first[mu], Gnew[i][upd])
             first[mu] = False
+            fresh[mu] = True
         _take_steps(W, L, G, m, s_, Lnew[i], Gnew[i], iters, slow, active, reason, gtol,
                     patience)
         if progress is not None:

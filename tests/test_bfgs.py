@@ -54,7 +54,9 @@ def test_kernels_are_their_numpy_twins_and_the_dense_update(rng):
     Y = S @ (2 * np.eye(P)) + 0.3 * rng.standard_normal((3, P))
     first = np.array([True, False, False])
     H1, H2 = H.copy(), H[rows].copy()
-    _update(H1, rows, S, Y, first)
+    G_new = rng.standard_normal((3, P))
+    D = _update(H1, rows, S, Y, first, G_new)
+    np.testing.assert_array_equal(D, _direction(H1, rows, G_new))   # the same pass, same bits
     _update_numpy(H2, S, Y, first)
     np.testing.assert_allclose(H1[rows], H2, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(H1[[1, 2]], H[[1, 2]])        # other rows untouched
