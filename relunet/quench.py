@@ -320,6 +320,28 @@ def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
     return w, L, min(mu, MU_MAX), False
 
 
+def _lagrangian_hessian(w, arch, x, t, masks, Q, fd_step):
+    """Q^T H_lam Q, symmetrised: the Hessian of the piece with (real) ``masks``, on the
+    columns of Q, by central differences of the masked gradient (2 Q.shape[1] gradients
+    in one call). Along the kinks that masks weight by lam this is the Hessian of the
+    loss restricted to them (Lewis 2002); used by the SQP step and by classify."""
+    k = Q.shape[1]
+    Wp = np.concatenate([w + fd_step * Q.T, w - fd_step * Q.T])
+    _, G = masked_loss_and_grad(Wp, arch, x, t, np.broadcast_to(masks, (2 * k,) + masks.shape))
+    Hr = Q.T @ ((G[:k] - G[k:]).T / (2 * fd_step))          # Q^T (H_lam Q)
+    return 0.5 * (Hr + Hr.T)
+
+
+def _creases(lam, c, families, Nz):
+    """Per kink family (a crease): the weight lam_f of its 'on' side in the Clarke
+    certificate and its jump c_f = sum_a c_a |dz_a/dw| along the shared unit normal."""
+    fams = families or [np.array([i]) for i in range(len(lam))]
+    nrm = np.linalg.norm(Nz, axis=1)
+    c_f = np.array([np.sum(c[f] * nrm[f]) for f in fams])
+    lam_f = np.array([lam[f[0]] for f in fams])
+    return lam_f, c_f, fams
+
+
 TAU = 1e-6         #: kinks this close to 0, with an interior weight, are held on by the SQP step
 
 
@@ -377,11 +399,7 @@ def _manifold_step(w, L, z, arch, x, t, X, T, tau=TAU, fd_step=1e-6, max_tries=8
         return v - np.linalg.lstsq(N, zv, rcond=None)[0] if len(held) else v
 
     Q = _null_basis(N, w.size)
-    k = Q.shape[1]
-    Wp = np.concatenate([w + fd_step * Q.T, w - fd_step * Q.T])
-    _, Gp = masked_loss_and_grad(Wp, arch, x, t, np.broadcast_to(masks, (2 * k,) + masks.shape))
-    Hr = Q.T @ ((Gp[:k] - Gp[k:]).T / (2 * fd_step))
-    e, V = np.linalg.eigh(0.5 * (Hr + Hr.T))
+    e, V = np.linalg.eigh(_lagrangian_hessian(w, arch, x, t, masks, Q, fd_step))
     gt = V.T @ (Q.T @ cm.g_min)
     w0 = back_onto(w, z_held(w))
     mu = max(0.0, -e[0]) + 1e-10 * max(abs(e[-1]), 1.0)
@@ -859,10 +877,8 @@ def near_stationarity(W, arch: Arch, x, t, tau: float = TAU, gtol: float = GTOL)
             continue
         out["measure"][m] = cm.measure
         if len(near):
-            fams = cm.families or [np.array([i]) for i in range(len(near))]
-            nrm = np.linalg.norm(preactivation_grads(W[m], arch, x, near, Z[m] > 0), axis=1)
-            c_f = np.array([np.sum(cm.c[f] * nrm[f]) for f in fams])
-            lam_f = np.array([cm.lam[f[0]] for f in fams])
+            lam_f, c_f, _ = _creases(cm.lam, cm.c, cm.families,
+                                     preactivation_grads(W[m], arch, x, near, Z[m] > 0))
             out["ridges"][m] = int(np.sum(_ridges(lam_f, c_f, gtol)))
     return out
 
@@ -960,13 +976,9 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
             Hr = Q.T @ Hs_of[m] @ Q
             n_ridge, n_deg = 0, 0
         else:
-            lam, c = cert["lam"][m], cert["c"][m]
+            lam = cert["lam"][m]
             Nz = preactivation_grads(W[m], arch, x, ent, Z[m] > 0)
-            nrm = np.linalg.norm(Nz, axis=1)
-            fams = cert["families"][m] or [np.array([i]) for i in range(len(ent))]
-            # a family's jump is (sum_a c_a |dz_a|) along the shared unit normal
-            c_f = np.array([np.sum(c[f] * nrm[f]) for f in fams])
-            lam_f = np.array([lam[f[0]] for f in fams])
+            lam_f, c_f, fams = _creases(lam, cert["c"][m], cert["families"][m], Nz)
             interior = (lam_f > 1e-6) & (lam_f < 1 - 1e-6)
             ridge = _ridges(lam_f, c_f, gtol)
             n_ridge = int(np.sum(ridge))
@@ -974,13 +986,7 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
             masks = (Z[m] > 0).astype(float)
             masks[ent[:, 0] - 1, ent[:, 1], ent[:, 2]] = lam
             Q = _null_basis(np.vstack([Nz, R]), arch.P)
-            k = Q.shape[1]
-            Wp = np.concatenate([W[m] + fd_step * Q.T, W[m] - fd_step * Q.T])
-            _, G = masked_loss_and_grad(Wp, arch, x, t, np.broadcast_to(masks, (2 * k,)
-                                                                        + masks.shape))
-            HQ = (G[:k] - G[k:]).T / (2 * fd_step)          # (P, k) = H_lam Q
-            Hr = Q.T @ HQ
-            Hr = 0.5 * (Hr + Hr.T)
+            Hr = _lagrangian_hessian(W[m], arch, x, t, masks, Q, fd_step)
             out["n_creases"][m] = len(fams)
         ev = np.linalg.eigvalsh(Hr) if Hr.size else np.zeros(0)
         big = np.abs(ev).max() if ev.size else 0.0
