@@ -55,8 +55,7 @@ line-search trial of all rows still searching is one ``efun`` call.
 """
 from __future__ import annotations
 
-import os
-
+import numba
 import numpy as np
 from numba import njit
 
@@ -161,7 +160,9 @@ def _update_kernel(H, rows, S, Y, first, Gn, D, i0, i1):
 
 
 def _threads(M):
-    return 1 if M < 16 else min(2, os.cpu_count() or 1)
+    """Threads for M rows: numba's thread count (what the energy kernels use, set by
+    --threads or NUMBA_NUM_THREADS), one below 16 rows; the bits do not depend on it."""
+    return numba.get_num_threads() if M >= 16 else 1
 
 
 def _direction(H, rows, G):
