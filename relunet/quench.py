@@ -688,19 +688,25 @@ def _newton(Wc, Lc, mu, arch, x, t, max_iter, gtol, eps_on, gap, delta, certify_
         # gradient on the pieces that preactivations() sees: the kernels may round a
         # pre-activation that is exactly 0 here to +-1e-17 and pick the other side
         Z = preactivations(Wc[act], arch, x)
-        _, G = masked_loss_and_grad(Wc[act], arch, x, t, Z > 0)
-        H = hessian(Wc[act], arch, x, t)
         X, T = check_data(arch, x, t)
+        model = []                # networks the SQP step did not move: the piecewise model
         with _one_blas_thread():
             for i, m in enumerate(act):
                 sqp = _manifold_step(Wc[m], Lc[m], Z[i], arch, x, t, X, T)
-                if sqp is not None:
+                if sqp is None:
+                    model.append(i)
+                else:
                     Wc[m], Lc[m] = sqp
-                    continue
-                Wc[m], Lc[m], mu[m], ok = _quench_one(Wc[m], Lc[m], G[i], H[i], Z[i], arch,
-                                                      x, t, mu[m], delta)
-                if not ok and mu[m] >= MU_MAX:
-                    stalled[m] = done[m] = True
+        if model:
+            sub = act[model]      # their points are unchanged since Z was taken
+            _, G = masked_loss_and_grad(Wc[sub], arch, x, t, Z[model] > 0)
+            H = hessian(Wc[sub], arch, x, t)
+            with _one_blas_thread():
+                for j, (i, m) in enumerate(zip(model, sub)):
+                    Wc[m], Lc[m], mu[m], ok = _quench_one(Wc[m], Lc[m], G[j], H[j], Z[i],
+                                                          arch, x, t, mu[m], delta)
+                    if not ok and mu[m] >= MU_MAX:
+                        stalled[m] = done[m] = True
         iters[act] += 1
         if progress is not None:
             progress(int(done.sum()), M)
