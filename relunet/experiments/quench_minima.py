@@ -147,8 +147,8 @@ def compute(cfg: Config, ctx) -> dict:
             f"{opt}_near_measure": near_all["measure"][sl],
             f"{opt}_near_ridges": near_all["ridges"][sl],
             f"{opt}_lmax": lmax_all[sl], f"{opt}_lmax0": lmax0_all[sl]})
-        sgd = main_config(opt, 1, 1, 0, 1).make_optimizer()
-        if opt == "momentum":
+        if opt == "momentum":                 # the main runs' step: lr and momentum beta
+            sgd = main_config(opt, 1, 1, 0, 1).make_optimizer()
             out["momentum_gd_bound"] = 2.0 * (1.0 + sgd.momentum) / sgd.lr
     out["wf_c"] = canonicalize(build_wf()[None, :], WF_ARCH)[0]
     return out
