@@ -775,9 +775,10 @@ def test_string_started_on_a_given_path():
 def _string_step_state(rng):
     """4 bands of 9 images in D = 6 (sums over D in partial sums of 4 plus a remainder),
     with the cases of the step rule: forces that turn back (F.F_old < 0) or not, images
-    with and without a last step (the Lipschitz cap), steps over max_step, a zero
-    segment; climbers that are a maximum (band 0: a new one; band 3: the same as last
-    time), below a higher endpoint (band 1) and above the initial path's maximum (band 2)."""
+    with and without a last step (the Lipschitz cap, or the first move's), steps over
+    max_step (band 3, image 1: a long last step and no old force), a zero segment;
+    climbers that are a maximum (band 0: a new one; band 3: the same as last time), below
+    a higher endpoint (band 1) and above the initial path's maximum (band 2)."""
     Bn, B, D = 4, 9, 6
     X = np.linspace(0.0, 1.0, B)[None, :, None] * rng.normal(size=(Bn, 1, D)) \
         + 0.05 * rng.normal(size=(Bn, B, D))
@@ -792,6 +793,7 @@ def _string_step_state(rng):
     F_old[0] = 0.0                                  # fresh optimiser
     dr_len = rng.uniform(0.0, 0.05, size=(Bn, B - 2))
     dr_len[0] = dr_len[1, :3] = 0.0
+    h[3, 0], F_old[3, 0], dr_len[3, 0] = 0.1, 0.0, 10.0
     h_par, g_old = rng.uniform(0.01, 0.1, size=(Bn, B - 2)), rng.normal(size=(Bn, B - 2))
     c_old = np.array([-1, 2, -1, 5], dtype=np.int64)   # band 3: image 6 climbed last time
     return [X, E, G, h, F_old, dr_len, h_par, g_old, c_old, line_max]
@@ -808,7 +810,7 @@ def test_string_step_kernel_matches_numpy_twin(climbing, rng):
         X, E, G, h, F_old, dr_len, h_par, g_old, c_old, line_max = st
         ci = np.full(4, -7, dtype=np.int64)
         step(X, E, G, rows, h, F_old, dr_len, h_par, g_old, c_old, line_max, climbing,
-             1.1, 1e-3, 0.08, 0.1, ci)
+             1.1, 1e-3, 0.08, 0.1, 0.03, ci)
         out[name] = st + [ci]
     for a, b in zip(out["numba"], out["numpy"]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
@@ -822,7 +824,18 @@ def test_string_step_kernel_matches_numpy_twin(climbing, rng):
     # the Lipschitz estimate (below 0.5 h and 1.1 h)
     turned = np.einsum("bkd,bkd->bk", out["numba"][4], F_old0) < 0
     assert turned.any() and (~turned).any()
-    np.testing.assert_allclose(h1[turned & (dr_len0 == 0)], 0.5 * h0[turned & (dr_len0 == 0)])
+    fresh = dr_len0 == 0                            # no estimate: the first move's cap
+    fn = np.linalg.norm(out["numba"][4], axis=-1)   # |F|
+    np.testing.assert_allclose(h1[turned & fresh],
+                               np.minimum(0.5 * h0, 0.03 / fn)[turned & fresh])
+    np.testing.assert_allclose(h1[fresh], np.minimum(np.where(turned, 0.5 * h0, 1.1 * h0),
+                                                     0.03 / fn)[fresh])
+    climber = np.zeros_like(fresh)                  # its climb comes on top
+    for j, band in enumerate(rows):
+        if ci[j] > 0:
+            climber[band, ci[j] - 1] = True
+    assert (dx[fresh & ~climber] <= 0.03 * (1 + 1e-15)).all()
+    assert np.isclose(dx[fresh & ~climber], 0.03, rtol=1e-14).any()
     assert (h1 == 0.08).any() and (h1 < np.minimum(0.5 * h0, 1.1 * h0 - 1e-12)).any()
     if climbing:
         np.testing.assert_array_equal(ci, [0, 4, 6, 0])   # rows 2, 0, 3, 1

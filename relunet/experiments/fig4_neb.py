@@ -17,20 +17,23 @@ image's energy, and the maximum of the loss on the polyline through the images (
 densely), the top of an actual path and so an upper bound, higher where the straight
 segments between images cut across the rugged landscape.
 
+Start: the plateau path. No barrier can be real above var(t), the MSE of the
+network that predicts the mean: the plateau path of :mod:`relunet.plateau` (shrink
+the output layer onto the constant mean(t), cross the plateau of constant
+networks, grow the other network's output layer) joins any two networks without
+rising above max(E_start, E_end, var(t)). Every band starts on it (``start``),
+so the relaxation begins from a path that is already low and only has to find a
+lower one. From the straight line the images start where the interpolated
+networks are garbage (the straight segments peak at a median loss of 69 on the
+default set) and each has to be trained down like a network; measured on the
+default set with the current quench: 10 of 100 bands converged in 1,500
+iterations and 13 in 6,000 from the straight line, against 25 and 51 from the
+plateau path. The price is length: the plateau legs add the two output layers'
+norms to the chord. ``plateau_max`` records the plateau path's maximum per band.
+
 Convergence study: up to ``n_study`` converged bands are relaxed again with
 twice the images and twice the iterations; the report gives how much their
-barriers move. No barrier can be real above var(t), the MSE of the network
-that predicts the mean: the plateau path of :mod:`relunet.plateau` (shrink the
-output layer onto the constant mean(t), cross the plateau of constant
-networks, grow the other network's output layer) joins any two networks
-without rising above max(E_start, E_end, var(t)); it is evaluated for every
-band (``plateau_max``). The bands that end unconverged with their path maximum
-above var(t) are therefore relaxed again from the plateau path
-(``plateau_restart``): of the two relaxed paths between the same ends, the one
-with the lower maximum is kept (measured on the default set: 66 of 72 such
-bands get lower, 49 come below var(t), 19 converge, at the cost of the 4x
-longer relaxation this replaced, which brought 15 of 25 below var(t) and
-converged none). The report counts each step.
+barriers move.
 
 Basin radius (G&W: "about 2"): on a minimum energy path the loss rises
 monotonically from W_f up to the first ridge the path crosses (going downhill
@@ -79,10 +82,11 @@ class Config:
     scale: str = "default"
     n_paths: int = 100
     n_images: int = 32            # per band, both endpoints included
-    max_iter: int = 1500
+    max_iter: int = 6000
     step: float = 1e-3            # initial step h of every image (F_perp h)
     step_max: float = 0.5
     max_step: float = 0.2         # largest displacement of one image in one step
+    first_move: float = 1e-3      # ... in its first step (no Lipschitz estimate yet)
     n_dense: int = 8              # points per segment of the dense profile
     regrid_every: int = 100
     regrid_until: int = 200       # grid frozen after this iteration
@@ -97,8 +101,7 @@ class Config:
     climb: bool = True
     watch: str = "image"          # the window watches the climbing image's energy
     n_study: int = 20             # converged bands rerun with 2x images, 2x iterations
-    plateau_restart: bool = True  # bands above var(t), not converged: relaxed again from
-    #                               the plateau path (relunet.plateau); the lower kept
+    start: str = "plateau"        # initial path: "plateau" (relunet.plateau) or "straight"
     source: str = "momentum"      # which main run supplies the local minima
     example: int = 0              # the band drawn in panels (b)-(d)
     n_plot: int = 801
@@ -108,8 +111,8 @@ class Config:
 PRESETS = {
     "smoke": dict(n_paths=3, n_images=8, max_iter=60, regrid_every=20, regrid_until=20,
                   check_every=5, window=3, n_study=2),
-    "default": dict(n_paths=100, n_images=32, max_iter=1500, n_study=20),
-    "paper": dict(n_paths=100, n_images=64, max_iter=10000, regrid_until=2000, n_study=100),
+    "default": dict(n_paths=100, n_images=32, max_iter=6000, n_study=20),
+    "paper": dict(n_paths=100, n_images=64, max_iter=20000, regrid_until=2000, n_study=100),
 }
 
 
@@ -128,11 +131,16 @@ def endpoints(cfg: Config, ctx):
     return d["wf_c"], d[f"{cfg.source}_Wc"][:cfg.n_paths], d[f"{cfg.source}_index"][:cfg.n_paths]
 
 
-def _relax(cfg: Config, wf, ends, n_images: int, max_iter: int, path=None):
+def _relax(cfg: Config, wf, ends, n_images: int, max_iter: int):
     x, t = wf_training_set(dtype=cfg.dtype)
+    if cfg.start not in ("plateau", "straight"):
+        raise ValueError(f"start must be 'plateau' or 'straight', got {cfg.start!r}")
+    path = plateau_path(wf, ends, WF_ARCH, t, n_per_leg=n_images) \
+        if cfg.start == "plateau" else None
     return string_method(energy(WF_ARCH, x, t, cfg.dtype), wf, ends, path=path,
                          n_images=n_images, max_iter=max_iter, step=cfg.step,
-                         step_max=cfg.step_max, max_step=cfg.max_step, n_dense=cfg.n_dense,
+                         step_max=cfg.step_max, max_step=cfg.max_step,
+                         first_move=cfg.first_move, n_dense=cfg.n_dense,
                          regrid_every=cfg.regrid_every, regrid_until=cfg.regrid_until,
                          energy_weight=cfg.energy_weight, peak_weight=cfg.peak_weight,
                          check_every=cfg.check_every, window=cfg.window, etol=cfg.etol,
@@ -151,29 +159,11 @@ def compute(cfg: Config, ctx) -> dict:
     fine = _relax(cfg, wf, ends[study], 2 * cfg.n_images - 1, 2 * cfg.max_iter) if study.size \
         else None
     t_study = time.perf_counter() - t0
-    x, t = wf_training_set()
-    var_t = float(np.var(t))                      # MSE of the constant predictor mean(t)
-    # bands that end unconverged with their path maximum above the mean predictor's MSE
-    # (and whose minimum lies below it) are relaxed again from the plateau path, which
-    # never rises above var(t) (relunet.plateau): of the two relaxed paths between the
-    # same ends, the one with the lower maximum is kept (both are paths; the minimax
-    # barrier is at most either maximum)
-    straight_peak, straight_conv = res.peak_energy.copy(), res.converged.copy()
-    straight_length = res.distance[:, -1].copy()
-    redo = np.flatnonzero(~res.converged & (res.peak_energy > var_t)
-                          & (res.energies[:, -1] < var_t - 1e-9))
-    t0 = time.perf_counter()
-    again = None
-    if redo.size and cfg.plateau_restart:
-        start = plateau_path(wf, ends[redo], WF_ARCH, wf_training_set(dtype=cfg.dtype)[1],
-                             n_per_leg=cfg.n_images)
-        again = _relax(cfg, wf, ends[redo], cfg.n_images, cfg.max_iter, path=start)
-        res = _keep_lower(res, again, redo)
-    t_again = time.perf_counter() - t0
+    x, t = wf_training_set(dtype=cfg.dtype)
+    var_t = float(np.var(wf_training_set()[1]))   # MSE of the constant predictor mean(t)
     # the plateau path W_f -> each minimum: never above max(E_ends, var(t)), checked
     pp = plateau_path(wf, ends, WF_ARCH, t, n_per_leg=cfg.n_images)
-    Ep, _ = energy(WF_ARCH, *wf_training_set(dtype=cfg.dtype), cfg.dtype)(
-        pp.reshape(-1, pp.shape[-1]))
+    Ep, _ = energy(WF_ARCH, x, t, cfg.dtype)(pp.reshape(-1, pp.shape[-1]))
     xs = np.linspace(-1, 1, cfg.n_plot)
     ex = res.images[cfg.example]
     empty = np.zeros(0)
@@ -187,6 +177,7 @@ def compute(cfg: Config, ctx) -> dict:
         dense_energies=res.dense_energies, network_index=idx, var_t=var_t, xs=xs,
         straight_max=_straight_max(wf, ends, cfg.n_images * cfg.n_dense, cfg.dtype),
         plateau_max=Ep.reshape(len(ends), -1).max(axis=1).astype(np.float64),
+        plateau_length=np.linalg.norm(np.diff(pp, axis=1), axis=-1).sum(axis=1),
         example_functions=path_functions(ex, WF_ARCH, xs), example_angles=path_angles(ex),
         angles=np.array([path_angles(b) for b in res.images]),
         study_index=study,
@@ -194,28 +185,7 @@ def compute(cfg: Config, ctx) -> dict:
         study_top_energy=fine.energies.max(axis=1) if fine is not None else empty,
         study_converged=fine.converged if fine is not None else empty.astype(bool),
         study_iterations=fine.iterations if fine is not None else empty.astype(int),
-        straight_peak_energy=straight_peak, straight_converged=straight_conv,
-        straight_length=straight_length,
-        restart_index=redo if again is not None else empty.astype(int),
-        restart_peak_energy=again.peak_energy if again is not None else empty,
-        restart_converged=again.converged if again is not None else empty.astype(bool),
-        seconds=np.array([t_main, t_study, t_again]))
-
-
-def _keep_lower(res, other, idx):
-    """``res`` with band idx[k] replaced by band k of ``other`` where that one's path
-    maximum is lower."""
-    from dataclasses import fields, replace
-    take = other.peak_energy < res.peak_energy[idx]
-    out = {}
-    for f in fields(res):
-        a, b = getattr(res, f.name), getattr(other, f.name)
-        if a is None or b is None:
-            continue
-        a = a.copy()
-        a[idx[take]] = b[take]
-        out[f.name] = a
-    return replace(res, **out)
+        seconds=np.array([t_main, t_study]))
 
 
 def _straight_max(wf, ends, n, dtype="float64"):
@@ -365,59 +335,41 @@ def report(cfg: Config, ctx) -> str:
     else:
         study_row, verdict = f"no band converged in both runs ({s_idx.size} rerun)", "not measured"
     # bands above the constant predictor's MSE. The plateau path caps every barrier at
-    # max(E_ends, var(t)) (relunet.plateau); the first relaxation's excess, the restart of
-    # the unconverged ones from the plateau path, and what is left
+    # max(E_ends, var(t)) (relunet.plateau), and the bands start on it: what rises above
+    # var(t) after the relaxation belongs to the band, not to the landscape
     cap = np.maximum(np.maximum(E[:, 0], E[:, -1]), var_t)
-    pl = d["plateau_max"] if "plateau_max" in d else None
-    capped = pl is not None and bool(np.all(pl <= cap * (1 + 1e-12)))
+    pl = d["plateau_max"]
+    capped = bool(np.all(pl <= cap * (1 + 1e-12)))
     end_high = E[:, -1] >= var_t - 1e-9           # the minimum itself predicts the mean
-    s_peak = d["straight_peak_energy"] if "straight_peak_energy" in d else peak
-    s_conv = d["straight_converged"].astype(bool) if "straight_converged" in d else conv
-    r_idx = d["restart_index"].astype(int) if "restart_index" in d else np.zeros(0, int)
-    r_peak = d["restart_peak_energy"] if r_idx.size else np.zeros(0)
-    r_conv = d["restart_converged"].astype(bool) if r_idx.size else np.zeros(0, bool)
-    kept = r_peak < s_peak[r_idx]                 # the restarted band replaced the first
-    ratio0 = d["straight_length"] / chord if "straight_length" in d else None
-    high0, high = s_peak > var_t, peak > var_t
+    high = peak > var_t
     between = high & ~end_high & (top <= var_t)   # only the segments between images rise above
     above = high & ~end_high & (top > var_t)
     s_between = between[s_idx] & s_ok if s_idx.size else np.zeros(0, bool)
     drop = (peak[s_idx] - d["study_peak_energy"])[s_between] if s_idx.size else np.zeros(0)
-    explain = ""
-    if pl is not None:
-        explain = (f"The plateau path (relunet.plateau: shrink W_f's output layer onto the "
-                   f"constant mean(t), cross the plateau of constant networks, grow the "
-                   f"minimum's output layer) reaches at most max(E_ends, var(t)) on every band "
-                   f"(measured: {fmt(float(np.max(pl - cap)))} above it at most, rounding): no "
-                   f"barrier between two networks with E <= var(t) is higher than var(t), so "
-                   f"every excess counted next belongs to a band, not to the landscape. ")
-    explain += (f"First relaxation (from the straight line): {int(high0.sum())} of {n} bands "
-                f"peak above var(t) = {fmt(var_t)} ({int((high0 & end_high).sum())} end at a "
-                f"minimum that itself predicts the mean, E_end = var(t); "
-                f"{int((high0 & s_conv).sum())} converged).")
-    if r_idx.size:
-        explain += (f" The {r_idx.size} unconverged ones ending below var(t) were relaxed again "
-                    f"from the plateau path ({cfg.max_iter} iterations): {int(kept.sum())} reach "
-                    f"a lower path maximum and replace their band (path maximum "
-                    f"{_q(s_peak[r_idx][kept])} -> {_q(r_peak[kept])}), "
-                    f"{int((r_peak <= var_t).sum())} peak at or below var(t), "
-                    f"{int((r_conv & kept).sum())} of the kept ones converged.")
-    explain += (f" Now {int(high.sum())} bands peak above var(t): "
-                f"{int((high & end_high).sum())} at a minimum that predicts the mean, "
-                f"{int(between.sum())} only between images (their climbing image stays below, "
-                f"median {_q(top[between])}: straight segments cutting across a ridge, the "
-                f"band's resolution"
-                + (f"; doubling the images lowered the path maximum of {drop.size} such "
-                   f"bands by {_q(drop)}" if drop.size else "") + "), "
-                f"{int(above.sum())} with the highest image above it "
-                f"({int((above & conv).sum())} converged"
-                + (f", within {_q(top[above & conv] - var_t)} of var(t)"
-                   if (above & conv).any() else "") + "). For comparison the straight "
-                f"segments W_f -> minimum peak at {_q(d['straight_max'])}")
+    explain = (f"The plateau path (relunet.plateau: shrink W_f's output layer onto the "
+               f"constant mean(t), cross the plateau of constant networks, grow the "
+               f"minimum's output layer) reaches at most max(E_ends, var(t)) on every band "
+               f"(measured: {fmt(float(np.max(pl - cap)))} above it at most, rounding): no "
+               f"barrier between two networks with E <= var(t) is higher than var(t), so "
+               f"every excess counted next belongs to a band, not to the landscape. "
+               + ("The bands start on it. " if cfg.start == "plateau" else "")
+               + f"After the relaxation {int(high.sum())} of {n} bands peak above var(t) = "
+               f"{fmt(var_t)}: {int((high & end_high).sum())} at a minimum that itself "
+               f"predicts the mean (E_end = var(t)), {int(between.sum())} only between images "
+               f"(their climbing image stays below, median {_q(top[between])}: straight "
+               f"segments between relaxed images cutting across a ridge, the band's "
+               f"resolution"
+               + (f"; doubling the images lowered the path maximum of {drop.size} such "
+                  f"bands by {_q(drop)}" if drop.size else "") + "), "
+               f"{int(above.sum())} with the highest image above it "
+               f"({int((above & conv).sum())} converged"
+               + (f", within {_q(top[above & conv] - var_t)} of var(t)"
+                  if (above & conv).any() else "") + "). For comparison the straight "
+               f"segments W_f -> minimum peak at {_q(d['straight_max'])}")
     if capped:
         above_verdict = ("explained: every barrier is capped at var(t) by the plateau path"
-                         + (f"; {int(high.sum())} bands still peak above it (resolution, or "
-                            f"not relaxed)" if high.any() else ""))
+                         + (f"; {int(high.sum())} relaxed bands still peak above it "
+                            f"(resolution, or not relaxed)" if high.any() else ""))
     else:
         above_verdict = (f"{int((above & ~conv).sum())} unresolved" if (above & ~conv).any()
                          else "explained")
@@ -426,33 +378,30 @@ def report(cfg: Config, ctx) -> str:
             f"iterations on the frozen grid AND sampled min-norm gradient at the climbing image "
             f"(radius {cfg.gs_radius:g}, {cfg.gs_samples} samples) <= {cfg.gs_tol:g}")
     t_main, t_study = d["seconds"][:2]
-    t_again = d["seconds"][2] if d["seconds"].size > 2 else 0.0
+    p_ratio = d["plateau_length"] / chord
     return "\n".join([
         f"## {TITLE}", "", "![fig4](fig4_neb.png)", "",
         f"{n} bands of {cfg.n_images} images ({cfg.dtype} energies and forces), string "
-        f"method with climbing image "
-        f"({cfg.climb}), at most {cfg.max_iter} iterations; convergence: {crit}. Wall time "
-        f"{t_main:.0f} s, convergence study {t_study:.0f} s, restart from the plateau path "
-        f"of the bands above var(t) {t_again:.0f} s. Values: median [10%, 90%] over bands.", "",
+        f"method with climbing image ({cfg.climb}), started on the "
+        f"{'plateau path' if cfg.start == 'plateau' else 'straight line'}, at most "
+        f"{cfg.max_iter} iterations; convergence: {crit}. Wall time {t_main:.0f} s, "
+        f"convergence study {t_study:.0f} s. Values: median [10%, 90%] over bands.", "",
         *claims(
             ("bands converged",
-             f"{conv.mean():.0%} ({int(conv.sum())} of {n}"
-             + (f"; {int((r_conv & kept).sum())} of them restarted from the plateau path"
-                if r_idx.size else "") + f"); iterations {_q(d['iterations'])}; "
+             f"{conv.mean():.0%} ({int(conv.sum())} of {n}); iterations "
+             f"{_q(d['iterations'])}; "
              f"barrier change over the window {_q(d['barrier_change'])}; sampled min-norm at "
              f"the climbing image {_q(d['peak_measure'])}" + _by_endpoint(cfg, ctx, conv, chord),
              "not stated",
              "target (90%) met" if conv.mean() >= 0.9 else "below the 90% target"),
             ("path length / chord",
-             f"{_q(ratio)}, max {fmt(ratio.max())}; <= 1.5: {np.mean(ratio <= 1.5):.0%}"
-             + (f" (the first relaxations, from the straight line: {_q(ratio0)}, <= 1.5: "
-                f"{np.mean(ratio0 <= 1.5):.0%}; the kept restarts from the plateau path: "
-                f"{_q(ratio[r_idx[kept]])})" if ratio0 is not None and kept.any() else ""),
+             f"{_q(ratio)}, max {fmt(ratio.max())}; <= 1.5: {np.mean(ratio <= 1.5):.0%} "
+             f"(the plateau path itself: {_q(p_ratio)})",
              "not stated",
              "target (95% <= 1.5) met" if np.mean(ratio <= 1.5) >= 0.95 else
-             ("target missed: the lower paths kept from the plateau restarts are longer "
-              "(they leave through the constant networks)" if ratio0 is not None and
-              np.mean(ratio0 <= 1.5) >= 0.95 else "target missed")),
+             ("target missed: the bands start on the plateau path, whose legs through the "
+              "constant networks add the two output layers to the chord, and relax to paths "
+              "of about its length" if cfg.start == "plateau" else "target missed")),
             ("convergence study: images and iterations doubled", study_row, "not done",
              f"target < 1e-4: {verdict}"),
             ("bands above the constant predictor's MSE", explain, "not stated", above_verdict),
