@@ -37,6 +37,14 @@ of a segment. It is the top of an actual path between the two minima, hence an
 upper bound on their mountain-pass barrier whether or not the band converged,
 and it is the quantity the stopping rule watches (``watch="path"``).
 
+Every band starts on the plateau path between its minima (``start``; as in
+:mod:`relunet.experiments.fig4_neb`), which never rises above max(E_i, E_j,
+var(t)), rather than on the straight line, whose interpolated networks are
+garbage (losses up to 1e3). Measured on the default graph, the same 2,500
+iterations: 16 of 146 bands converged from the plateau path against 11 from the
+straight line, and W_f's funnel opened at 0.194 instead of 0.227; 10,000
+iterations converged no more.
+
 Why not the climbing image's energy, the usual transition-state estimate? On
 these bands it is not a barrier of any path: with a dozen images over the
 canonical distance between two minima the loss between neighbouring images
@@ -118,6 +126,8 @@ class Config:
     step: float = 1e-3            # initial step of every image
     step_max: float = 0.5
     max_step: float = 0.2         # largest displacement of one image in one step
+    first_move: float = 1e-3      # ... in its first step (no Lipschitz estimate yet)
+    start: str = "plateau"        # initial path: "plateau" (relunet.plateau) or "straight"
     n_dense: int = 8              # points per segment of the dense profile
     regrid_every: int = 100
     regrid_until: int = 300       # grid frozen after this iteration
@@ -248,9 +258,14 @@ def compute(cfg: Config, ctx) -> dict:
     pairs = choose_edges(D, cfg.k_neighbours, cfg.wf_neighbours, cfg.spanning_tree)
     efun = energy(WF_ARCH, xd, td, cfg.dtype)
 
+    if cfg.start not in ("plateau", "straight"):
+        raise ValueError(f"start must be 'plateau' or 'straight', got {cfg.start!r}")
+
     def relax(a, b, n_images):
-        return string_method(efun, minima[a], minima[b], n_images=n_images,
-                             max_iter=cfg.max_iter,
+        path = plateau_path(minima[a], minima[b], WF_ARCH, td, n_per_leg=n_images) \
+            if cfg.start == "plateau" else None
+        return string_method(efun, minima[a], minima[b], n_images=n_images, path=path,
+                             max_iter=cfg.max_iter, first_move=cfg.first_move,
                              step=cfg.step, step_max=cfg.step_max, max_step=cfg.max_step,
                              n_dense=cfg.n_dense, climb=cfg.climb, watch=cfg.watch,
                              regrid_every=cfg.regrid_every, regrid_until=cfg.regrid_until,
@@ -450,7 +465,8 @@ def report(cfg: Config, ctx) -> str:
              f"in canonical distance, W_f to its {cfg.wf_neighbours} nearest"
              + (", and the minimum spanning tree (so that the graph is connected)"
                 if cfg.spanning_tree else "") +
-             f"; each relaxed as a climbing string of {cfg.n_images} images "
+             f"; each relaxed as a climbing string of {cfg.n_images} images started on the "
+             f"{'plateau path' if cfg.start == 'plateau' else 'straight line'} "
              f"(relunet.string_method, all bands in one batch, at most {cfg.max_iter} "
              f"iterations; converged: {crit}). W_f's bands relaxed again with {cfg.wf_images} "
              "images, the lower maximum kept. Edge energy: the maximum of the loss along the "

@@ -82,7 +82,7 @@ class Config:
     scale: str = "default"
     n_paths: int = 100
     n_images: int = 32            # per band, both endpoints included
-    max_iter: int = 6000
+    max_iter: int = 12000
     step: float = 1e-3            # initial step h of every image (F_perp h)
     step_max: float = 0.5
     max_step: float = 0.2         # largest displacement of one image in one step
@@ -111,8 +111,8 @@ class Config:
 PRESETS = {
     "smoke": dict(n_paths=3, n_images=8, max_iter=60, regrid_every=20, regrid_until=20,
                   check_every=5, window=3, n_study=2),
-    "default": dict(n_paths=100, n_images=32, max_iter=6000, n_study=20),
-    "paper": dict(n_paths=100, n_images=64, max_iter=20000, regrid_until=2000, n_study=100),
+    "default": dict(n_paths=100, n_images=32, max_iter=12000, n_study=20),
+    "paper": dict(n_paths=100, n_images=64, max_iter=40000, regrid_until=2000, n_study=100),
 }
 
 
