@@ -564,6 +564,25 @@ def test_climbing_string_lands_on_the_kink_saddle():
         assert r.peak_energy >= r.energies[c]
 
 
+def test_climbing_string_final_profile_is_the_energy_at_its_final_images():
+    # once the climbing image is watched, the dense profile is skipped at checks and
+    # evaluated at the end: it must be the loss between the FINAL images, converged
+    # bands and bands stopped by the budget alike
+    for max_iter in (3000, 237):
+        r = string_method(mueller_brown, np.array([MB_A, MB_A]), np.array([MB_B, MB_C]),
+                          n_images=9, max_iter=max_iter, step=1e-5, step_max=1e-2,
+                          max_step=0.01, gs_radius=1e-4, gs_tol=1e-2, etol=1e-6,
+                          regrid_every=50, regrid_until=100, climb=True, watch="image")
+        nd = (r.dense_energies.shape[1] - 1) // 8
+        s = np.arange(nd) / nd
+        seg = np.diff(r.images, axis=1)[:, :, None]
+        pts = r.images[:, :-1, None] + s[None, None, :, None] * seg
+        E = mueller_brown(pts.reshape(-1, 2))[0].reshape(2, -1)
+        np.testing.assert_array_equal(r.dense_energies[:, :-1], E)
+        np.testing.assert_array_equal(r.dense_energies[:, -1], r.energies[:, -1])
+        assert r.converged.any() if max_iter == 3000 else not r.converged.any()
+
+
 def test_climbing_string_mueller_brown_saddle_is_stationary():
     r = string_method(mueller_brown, MB_A, MB_B, n_images=16, max_iter=5000, step=1e-5,
                       step_max=1e-2, max_step=0.01, gs_radius=1e-4, gs_tol=1e-2, etol=1e-6,
