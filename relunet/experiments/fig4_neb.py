@@ -103,7 +103,7 @@ class Config:
     gs_tol: float = 1e-2
     climb: bool = True
     watch: str = "image"          # the window watches the climbing image's energy
-    n_study: int = 20             # converged bands rerun with 2x images, 2x iterations
+    n_study: int = 10             # converged bands rerun with 2x images, 2x iterations
     start: str = "plateau"        # initial path: "plateau" (relunet.plateau) or "straight"
     source: str = "momentum"      # which main run supplies the local minima
     example: int = 0              # the band drawn in panels (b)-(d)
@@ -114,7 +114,7 @@ class Config:
 PRESETS = {
     "smoke": dict(n_paths=3, n_images=8, max_iter=60, regrid_every=20, regrid_until=20,
                   check_every=5, window=3, n_study=2),
-    "default": dict(n_paths=100, n_images=32, max_iter=12000, n_study=20),
+    "default": dict(n_paths=100, n_images=32, max_iter=12000, n_study=10),
     "paper": dict(n_paths=100, n_images=64, max_iter=40000, regrid_until=2000, n_study=100),
 }
 
