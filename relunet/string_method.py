@@ -72,7 +72,7 @@ The estimate is kept when the grid is refined (only the steps h restart): a
 first step of h |F| = 0.2 next to a quenched minimum whose walls curve at
 1e5 threw its neighbours up to losses of 1e4, from a path that never rose
 above 0.23 (measured on the default run's bands started on the plateau path,
-relunet.plateau: 25 of 100 converged with both rules at 1,500 iterations, 16
+relunet.plateau: 20 of 100 converged with both rules at 1,500 iterations, 16
 without).
 
 Barrier. The band's peak is the maximum of the true energy on the polyline

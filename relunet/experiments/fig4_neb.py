@@ -26,9 +26,9 @@ so the relaxation begins from a path that is already low and only has to find a
 lower one. From the straight line the images start where the interpolated
 networks are garbage (the straight segments peak at a median loss of 69 on the
 default set) and each has to be trained down like a network; measured on the
-default set with the current quench: 10 of 100 bands converged in 1,500
-iterations and 13 in 6,000 from the straight line, against 25 and 51 from the
-plateau path. The price is length: the plateau legs add the two output layers'
+default set with the current quench: 8 of 100 bands converged in 1,500
+iterations and 12 in 6,000 from the straight line, against 20 and 52 from the
+plateau path (62 in 12,000). The price is length: the plateau legs add the two output layers'
 norms to the chord. ``plateau_max`` records the plateau path's maximum per band.
 
 Convergence study: up to ``n_study`` converged bands are relaxed again with
