@@ -265,6 +265,15 @@ def plot(cfg: Config, ctx) -> list[str]:
     a.annotate("var(t): no barrier is higher (plateau path)", (0.02, float(d["var_t"])),
                xycoords=("axes fraction", "data"), xytext=(0, 2), textcoords="offset points",
                fontsize=6, va="bottom")
+    # the straight segments between images of unconverged bands can rise far above the
+    # landscape's bound; the axis shows the band of real barriers and counts the rest
+    top = 2.5 * float(d["var_t"])
+    high = np.max(d["dense_energies"], axis=1) > top
+    a.set_ylim(0.0, top)
+    if high.any():
+        a.annotate(f"{int(high.sum())} profiles run above (between images, up to "
+                   f"{np.max(d['dense_energies']):.3g})", (0.02, 0.97), xycoords="axes fraction",
+                   fontsize=6, va="top")
     a.set_title(f"(a) {len(conv)} string profiles ({int(conv.sum())} converged, solid)")
     k = cfg.example
     dist, e = d["distance"][k], d["energies"][k]
@@ -449,8 +458,9 @@ def report(cfg: Config, ctx) -> str:
              f"mean angle between successive steps, first third {_q(turn_near)} rad, last "
              f"third {_q(turn_far)} rad", "qualitative",
              "reproduced: the path turns most near W_f"
-             if np.nanmedian(turn_near) > np.nanmedian(turn_far) else
-             "differs: the path does not turn most near W_f"),
+             if np.nanmedian(turn_near) > 1.5 * np.nanmedian(turn_far) else
+             "differs: the path does not turn clearly more near W_f (the medians of the "
+             "two thirds within a factor 1.5)"),
             header=("quantity", "ours", "paper", "verdict"))])
 
 
