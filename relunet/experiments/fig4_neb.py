@@ -271,7 +271,7 @@ def plot(cfg: Config, ctx) -> list[str]:
     high = np.max(d["dense_energies"], axis=1) > top
     a.set_ylim(0.0, top)
     if high.any():
-        a.annotate(f"{int(high.sum())} profiles run above (between images, up to "
+        a.annotate(f"{int(high.sum())} profiles run above the axis (up to "
                    f"{np.max(d['dense_energies']):.3g})", (0.02, 0.97), xycoords="axes fraction",
                    fontsize=6, va="top")
     a.set_title(f"(a) {len(conv)} string profiles ({int(conv.sum())} converged, solid)")
