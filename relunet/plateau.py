@@ -44,7 +44,7 @@ import numpy as np
 
 from .net import Arch, check_stack
 
-__all__ = ["constant_fit", "plateau_path", "plateau_bound"]
+__all__ = ["constant_fit", "plateau_path", "plateau_bound", "band_start"]
 
 
 def constant_fit(t, n_out: int = 1):
@@ -102,6 +102,16 @@ def plateau_path(start, end, arch: Arch, t, n_per_leg: int = 32) -> np.ndarray:
     pa, pb = leg1[:, -1], leg3[:, 0]
     leg2 = pa[:, None] + s[None, 1:-1, None] * (pb - pa)[:, None]
     return np.concatenate([leg1, leg2, leg3], axis=1)
+
+
+def band_start(kind: str, start, end, arch: Arch, t, n_images: int):
+    """The initial path of bands between networks, for the ``path`` argument of
+    :func:`relunet.string_method.string_method`: ``kind`` "plateau", the plateau path
+    with ``n_images`` points per leg; "straight", None (the straight line, the
+    string method's own start)."""
+    if kind not in ("plateau", "straight"):
+        raise ValueError(f"start must be 'plateau' or 'straight', got {kind!r}")
+    return plateau_path(start, end, arch, t, n_per_leg=n_images) if kind == "plateau" else None
 
 
 def plateau_bound(E_start, E_end, t, n_out: int = 1) -> np.ndarray:

@@ -78,3 +78,15 @@ def test_plateau_path_bad_input():
         plateau_path(A, A, "5x5", t)
     with pytest.raises(ValueError, match="output column"):
         constant_fit(np.zeros((4, 2)), 1)
+
+
+def test_band_start_is_the_plateau_path_or_the_straight_line():
+    from relunet.plateau import band_start
+    x, t = wf_training_set()
+    a, b = build_wf(), init_stack(WF_ARCH, [3, 4, 5])
+    path = band_start("plateau", a, b, WF_ARCH, t, 5)
+    np.testing.assert_array_equal(path, plateau_path(a, b, WF_ARCH, t, n_per_leg=5))
+    assert path.shape == (3, 13, WF_ARCH.P)
+    assert band_start("straight", a, b, WF_ARCH, t, 5) is None
+    with pytest.raises(ValueError, match="start must be 'plateau' or 'straight'"):
+        band_start("line", a, b, WF_ARCH, t, 5)

@@ -230,7 +230,7 @@ def choose_edges(D, k, k0=0, spanning_tree=True) -> np.ndarray:
 # ----------------------------------------------------------------------------
 def compute(cfg: Config, ctx) -> dict:
     from ..neb import linear_path
-    from ..plateau import plateau_path
+    from ..plateau import band_start, plateau_path
     from ..string_method import string_method
     from . import quench_minima
     qd = quench_minima.quenched(cfg.scale, ctx, cfg.dtype)
@@ -260,12 +260,8 @@ def compute(cfg: Config, ctx) -> dict:
     pairs = choose_edges(D, cfg.k_neighbours, cfg.wf_neighbours, cfg.spanning_tree)
     efun = energy(WF_ARCH, xd, td, cfg.dtype)
 
-    if cfg.start not in ("plateau", "straight"):
-        raise ValueError(f"start must be 'plateau' or 'straight', got {cfg.start!r}")
-
     def relax(a, b, n_images):
-        path = plateau_path(minima[a], minima[b], WF_ARCH, td, n_per_leg=n_images) \
-            if cfg.start == "plateau" else None
+        path = band_start(cfg.start, minima[a], minima[b], WF_ARCH, td, n_images)
         return string_method(efun, minima[a], minima[b], n_images=n_images, path=path,
                              max_iter=cfg.max_iter, first_move=cfg.first_move,
                              step=cfg.step, step_max=cfg.step_max, max_step=cfg.max_step,

@@ -68,7 +68,7 @@ import numpy as np
 from ..construct import WF_ARCH
 from ..data import wf_training_set
 from ..geometry import path_angles, path_functions
-from ..plateau import plateau_path
+from ..plateau import band_start, plateau_path
 from ..string_method import string_method
 from .frame import preset
 from .precision import energy
@@ -137,10 +137,8 @@ def endpoints(cfg: Config, ctx):
 def _relax(cfg: Config, wf, ends, n_images: int, max_iter: int, path=None):
     """The bands W_f -> ends, started on ``path`` if given, else as ``cfg.start`` says."""
     x, t = wf_training_set(dtype=cfg.dtype)
-    if cfg.start not in ("plateau", "straight"):
-        raise ValueError(f"start must be 'plateau' or 'straight', got {cfg.start!r}")
-    if path is None and cfg.start == "plateau":
-        path = plateau_path(wf, ends, WF_ARCH, t, n_per_leg=n_images)
+    if path is None:
+        path = band_start(cfg.start, wf, ends, WF_ARCH, t, n_images)
     return string_method(energy(WF_ARCH, x, t, cfg.dtype), wf, ends, path=path,
                          n_images=n_images, max_iter=max_iter, step=cfg.step,
                          step_max=cfg.step_max, max_step=cfg.max_step,
@@ -154,8 +152,12 @@ def _relax(cfg: Config, wf, ends, n_images: int, max_iter: int, path=None):
 
 def compute(cfg: Config, ctx) -> dict:
     wf, ends, idx = endpoints(cfg, ctx)
+    x, t = wf_training_set(dtype=cfg.dtype)
+    # the plateau path W_f -> each minimum: never above max(E_ends, var(t)) (checked below)
+    pp = plateau_path(wf, ends, WF_ARCH, t, n_per_leg=cfg.n_images)
     t0 = time.perf_counter()
-    res = _relax(cfg, wf, ends, cfg.n_images, cfg.max_iter)
+    res = _relax(cfg, wf, ends, cfg.n_images, cfg.max_iter,
+                 path=pp if cfg.start == "plateau" else None)
     t_main = time.perf_counter() - t0
     # convergence study: the first converged bands again, 2x images and 2x iterations,
     # from the start (is the procedure reproducible?) and from the converged band itself
@@ -168,10 +170,7 @@ def compute(cfg: Config, ctx) -> dict:
         refined = _relax(cfg, wf, ends[study], 2 * cfg.n_images - 1, 2 * cfg.max_iter,
                          path=res.images[study])
     t_study = time.perf_counter() - t0
-    x, t = wf_training_set(dtype=cfg.dtype)
     var_t = float(np.var(wf_training_set()[1]))   # MSE of the constant predictor mean(t)
-    # the plateau path W_f -> each minimum: never above max(E_ends, var(t)), checked
-    pp = plateau_path(wf, ends, WF_ARCH, t, n_per_leg=cfg.n_images)
     Ep, _ = energy(WF_ARCH, x, t, cfg.dtype)(pp.reshape(-1, pp.shape[-1]))
     xs = np.linspace(-1, 1, cfg.n_plot)
     ex = res.images[cfg.example]
