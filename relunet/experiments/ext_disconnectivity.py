@@ -260,8 +260,15 @@ def compute(cfg: Config, ctx) -> dict:
     pairs = choose_edges(D, cfg.k_neighbours, cfg.wf_neighbours, cfg.spanning_tree)
     efun = energy(WF_ARCH, xd, td, cfg.dtype)
 
-    def relax(a, b, n_images):
-        path = band_start(cfg.start, minima[a], minima[b], WF_ARCH, td, n_images)
+    # the plateau path (relunet.plateau) between the same minima: never above
+    # max(E_i, E_j, var(t)); the bands start on it (cfg.start), and where it is lower than
+    # the band, it is the edge (a bound)
+    pp = plateau_path(minima[pairs[:, 0]], minima[pairs[:, 1]], WF_ARCH, td,
+                      n_per_leg=cfg.n_images)
+
+    def relax(a, b, n_images, path=None):
+        if path is None:
+            path = band_start(cfg.start, minima[a], minima[b], WF_ARCH, td, n_images)
         return string_method(efun, minima[a], minima[b], n_images=n_images, path=path,
                              max_iter=cfg.max_iter, first_move=cfg.first_move,
                              step=cfg.step, step_max=cfg.step_max, max_step=cfg.max_step,
@@ -269,7 +276,8 @@ def compute(cfg: Config, ctx) -> dict:
                              regrid_every=cfg.regrid_every, regrid_until=cfg.regrid_until,
                              check_every=cfg.check_every, window=cfg.window, etol=cfg.etol,
                              gs_radius=cfg.gs_radius, gs_tol=cfg.gs_tol)
-    res = relax(pairs[:, 0], pairs[:, 1], cfg.n_images)
+    res = relax(pairs[:, 0], pairs[:, 1], cfg.n_images,
+                path=pp if cfg.start == "plateau" else None)
     t_bands = timer()
     ends_E = np.maximum(E[pairs[:, 0]], E[pairs[:, 1]])
     path_max = np.maximum(res.peak_energy, ends_E)
@@ -283,10 +291,6 @@ def compute(cfg: Config, ctx) -> dict:
     edge_E, conv = path_max.copy(), res.converged.copy()
     better = wf_path_max < path_max[wf]
     edge_E[wf[better]], conv[wf[better]] = wf_path_max[better], wf_conv[better]
-    # the plateau path (relunet.plateau) between the same minima: never above
-    # max(E_i, E_j, var(t)); where it is lower than the band, it is the edge (a bound)
-    pp = plateau_path(minima[pairs[:, 0]], minima[pairs[:, 1]], WF_ARCH, td,
-                      n_per_leg=cfg.n_images)
     plateau_max = np.maximum(loss_in(pp.reshape(-1, minima.shape[1]), WF_ARCH, xd, td,
                                      cfg.dtype).reshape(len(pairs), -1).max(axis=1), ends_E)
     plateau_edge = plateau_max < edge_E
