@@ -132,7 +132,9 @@ returned as a diagnostic (``fperp``), not used. Every iteration makes ONE
 checks, the peak samples and the dense points where they are read (before the
 grid is frozen, with ``watch="path"``, and for bands without a climbing image:
 once the climbing image is watched, skipping the others' cut the evaluations
-of Fig. 4 by about 40%, with the same bits); the final bookkeeping takes one
+of Fig. 4 by 37%, with the same bits; a band whose climber has just left its
+maximum gets its dense points in a second call that iteration, which is rare);
+the final bookkeeping takes one
 more for the dense points skipped at the last check, and the final peak
 location three more. Each band has its own optimiser state and grid and no step mixes
 bands, so a band's result is bit-identical alone or in a batch (given a
