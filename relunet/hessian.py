@@ -197,15 +197,20 @@ def hessian(W, arch: Arch, x, t, *, symmetrize: bool = True,
 # =============================================================================
 # Eigenpairs and the summary of a spectrum
 # =============================================================================
+_BLAS = []          # the process's threadpoolctl controller, found once (about 2 ms each time)
+
+
 def _one_blas_thread():
     """Single-threaded BLAS for a loop of small eigh calls, when threadpoolctl is
     installed (a no-op otherwise). For P = 136, OpenBLAS's threads cost far more
     than they bring (``benchmarks/bench_hessian.py`` times eigh this way)."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:
         return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    if not _BLAS:
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
 
 
 def eigen(H_or_W, arch: Arch | None = None, x=None, t=None, *, vectors: bool = False):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["mueller_brown", "double_well", "crease_well", "MB_MINIMA", "MB_SADDLES"]
+__all__ = ["mueller_brown", "double_well", "crease_well", "stiff_valley", "MB_MINIMA", "MB_SADDLES"]
 
 # Mueller & Brown (1979): E(x, y) = sum_k A_k exp(a_k (x - x0_k)^2
 #                          + b_k (x - x0_k)(y - y0_k) + c_k (y - y0_k)^2)
@@ -144,3 +144,41 @@ def crease_well(X, a: float = 2.0, c: float = 0.5):
     G[:, 0] = 4.0 * x0 * (x0 * x0 - 1.0) - 2.0 * a * c * x0 * s.sum(axis=1)
     G[:, 1:] = a * s
     return E, G
+
+
+def stiff_valley(X, a: float = 1.0, b: float = 1e4, c: float = 0.5, hessian: bool = False):
+    """Double well in a curved valley with a stiff wall across it: barrier exactly 1.
+
+    E(x) = (x_0^2 - 1)^2 + a (x_1 - c x_0^2)^2 + b sum_{j>=2} x_j^2
+
+    Minima at (+-1, c, 0...), E = 0; the minimum energy path is the curve
+    x_1 = c x_0^2 (x_j = 0 beyond), along which E = (x_0^2 - 1)^2; its saddle is the
+    origin, E = 1, with Hessian diag(-4, 2a, 2b, ...): index 1. With b >> a the
+    directions across the path differ in curvature by b / a (1e4 by default), the
+    situation of a network's loss, whose walls curve at 1e3-1e5 beside weak
+    directions: a steepest-descent step stable across the wall (h < 1 / b) crawls
+    along the weak direction.
+
+    Returns E (n,), G (n, D) and, with ``hessian``, H (n, D, D).
+    """
+    X = _as_points(X)
+    if X.shape[1] < 2:
+        raise ValueError(f"X must have at least two columns (D >= 2), got shape {X.shape}")
+    x, y = X[:, 0], X[:, 1]
+    u = y - c * x * x
+    z = X[:, 2:]
+    E = (x * x - 1.0) ** 2 + a * u * u + b * (z * z).sum(axis=1)
+    G = np.empty_like(X)
+    G[:, 0] = 4.0 * x * (x * x - 1.0) - 4.0 * a * c * x * u
+    G[:, 1] = 2.0 * a * u
+    G[:, 2:] = 2.0 * b * z
+    if not hessian:
+        return E, G
+    n, D = X.shape
+    H = np.zeros((n, D, D))
+    H[:, 0, 0] = 12.0 * x * x - 4.0 - 4.0 * a * c * u + 8.0 * a * c * c * x * x
+    H[:, 0, 1] = H[:, 1, 0] = -4.0 * a * c * x
+    H[:, 1, 1] = 2.0 * a
+    idx = np.arange(2, D)
+    H[:, idx, idx] = 2.0 * b
+    return E, G, H

@@ -75,6 +75,29 @@ above 0.23 (measured on the default run's bands started on the plateau path,
 relunet.plateau: 20 of 100 converged with both rules at 1,500 iterations, 16
 without).
 
+Preconditioned climbing image (optional, ``climb_hessian``). On a network's loss a
+steepest-descent step that is stable across a wall of curvature 1e4 moves the
+image by 1e-4 of the force along the weak directions, so the climbing image
+creeps across its hyperplane and the band can pass the stability window while
+its saddle estimate is still on a slope. Given the exact Hessians, the climbing
+image and its neighbours up to ``precond_width`` images away move along
+-P |H|_mu^-1 P G instead, |H|_mu = V max(|lambda|, mu) V^T the absolute-value
+metric of the saddle-free Newton method (Dauphin et al., NeurIPS 2014; the same
+|lambda| scaling as eigenvector-following in the landscape codes, Wales, Energy
+Landscapes, 2003): stiff directions are divided by their curvature, weak ones
+keep the plain scale (mu), and negative curvature across the path is descended,
+not climbed. The step rule above then acts on the preconditioned force. The
+matrix is positive definite on the hyperplane, so a fixed point still has
+P G = 0: the method finds the same saddle estimate, faster (on
+:func:`relunet.neb_surfaces.stiff_valley`, curvatures 2 and 2e4 across the
+path: converged to the exact saddle at iteration 1,100, where the plain steps
+are 1.6e-3 away after 20,000). Only the images near the climber are
+preconditioned: every image preconditioned drifted apart from its neighbours
+along the weak directions, and the polyline between them rose. An image entering
+or leaving the preconditioned window restarts its step rule, as at its first
+step: a step grown on preconditioned forces threw an image that had stopped
+climbing up a wall, to losses of 1e4.
+
 Barrier. The band's peak is the maximum of the true energy on the polyline
 through the images: ``n_dense`` points per segment, then zoomed in three
 rounds. It is the highest point of an actual path between the endpoints, hence
@@ -134,11 +157,13 @@ grid is frozen, with ``watch="path"``, and for bands without a climbing image:
 once the climbing image is watched, skipping the others' cut the evaluations
 of Fig. 4 by 37%, with the same bits; a band whose climber has just left its
 maximum gets its dense points in a second call that iteration, which is rare);
-the final bookkeeping takes one
-more for the dense points skipped at the last check, and the final peak
-location three more. Each band has its own optimiser state and grid and no step mixes
-bands, so a band's result is bit-identical alone or in a batch (given a
-row-independent ``efun``).
+the final bookkeeping takes one more for the dense points skipped at the last
+check, and the final peak location three more. With ``climb_hessian`` there is
+also one Hessian call at iterations where some band's preconditioner is due, and
+the metric is applied by the small kernel ``_apply_metric`` in the main thread,
+before the step. Each band has its own optimiser state and grid and no step
+mixes bands, so a band's result is bit-identical alone or in a batch (given a
+row-independent ``efun`` and ``climb_hessian``).
 """
 from __future__ import annotations
 
@@ -147,10 +172,12 @@ from dataclasses import dataclass, replace
 
 import numba
 import numpy as np
+import scipy.linalg
 from numba import njit
 
 from ._numba import STRICT
 from .fast.stack import thread_pool
+from .hessian import _one_blas_thread
 from .neb import (
     _arc_length,
     _cap,
@@ -462,6 +489,36 @@ def _central_tangents(X):
     return t / np.where(norm > 0, norm, 1.0)[..., None]
 
 
+def _tangent_at(X, b, i):
+    """The tangents of :func:`_central_tangents` at images i (n,) of bands b (n,) only."""
+    dXm, dXp = X[b, i] - X[b, i - 1], X[b, i + 1] - X[b, i]
+    hm, hp = np.sqrt(_dot(dXm, dXm)), np.sqrt(_dot(dXp, dXp))
+    ok = (hp > 0) & (hm > 0)
+    wp = np.where(ok, hm / np.where(ok, hp, 1.0), 1.0)
+    wm = np.where(ok, hp / np.where(ok, hm, 1.0), 1.0)
+    t = wp[:, None] * dXp + wm[:, None] * dXm
+    norm = np.sqrt(_dot(t, t))
+    return t / np.where(norm > 0, norm, 1.0)[:, None]
+
+
+@njit(cache=True, nogil=True, fastmath=STRICT)
+def _apply_metric(U, wt, n, inv_mu, b, k, q, out):
+    """out[r] = (I / mu + sum_{j < n} wt_j u_j u_j^T) q[r], u_j = U[b[r], k[r], j] (the
+    metric of :class:`_ClimbPreconditioner`, read without gathering its matrices)."""
+    D = q.shape[1]
+    for r in range(q.shape[0]):
+        bb, kk = b[r], k[r]
+        for i in range(D):
+            out[r, i] = inv_mu * q[r, i]
+        for j in range(n[bb, kk]):
+            c = 0.0
+            for i in range(D):
+                c += U[bb, kk, j, i] * q[r, i]
+            c *= wt[bb, kk, j]
+            for i in range(D):
+                out[r, i] += c * U[bb, kk, j, i]
+
+
 def _equidistribute(X, E, Ed, energy_weight, peak_weight):
     """New grid fractions (n, B) that give every segment an equal share of the monitor
 
@@ -500,7 +557,9 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                   check_every: int = 10, window: int = 20, etol: float = 1e-4,
                   gs_radius: float = 1e-2, gs_samples: int = 16, gs_tol: float = 1e-2,
                   climb: bool = False, watch: str = "path", seed: int = 0,
-                  path=None, first_move: float | None = None) -> StringResult:
+                  path=None, first_move: float | None = None, climb_hessian=None,
+                  precond_floor: float = 1.0, precond_every: int = 50,
+                  precond_width: int = 1) -> StringResult:
     """Relax Bn strings at once and stop each on the nonsmooth criterion (module docstring).
 
     Parameters
@@ -554,6 +613,20 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
         points the endpoints), e.g. :func:`relunet.plateau.plateau_path`; the band
         starts at uniform arc-length fractions of its polyline.
 
+    climb_hessian : None (default) or a callable X (n, D) -> H (n, D, D), the exact
+        Hessians of the energy. With ``climb``, the climbing image's perpendicular
+        step is then preconditioned (module docstring): it moves along
+        -P |H|_mu^-1 P G, |H|_mu = V max(|lambda|, mu) V^T, P the projector across
+        the tangent, the Hessian taken where the image climbs and again every
+        ``precond_every`` steps or when another image becomes the climber.
+    precond_floor : mu, in the energy's units per squared length (default 1: on the
+        networks' loss, curvatures below 1 keep steepest descent's scale, and the
+        walls, up to 1e5, are divided by theirs).
+    precond_every : steps between two Hessians of a band.
+    precond_width : w, the climbing image's neighbours up to w images away are
+        preconditioned too (their own Hessians), so that the metric stays when the
+        climber moves to one of them.
+
     Returns
     -------
     StringResult with band axis Bn. Bands that never met the criterion have
@@ -572,6 +645,12 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                       ("first_move", first_move),
                       ("etol", etol), ("gs_radius", gs_radius), ("gs_tol", gs_tol)):
         _check_number(name, val)
+    if climb_hessian is not None and not callable(climb_hessian):
+        raise ValueError(f"climb_hessian must be None or callable X (n, D) -> H (n, D, D), "
+                         f"got {type(climb_hessian).__name__}")
+    _check_number("precond_floor", precond_floor)
+    _check_number("precond_every", precond_every, integer=True)
+    _check_number("precond_width", precond_width, integer=True, zero_ok=True)
     if step_max < step:
         raise ValueError(f"step_max must be >= step, got step_max={step_max} < step={step}")
     _check_number("grow", grow)
@@ -631,12 +710,15 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
     Ed_last = np.zeros((Bn, B - 1, nd - 1))
     stale = np.zeros(Bn, bool)                      # Ed_last not at the current images
     E, G = np.zeros((Bn, B)), np.zeros((Bn, B, D))
+    pre = _ClimbPreconditioner(climb_hessian, Bn, B, D, precond_floor, precond_every,
+                               precond_width) \
+        if climb and climb_hessian is not None else None
 
     def frozen_at(it):
         return regrid_every == 0 or it > regrid_until
 
-    def move(rows, c, climbing, reparam):           # bands rows: a step (then reparametrise)
-        step_bands(X, E, G, rows, h, F_old, dr_len, h_par, g_old, c_old, line_max, climbing,
+    def move(rows, c, climbing, reparam, Gm):       # bands rows: a step (then reparametrise)
+        step_bands(X, E, Gm, rows, h, F_old, dr_len, h_par, g_old, c_old, line_max, climbing,
                    float(grow), float(step), float(step_max), float(max_step),
                    float(first_move), c)
         if reparam:
@@ -658,7 +740,18 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
         if it > 0:
             # ---- one step per image along its perpendicular force, then reparametrise
             regrid = regrid_every > 0 and it % regrid_every == 0 and it <= regrid_until
-            _split(pool, move, a, ci, climb and frozen_at(it), not regrid)
+            climbing = climb and frozen_at(it)
+            # the climbing images' perpendicular gradients preconditioned (here, in this
+            # thread: the Hessians use the energy kernels' threads)
+            Gm = G
+            if pre is not None and climbing:
+                Gm, (cb, ci_) = pre(X, E, G, a, line_max)
+                # an image whose metric changes starts its step rule afresh, as at its first
+                # step (a step grown in one metric is not safe in the other: an image that
+                # stopped climbing, h grown to ~0.5 on preconditioned forces, was thrown up a
+                # wall of curvature 1e4 by its plain force, to losses of 1e4)
+                h[cb, ci_ - 1], dr_len[cb, ci_ - 1], F_old[cb, ci_ - 1] = float(step), 0.0, 0.0
+            _split(pool, move, a, ci, climbing, not regrid, Gm)
             if regrid:                              # the grid from the moved images
                 frac[a] = _equidistribute(X[a], E[a], Ed_last[a], energy_weight, peak_weight)
                 _split(pool, regrid_move, a, ci)
@@ -792,6 +885,98 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                         peak_distance=pdist, peak_point=point, barrier_change=b_change,
                         peak_measure=p_meas, fperp=np.sqrt(_dot(Fp, Fp)), dense_distance=dist,
                         dense_energies=prof, step=h.copy())
+
+
+class _ClimbPreconditioner:
+    """The perpendicular gradients of the climbing image and its neighbours in the
+    metric of |H|_mu.
+
+    Called before each step on a frozen grid: for every band whose highest movable
+    image c will climb (the kernel's own test: a maximum along the band, not above
+    the initial path's maximum), it returns a copy of G in which the gradient of
+    each movable image i with |i - c| <= w, g = (g . tau) tau + q with q its part
+    across its tangent tau, is replaced by (g . tau) tau + P V diag(1 / max(|lambda|,
+    mu)) V^T q, with lambda, V the eigenpairs of the Hessian at that image. The
+    kernel's step rule (the bold driver and the Lipschitz cap) then acts on the
+    preconditioned force, whose stiff components no longer collapse the step. A
+    fixed point still has q = 0 (the matrix is positive definite on the
+    hyperplane), so the band's fixed points are unchanged; only the way there
+    changes. The neighbours (w >= 1) keep the metric when the climber moves to one
+    of them, which happens often between images of nearly equal energy.
+
+    A band's Hessians are taken, one per slot i - c + w, at its first climber and
+    again every ``every`` steps on which it has one, wherever its climber then is: a
+    metric taken at a neighbouring image is still positive definite, and
+    recomputing at every change of climber cost Fig. 4 three times the Hessians for
+    no more converged bands (measured on 20 bands: 9 converged against 10).
+    """
+
+    def __init__(self, hfun, Bn, B, D, mu, every, width):
+        self.hfun, self.mu, self.every, self.w = hfun, float(mu), int(every), int(width)
+        S = 2 * self.w + 1
+        # |H|_mu^-1 = I / mu + sum_j w_j u_j u_j^T over the n eigenvectors u_j with
+        # |lambda_j| > mu, w_j = 1 / |lambda_j| - 1 / mu: per band and slot, rows u_j
+        # first (on the networks' loss a median 3 of 136 curvatures exceed 1 at the
+        # climbing images, at most 48: the full matrices were too slow to read back)
+        self.U = np.zeros((Bn, S, D, D))
+        self.wt = np.zeros((Bn, S, D))
+        self.n = np.zeros((Bn, S), np.int64)
+        self.has = np.zeros(Bn, bool)
+        self.age = np.zeros(Bn, int)
+        self.inwin = np.zeros((Bn, B), bool)     # the images preconditioned at the last step
+        self.n_hessians = 0
+
+    def __call__(self, X, E, G, a, line_max):
+        """(G with the windows' rows preconditioned, (bands, images) whose metric changed
+        at this step: images entering or leaving the window, whose step rule restarts)."""
+        B = X.shape[1]
+        r = np.arange(a.size)
+        c = np.argmax(E[a, 1:-1], axis=1) + 1                 # the image that may climb
+        Ea = E[a]
+        ok = (Ea[r, c] >= Ea[r, c - 1]) & (Ea[r, c] >= Ea[r, c + 1]) & (Ea[r, c] <= line_max[a])
+        S = 2 * self.w + 1
+        img = c[:, None] + np.arange(S)[None, :] - self.w      # (n, S) the window's images
+        valid = ok[:, None] & (img >= 1) & (img <= B - 2)
+        win = np.zeros((a.size, B), bool)
+        rr, kk = np.nonzero(valid)
+        win[rr, img[rr, kk]] = True
+        changed = np.nonzero(win != self.inwin[a])
+        changed = (a[changed[0]], changed[1])
+        self.inwin[a] = win
+        if not ok.any():
+            return G, changed
+        due = ok & (~self.has[a] | (self.age[a] >= self.every))
+        self.age[a[ok]] += 1
+        dr, dk = np.nonzero(valid & due[:, None])
+        if dr.size:
+            H = np.asarray(self.hfun(X[a[dr], img[dr, dk]]), dtype=np.float64)
+            H = 0.5 * (H + np.transpose(H, (0, 2, 1)))
+            lam, V = np.empty(H.shape[:2]), np.empty(H.shape)
+            with _one_blas_thread():        # small matrices: one thread, the same bits
+                for k in range(dr.size):
+                    lam[k], V[k] = scipy.linalg.eigh(H[k], driver="evd", check_finite=False)
+            big = np.abs(lam) > self.mu
+            order = np.argsort(~big, axis=1, kind="stable")       # the large ones first
+            rows = np.arange(dr.size)[:, None]
+            self.U[a[dr], dk] = np.transpose(V, (0, 2, 1))[rows, order]
+            self.wt[a[dr], dk] = np.where(big, 1.0 / np.where(big, np.abs(lam), 1.0)
+                                          - 1.0 / self.mu, 0.0)[rows, order]
+            self.n[a[dr], dk] = big.sum(axis=1)
+            self.n_hessians += dr.size
+        bd = a[due]
+        self.has[bd], self.age[bd] = True, 0
+        vr, vk = np.nonzero(valid)
+        b, i = a[vr], img[vr, vk]
+        tau = _tangent_at(X, b, i)
+        g = G[b, i]
+        gp = _dot(g, tau)
+        q = g - gp[:, None] * tau
+        p = np.empty_like(q)
+        _apply_metric(self.U, self.wt, self.n, 1.0 / self.mu, b, vk, q, p)
+        p -= _dot(p, tau)[:, None] * tau
+        Gm = G.copy()
+        Gm[b, i] = p + gp[:, None] * tau
+        return Gm, changed
 
 
 def _reparametrize_split(X, frac, c):

@@ -102,7 +102,7 @@ from ..construct import WF_ARCH
 from ..data import wf_training_set
 from ..geometry import pairwise_distances
 from .frame import Timer, preset
-from .precision import energy, loss_in
+from .precision import energy, hessians, loss_in
 from .students import OPTIMIZERS
 from .tables import CLAIM, claims, fmt, spread, table
 
@@ -135,6 +135,10 @@ class Config:
     regrid_until: int = 300       # grid frozen after this iteration
     climb: bool = True            # climbing highest image (climbing string)
     watch: str = "path"           # the window watches the path maximum (the edge energy)
+    climb_hessian: bool = False   # precondition the climbing image's steps (as Fig. 4)
+    precond_floor: float = 1.0
+    precond_every: int = 200
+    precond_width: int = 1
     wf_images: int = 24           # W_f's bands relaxed again with this many images (0: not)
     check_every: int = 10
     window: int = 20
@@ -275,7 +279,10 @@ def compute(cfg: Config, ctx) -> dict:
                              n_dense=cfg.n_dense, climb=cfg.climb, watch=cfg.watch,
                              regrid_every=cfg.regrid_every, regrid_until=cfg.regrid_until,
                              check_every=cfg.check_every, window=cfg.window, etol=cfg.etol,
-                             gs_radius=cfg.gs_radius, gs_tol=cfg.gs_tol)
+                             gs_radius=cfg.gs_radius, gs_tol=cfg.gs_tol,
+                             climb_hessian=hessians(WF_ARCH, xd, td) if cfg.climb_hessian else None,
+                             precond_floor=cfg.precond_floor, precond_every=cfg.precond_every,
+                             precond_width=cfg.precond_width)
     res = relax(pairs[:, 0], pairs[:, 1], cfg.n_images,
                 path=pp if cfg.start == "plateau" else None)
     t_bands = timer()

@@ -17,6 +17,20 @@ image's energy, and the maximum of the loss on the polyline through the images (
 densely), the top of an actual path and so an upper bound, higher where the straight
 segments between images cut across the rugged landscape.
 
+The climbing image and its neighbours (``precond_width``) take Hessian-preconditioned
+steps (``climb_hessian``; the exact Hessian of the loss, its curvatures floored at
+``precond_floor`` in absolute value, recomputed every ``precond_every`` steps): next to
+walls that curve at 1e3-1e5 the plain step collapses and the climbing image crawls
+along the weak directions, so that a band can look stable for 200 iterations while its
+climbing image is still on a slope (the stationarity test rejected 16 such bands of the
+default run). Measured on the default set (same endpoints, 12,000 iterations): 62 of
+100 bands converged with plain steps, 79 with only the climbing image preconditioned,
+81-86 with its two neighbours too (the count moves by a few bands with the rounding of
+the metric: the relaxation is chaotic); preconditioning every image converged faster
+still (17 of 20 in 3,000 iterations against 5) but let the images drift apart along the
+weak directions, and the polyline between them rose (median path maximum 0.35 against
+0.23). The fixed points are those of the plain method: only the way there changes.
+
 Start: the plateau path. No barrier can be real above var(t), the MSE of the
 network that predicts the mean: the plateau path of :mod:`relunet.plateau` (shrink
 the output layer onto the constant mean(t), cross the plateau of constant
@@ -71,7 +85,7 @@ from ..geometry import path_angles, path_functions
 from ..plateau import band_start, plateau_path
 from ..string_method import string_method
 from .frame import preset
-from .precision import energy
+from .precision import energy, hessians
 from .tables import claims, fmt, spread
 
 NAME = "fig4_neb"
@@ -103,6 +117,10 @@ class Config:
     gs_tol: float = 1e-2
     climb: bool = True
     watch: str = "image"          # the window watches the climbing image's energy
+    climb_hessian: bool = True    # the climbing image's steps preconditioned by |H| (exact)
+    precond_floor: float = 1.0    # ... with its curvatures floored at this
+    precond_every: int = 200      # ... and recomputed every this many steps
+    precond_width: int = 2        # ... for the climbing image and its neighbours this far
     n_study: int = 10             # converged bands rerun with 2x images, 2x iterations
     start: str = "plateau"        # initial path: "plateau" (relunet.plateau) or "straight"
     source: str = "momentum"      # which main run supplies the local minima
@@ -147,7 +165,10 @@ def _relax(cfg: Config, wf, ends, n_images: int, max_iter: int, path=None):
                          energy_weight=cfg.energy_weight, peak_weight=cfg.peak_weight,
                          check_every=cfg.check_every, window=cfg.window, etol=cfg.etol,
                          gs_radius=cfg.gs_radius, gs_samples=cfg.gs_samples, gs_tol=cfg.gs_tol,
-                         climb=cfg.climb, watch=cfg.watch)
+                         climb=cfg.climb, watch=cfg.watch,
+                         climb_hessian=hessians(WF_ARCH, x, t) if cfg.climb_hessian else None,
+                         precond_floor=cfg.precond_floor, precond_every=cfg.precond_every,
+                         precond_width=cfg.precond_width)
 
 
 def compute(cfg: Config, ctx) -> dict:

@@ -49,11 +49,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..hessian import hessian
 from ..kernels import loss, loss_and_grad
 from .frame import DTYPES, check_dtype
 from .tables import fmt, table
 
-__all__ = ["DTYPES", "energy", "loss_in", "quench_float32", "comparison"]
+__all__ = ["DTYPES", "energy", "hessians", "loss_in", "quench_float32", "comparison"]
 
 
 def energy(arch, x, t, dtype: str = "float64"):
@@ -75,6 +76,14 @@ def energy(arch, x, t, dtype: str = "float64"):
         E, G = loss_and_grad(np.asarray(X).astype(np.float32), arch, x, t)
         return E.astype(np.float64), G.astype(np.float64)
     return efun
+
+
+def hessians(arch, x, t):
+    """X (n, P) -> the exact Hessians of the loss (n, P, P), in float64 whatever the run's
+    dtype (x, t are cast): the string method uses them only as the metric of its
+    climbing image's steps (``climb_hessian``), which sets the way, not the point."""
+    x, t = np.asarray(x, np.float64), np.asarray(t, np.float64)
+    return lambda X: hessian(X, arch, x, t)
 
 
 def loss_in(W, arch, x, t, dtype: str = "float64") -> np.ndarray:
