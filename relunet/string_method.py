@@ -559,7 +559,7 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                   climb: bool = False, watch: str = "path", seed: int = 0,
                   path=None, first_move: float | None = None, climb_hessian=None,
                   precond_floor: float = 1.0, precond_every: int = 50,
-                  precond_width: int = 1) -> StringResult:
+                  precond_width: int = 1, fractions=None) -> StringResult:
     """Relax Bn strings at once and stop each on the nonsmooth criterion (module docstring).
 
     Parameters
@@ -613,6 +613,11 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
         points the endpoints), e.g. :func:`relunet.plateau.plateau_path`; the band
         starts at uniform arc-length fractions of its polyline.
 
+    fractions : None (default: uniform) or the initial grid, (Bn, B) or (B,) arc-length
+        fractions increasing from 0 to 1: with ``path`` the images start at these
+        fractions of its polyline (a converged band with a midpoint inserted in every
+        segment, at its own fractions and with ``regrid_every=0``, is the same band
+        refined, its images where they were).
     climb_hessian : None (default) or a callable X (n, D) -> H (n, D, D), the exact
         Hessians of the energy. With ``climb``, the climbing image's perpendicular
         step is then preconditioned (module docstring): it moves along
@@ -677,6 +682,15 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
     B, nd, m = n_images, n_dense, gs_samples
     U = _sample_directions(m, D, seed)
     frac = np.tile(np.linspace(0.0, 1.0, B), (Bn, 1))
+    if fractions is not None:
+        f = np.asarray(fractions, dtype=np.float64)
+        if f.shape == (B,):
+            f = np.broadcast_to(f, (Bn, B))
+        if (f.shape != (Bn, B) or not np.all(np.isfinite(f)) or np.any(f[:, 0] != 0.0)
+                or np.any(f[:, -1] != 1.0) or np.any(np.diff(f, axis=1) <= 0)):
+            raise ValueError(f"fractions must be increasing from 0 to 1 with shape ({Bn}, {B}) "
+                             f"or ({B},), got shape {np.shape(fractions)}")
+        frac = f.copy()
     if path is None:
         X = linear_path(S, T, B)
     else:

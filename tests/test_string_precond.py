@@ -148,3 +148,39 @@ def test_climb_hessian_network_band_alone_equals_band_in_batch():
 def test_climb_hessian_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         string_method(stiff_valley, [-1.0, 0.5], [1.0, 0.5], max_iter=5, climb=True, **kwargs)
+
+
+def test_refine_band_keeps_the_images_and_the_string_keeps_them_too():
+    from relunet.experiments.fig4_neb import refine_band
+    X = np.array([[[0.0, 0.0], [1.0, 0.0], [1.0, 2.0]]])
+    P, f = refine_band(X)
+    np.testing.assert_array_equal(P[0], [[0, 0], [0.5, 0], [1, 0], [1, 1], [1, 2]])
+    np.testing.assert_allclose(f[0], [0, 0.5 / 3, 1 / 3, 2 / 3, 1], rtol=1e-15)
+    # started at the path's own fractions the string's images are the path's points, and on a
+    # frozen grid a converged band stays converged: the double well's MEP, refined
+    kw = dict(n_images=9, max_iter=3000, step=0.01, step_max=0.5, max_step=0.05,
+              gs_radius=1e-4, gs_tol=1e-3, etol=1e-9, regrid_every=50, regrid_until=200,
+              climb=True, watch="image")
+    from relunet.neb_surfaces import double_well
+    curved = lambda X: double_well(X, c=0.5)  # noqa: E731
+    r = string_method(curved, [-1.0, 0.5], [1.0, 0.5], **kw)
+    assert r.converged[0]
+    P, f = refine_band(r.images)
+    r0 = string_method(curved, [-1.0, 0.5], [1.0, 0.5], path=P, fractions=f,
+                       **{**kw, "n_images": 17, "max_iter": 0, "regrid_every": 0})
+    np.testing.assert_allclose(r0.images, P, atol=1e-14)
+    r2 = string_method(curved, [-1.0, 0.5], [1.0, 0.5], path=P, fractions=f,
+                       **{**kw, "n_images": 17, "regrid_every": 0})
+    assert r2.converged[0]
+    # the old climbing image (now image 2c) is still the saddle, E = 1 to rounding
+    c = np.argmax(r.energies[0])
+    assert np.argmax(r2.energies[0]) == 2 * c
+    np.testing.assert_allclose(r2.energies[0, 2 * c], r.energies[0, c], atol=1e-12)
+
+
+@pytest.mark.parametrize("fractions", [np.linspace(0, 1, 8), np.linspace(0.1, 1, 9),
+                                       np.array([0, .2, .1, .3, .4, .5, .6, .7, 1.0])])
+def test_string_fractions_bad_input(fractions):
+    with pytest.raises(ValueError, match="fractions"):
+        string_method(stiff_valley, [-1.0, 0.5], [1.0, 0.5], n_images=9, max_iter=5,
+                      path=np.array([[-1.0, 0.5], [1.0, 0.5]]), fractions=fractions)

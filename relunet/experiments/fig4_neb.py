@@ -48,9 +48,13 @@ norms to the chord. ``plateau_max`` records the plateau path's maximum per band.
 Convergence study: up to ``n_study`` converged bands are relaxed again with
 twice the images and twice the iterations, twice: from the start, as the band
 was (is the whole procedure reproducible, or does a finer band find another
-path?), and from the converged band's own path (does refining the
-discretisation of that path move its barrier?). The report gives how much
-their barriers move.
+path?), and from the converged band itself, refined (:func:`refine_band`: a
+midpoint inserted in every segment, every image kept where it was, the grid
+frozen, so the climbing image starts on its saddle estimate with half the
+spacing around it: does refining the discretisation move its barrier?). The
+report gives how much their barriers move, and for the refined reruns whether
+the highest image is still the old climbing image or another one (a different
+saddle of the same path that rose above it).
 
 Basin radius (G&W: "about 2"): on a minimum energy path the loss rises
 monotonically from W_f up to the first ridge the path crosses (going downhill
@@ -152,8 +156,11 @@ def endpoints(cfg: Config, ctx):
     return d["wf_c"], d[f"{cfg.source}_Wc"][:cfg.n_paths], d[f"{cfg.source}_index"][:cfg.n_paths]
 
 
-def _relax(cfg: Config, wf, ends, n_images: int, max_iter: int, path=None):
-    """The bands W_f -> ends, started on ``path`` if given, else as ``cfg.start`` says."""
+def _relax(cfg: Config, wf, ends, n_images: int, max_iter: int, path=None, fractions=None,
+           regrid_every=None):
+    """The bands W_f -> ends, started on ``path`` if given (at ``fractions`` of it, and
+    with the grid re-equidistributed every ``regrid_every`` iterations: default
+    ``cfg``'s), else as ``cfg.start`` says."""
     x, t = wf_training_set(dtype=cfg.dtype)
     if path is None:
         path = band_start(cfg.start, wf, ends, WF_ARCH, t, n_images)
@@ -161,7 +168,8 @@ def _relax(cfg: Config, wf, ends, n_images: int, max_iter: int, path=None):
                          n_images=n_images, max_iter=max_iter, step=cfg.step,
                          step_max=cfg.step_max, max_step=cfg.max_step,
                          first_move=cfg.first_move, n_dense=cfg.n_dense,
-                         regrid_every=cfg.regrid_every, regrid_until=cfg.regrid_until,
+                         regrid_every=cfg.regrid_every if regrid_every is None else regrid_every,
+                         regrid_until=cfg.regrid_until, fractions=fractions,
                          energy_weight=cfg.energy_weight, peak_weight=cfg.peak_weight,
                          check_every=cfg.check_every, window=cfg.window, etol=cfg.etol,
                          gs_radius=cfg.gs_radius, gs_samples=cfg.gs_samples, gs_tol=cfg.gs_tol,
@@ -188,8 +196,9 @@ def compute(cfg: Config, ctx) -> dict:
     fine = refined = None
     if study.size:
         fine = _relax(cfg, wf, ends[study], 2 * cfg.n_images - 1, 2 * cfg.max_iter)
+        fine_path, fine_frac = refine_band(res.images[study])
         refined = _relax(cfg, wf, ends[study], 2 * cfg.n_images - 1, 2 * cfg.max_iter,
-                         path=res.images[study])
+                         path=fine_path, fractions=fine_frac, regrid_every=0)
     t_study = time.perf_counter() - t0
     var_t = float(np.var(wf_training_set()[1]))   # MSE of the constant predictor mean(t)
     Ep, _ = energy(WF_ARCH, x, t, cfg.dtype)(pp.reshape(-1, pp.shape[-1]))
@@ -217,6 +226,8 @@ def compute(cfg: Config, ctx) -> dict:
         refined_peak_energy=refined.peak_energy if refined is not None else empty,
         refined_top_energy=refined.energies.max(axis=1) if refined is not None else empty,
         refined_converged=refined.converged if refined is not None else empty.astype(bool),
+        refined_top_index=(np.argmax(refined.energies, axis=1) if refined is not None
+                           else empty.astype(int)),
         seconds=np.array([t_main, t_study]))
 
 
@@ -338,6 +349,42 @@ def _by_endpoint(cfg: Config, ctx, conv, chord) -> str:
     return "".join(part)
 
 
+def refine_band(X):
+    """A band with a midpoint inserted in every segment, and the arc-length fractions of
+    its 2B - 1 points: started there on a frozen grid (``regrid_every=0``), the string
+    method keeps every image where it was (the climbing image at its saddle estimate)
+    and only halves the spacing around it."""
+    X = np.asarray(X, dtype=np.float64)
+    n, B, D = X.shape
+    out = np.empty((n, 2 * B - 1, D))
+    out[:, ::2] = X
+    out[:, 1::2] = 0.5 * (X[:, :-1] + X[:, 1:])
+    seg = np.sqrt(np.sum(np.diff(out, axis=1) ** 2, axis=2))
+    s = np.concatenate([np.zeros((n, 1)), np.cumsum(seg, axis=1)], axis=1)
+    frac = s / s[:, -1:]
+    frac[:, -1] = 1.0
+    return out, frac
+
+
+def _kept(idx, ok, top_index, top2, E, conv):
+    """Refined reruns split by whether the highest image is still the old climbing image
+    (now image 2c) or another one (a different saddle of the same path rose above it)."""
+    ok = ok.astype(bool) & conv[idx]
+    if not ok.any():
+        return ""
+    c_old = np.argmax(E[idx], axis=1)
+    same = ok & (top_index == 2 * c_old)
+    other = ok & ~same
+    dT = np.abs(top2 - E[idx].max(axis=1))
+    out = f"; the highest image still the old climbing image in {int(same.sum())}"
+    if same.any():
+        out += f" (|change| {_q(dT[same])}, max {fmt(dT[same].max())})"
+    out += f", another image in {int(other.sum())}"
+    if other.any():
+        out += f" (|change| {_q(dT[other])}: another saddle of the path)"
+    return out
+
+
 def _study(idx, how, ok, top2, peak2, top, peak, conv):
     """One rerun of the convergence study: its row text and verdict."""
     ok = ok.astype(bool) & conv[idx] if idx.size else np.zeros(0, bool)
@@ -380,9 +427,13 @@ def report(cfg: Config, ctx) -> str:
     study_row, verdict = _study(s_idx, "from the start", d["study_converged"],
                                 d["study_top_energy"], d["study_peak_energy"], top, peak, conv)
     if "refined_top_energy" in d:
-        row2, verdict2 = _study(s_idx, "from the converged band (its path, refined)",
+        row2, verdict2 = _study(s_idx, "from the converged band (a midpoint inserted in "
+                                "every segment, the images kept, the grid frozen)",
                                 d["refined_converged"], d["refined_top_energy"],
                                 d["refined_peak_energy"], top, peak, conv)
+        if "refined_top_index" in d:
+            row2 += _kept(s_idx, d["refined_converged"], d["refined_top_index"],
+                          d["refined_top_energy"], E, conv)
         study_row += ". " + row2
         verdict = f"from the start: {verdict}; from the converged band: {verdict2}"
     # bands above the constant predictor's MSE. The plateau path caps every barrier at
