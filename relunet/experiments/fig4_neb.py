@@ -25,25 +25,26 @@ along the weak directions, so that a band can look stable for 200 iterations whi
 climbing image is still on a slope (the stationarity test rejected 16 such bands of the
 default run). Measured on the default set (same endpoints, 12,000 iterations): 62 of
 100 bands converged with plain steps, 79 with only the climbing image preconditioned,
-81-86 with its two neighbours too (the count moves by a few bands with the rounding of
-the metric: the relaxation is chaotic); preconditioning every image converged faster
-still (17 of 20 in 3,000 iterations against 5) but let the images drift apart along the
-weak directions, and the polyline between them rose (median path maximum 0.35 against
-0.23). The fixed points are those of the plain method: only the way there changes.
+81-86 with one neighbour on each side (the count moves by a few bands with the rounding
+of the metric: the relaxation is chaotic), 89 with two (the default, 53 s for the 100
+bands against 57 s with plain steps: the bands stop sooner), 86 with three, 90 with four
+(80 s). Preconditioning every image converged faster still (17 of 20 in 3,000
+iterations against 5) but let the images drift apart along the weak directions, and the
+polyline between them rose (median path maximum 0.35 against 0.23). The fixed points
+are those of the plain method: only the way there changes.
 
-Start: the plateau path. No barrier can be real above var(t), the MSE of the
-network that predicts the mean: the plateau path of :mod:`relunet.plateau` (shrink
-the output layer onto the constant mean(t), cross the plateau of constant
-networks, grow the other network's output layer) joins any two networks without
-rising above max(E_start, E_end, var(t)). Every band starts on it (``start``),
-so the relaxation begins from a path that is already low and only has to find a
-lower one. From the straight line the images start where the interpolated
-networks are garbage (the straight segments peak at a median loss of 69 on the
-default set) and each has to be trained down like a network; measured on the
-default set with the current quench: 8 of 100 bands converged in 1,500
-iterations and 12 in 6,000 from the straight line, against 20 and 52 from the
-plateau path (62 in 12,000). The price is length: the plateau legs add the two output layers'
-norms to the chord. ``plateau_max`` records the plateau path's maximum per band.
+Start: the plateau path. No barrier can be real above var(t), the MSE of the network
+that predicts the mean: the plateau path of :mod:`relunet.plateau` (shrink the output
+layer onto the constant mean(t), cross the plateau of constant networks, grow the other
+network's output layer) joins any two networks without rising above max(E_start, E_end,
+var(t)). Every band starts on it (``start``), so the relaxation begins from a path that
+is already low and only has to find a lower one. From the straight line the images start
+where the interpolated networks are garbage (the straight segments peak at a median loss
+of 69 on the default set) and each has to be trained down like a network; measured on
+the default set with the current quench: 8 of 100 bands converged in 1,500 iterations
+and 12 in 6,000 from the straight line, against 20 and 52 from the plateau path (62 in
+12,000, with plain steps). The price is length: the plateau legs add the two output
+layers' norms to the chord. ``plateau_max`` records the plateau path's maximum per band.
 
 Convergence study: up to ``n_study`` converged bands are relaxed again with
 twice the images and twice the iterations, twice: from the start, as the band
