@@ -489,18 +489,6 @@ def _central_tangents(X):
     return t / np.where(norm > 0, norm, 1.0)[..., None]
 
 
-def _tangent_at(X, b, i):
-    """The tangents of :func:`_central_tangents` at images i (n,) of bands b (n,) only."""
-    dXm, dXp = X[b, i] - X[b, i - 1], X[b, i + 1] - X[b, i]
-    hm, hp = np.sqrt(_dot(dXm, dXm)), np.sqrt(_dot(dXp, dXp))
-    ok = (hp > 0) & (hm > 0)
-    wp = np.where(ok, hm / np.where(ok, hp, 1.0), 1.0)
-    wm = np.where(ok, hp / np.where(ok, hm, 1.0), 1.0)
-    t = wp[:, None] * dXp + wm[:, None] * dXm
-    norm = np.sqrt(_dot(t, t))
-    return t / np.where(norm > 0, norm, 1.0)[:, None]
-
-
 @njit(cache=True, nogil=True, fastmath=STRICT)
 def _apply_metric(U, wt, n, inv_mu, b, k, q, out):
     """out[r] = (I / mu + sum_{j < n} wt_j u_j u_j^T) q[r], u_j = U[b[r], k[r], j] (the
@@ -981,7 +969,8 @@ class _ClimbPreconditioner:
         self.has[bd], self.age[bd] = True, 0
         vr, vk = np.nonzero(valid)
         b, i = a[vr], img[vr, vk]
-        tau = _tangent_at(X, b, i)
+        ub, inv = np.unique(b, return_inverse=True)             # each band's tangents once
+        tau = _central_tangents(X[ub])[inv, i - 1]
         g = G[b, i]
         gp = _dot(g, tau)
         q = g - gp[:, None] * tau
