@@ -184,3 +184,31 @@ def test_string_fractions_bad_input(fractions):
     with pytest.raises(ValueError, match="fractions"):
         string_method(stiff_valley, [-1.0, 0.5], [1.0, 0.5], n_images=9, max_iter=5,
                       path=np.array([[-1.0, 0.5], [1.0, 0.5]]), fractions=fractions)
+
+
+def test_climb_hessian_network_bands_independent_of_thread_count():
+    """9 network bands (the band arithmetic split over two threads from 8 bands, the
+    Hessians and energies on the kernels' threads): the same bits on one thread and two."""
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 numba threads")
+    arch = Arch(2, 3)
+    rng = np.random.default_rng(4)
+    x, t = np.sort(rng.uniform(-1, 1, 8)), rng.normal(size=8)
+    W = init_stack(arch, [6, 8, 0])
+    starts, ends = W[[2, 0, 1] * 3], W[[1, 1, 2] * 3] + 0.01 * np.arange(9)[:, None]
+    efun = lambda X: kernels.loss_and_grad(X, arch, x, t)  # noqa: E731
+    hfun = lambda X: hessian(X, arch, x, t)  # noqa: E731
+    kw = dict(n_images=8, max_iter=150, step=1e-3, max_step=0.02, check_every=5, window=5,
+              regrid_every=25, regrid_until=50, climb=True, watch="image", climb_hessian=hfun,
+              precond_every=7)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = string_method(efun, starts, ends, **kw)
+        numba.set_num_threads(2)
+        two = string_method(efun, starts, ends, **kw)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(one.images, two.images)
+    np.testing.assert_array_equal(one.energies, two.energies)
