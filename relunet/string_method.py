@@ -90,7 +90,7 @@ not climbed. The step rule above then acts on the preconditioned force. The
 matrix is positive definite on the hyperplane, so a fixed point still has
 P G = 0: the method finds the same saddle estimate, faster (on
 :func:`relunet.neb_surfaces.stiff_valley`, curvatures 2 and 2e4 across the
-path: converged to the exact saddle at iteration 1,100, where the plain steps
+path: converged to the exact saddle at iteration 470, where the plain steps
 are 1.6e-3 away after 20,000). Only the images near the climber are
 preconditioned: every image preconditioned drifted apart from its neighbours
 along the weak directions, and the polyline between them rose. An image entering
