@@ -967,3 +967,37 @@ def test_string_dense_points_kernel_is_the_numpy_expression_bit_for_bit(rng):
         np.testing.assert_array_equal(_dense_points(X, nd), want)
     # a non-contiguous view gives the same points as its copy
     np.testing.assert_array_equal(_dense_points(X[:, ::-1], 4), _dense_points(X[:, ::-1].copy(), 4))
+
+
+def test_string_climb_hessian_network_band_alone_equals_band_in_batch(tiny_minima):
+    from relunet.hessian import hessian
+    arch, x, t, W = tiny_minima
+    efun = lambda X: kernels.loss_and_grad(X, arch, x, t)  # noqa: E731
+    hfun = lambda X: hessian(X, arch, x, t)  # noqa: E731
+    kw = dict(n_images=8, max_iter=300, step=1e-3, max_step=0.02, check_every=5, window=5,
+              regrid_every=50, regrid_until=100, climb=True, watch="image", climb_hessian=hfun,
+              precond_every=7)
+    alone = string_method(efun, W[0], W[1], **kw)
+    batch = string_method(efun, W[[2, 0, 1]], W[[1, 1, 2]], **kw)
+    np.testing.assert_array_equal(alone.images[0], batch.images[1])
+    np.testing.assert_array_equal(alone.energies[0], batch.energies[1])
+    # the preconditioning changed the band: it is not the plain climbing string
+    plain = string_method(efun, W[0], W[1], **{**kw, "climb_hessian": None})
+    assert not np.array_equal(plain.images, alone.images)
+
+
+def test_string_climb_hessian_network_bands_independent_of_thread_count(tiny_minima):
+    """9 network bands (the band arithmetic split over two threads from 8 bands, the
+    Hessians and energies on the kernels' threads): the same bits on one thread and two."""
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 numba threads")
+    from relunet.hessian import hessian
+    arch, x, t, W = tiny_minima
+    efun = lambda X: kernels.loss_and_grad(X, arch, x, t)  # noqa: E731
+    kw = dict(n_images=8, max_iter=150, step=1e-3, max_step=0.02, check_every=5, window=5,
+              regrid_every=25, regrid_until=50, climb=True, watch="image",
+              climb_hessian=lambda X: hessian(X, arch, x, t), precond_every=7)
+    one, two = _on_one_and_two_threads(string_method, efun, W, kw)
+    np.testing.assert_array_equal(one.images, two.images)
+    np.testing.assert_array_equal(one.energies, two.energies)

@@ -1,10 +1,10 @@
 """The string method's preconditioned climbing image (``climb_hessian``): a hand-worked
-step, a known saddle behind a stiff wall, and the same bits alone or in a batch."""
+step, a known saddle behind a stiff wall, bad input; and the refined band of Fig. 4's
+convergence study. The network bands with it (alone = in a batch, one thread = two) are
+in tests/test_neb.py beside the other string-method network tests."""
 import numpy as np
 import pytest
 
-from relunet import Arch, init_stack, kernels
-from relunet.hessian import hessian
 from relunet.neb_surfaces import stiff_valley
 from relunet.string_method import _central_tangents, _ClimbPreconditioner, string_method
 
@@ -117,29 +117,6 @@ def test_climb_preconditioner_hand_worked(width, rng):
     assert calls == [n0 + n2, n2, n0] and pre.n_hessians == 2 * (n0 + n2)
 
 
-def test_climb_hessian_network_band_alone_equals_band_in_batch():
-    arch = Arch(2, 3)
-    rng = np.random.default_rng(4)
-    x, t = np.sort(rng.uniform(-1, 1, 8)), rng.normal(size=8)
-    W = init_stack(arch, [6, 8, 0])
-    V = np.zeros_like(W)
-    for _ in range(600):
-        V = 0.9 * V - 0.03 * kernels.loss_and_grad_ref(W, arch, x, t)[1]
-        W = W + V
-    efun = lambda X: kernels.loss_and_grad(X, arch, x, t)  # noqa: E731
-    hfun = lambda X: hessian(X, arch, x, t)  # noqa: E731
-    kw = dict(n_images=8, max_iter=300, step=1e-3, max_step=0.02, check_every=5, window=5,
-              regrid_every=50, regrid_until=100, climb=True, watch="image", climb_hessian=hfun,
-              precond_every=7)
-    alone = string_method(efun, W[0], W[1], **kw)
-    batch = string_method(efun, W[[2, 0, 1]], W[[1, 1, 2]], **kw)
-    np.testing.assert_array_equal(alone.images[0], batch.images[1])
-    np.testing.assert_array_equal(alone.energies[0], batch.energies[1])
-    # the preconditioning changed the band: it is not the plain climbing string
-    plain = string_method(efun, W[0], W[1], **{**kw, "climb_hessian": None})
-    assert not np.array_equal(plain.images, alone.images)
-
-
 @pytest.mark.parametrize("kwargs, match", [
     (dict(climb_hessian=1.0), "climb_hessian"),
     (dict(precond_floor=0.0), "precond_floor"),
@@ -185,31 +162,3 @@ def test_string_fractions_bad_input(fractions):
     with pytest.raises(ValueError, match="fractions"):
         string_method(stiff_valley, [-1.0, 0.5], [1.0, 0.5], n_images=9, max_iter=5,
                       path=np.array([[-1.0, 0.5], [1.0, 0.5]]), fractions=fractions)
-
-
-def test_climb_hessian_network_bands_independent_of_thread_count():
-    """9 network bands (the band arithmetic split over two threads from 8 bands, the
-    Hessians and energies on the kernels' threads): the same bits on one thread and two."""
-    import numba
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("needs 2 numba threads")
-    arch = Arch(2, 3)
-    rng = np.random.default_rng(4)
-    x, t = np.sort(rng.uniform(-1, 1, 8)), rng.normal(size=8)
-    W = init_stack(arch, [6, 8, 0])
-    starts, ends = W[[2, 0, 1] * 3], W[[1, 1, 2] * 3] + 0.01 * np.arange(9)[:, None]
-    efun = lambda X: kernels.loss_and_grad(X, arch, x, t)  # noqa: E731
-    hfun = lambda X: hessian(X, arch, x, t)  # noqa: E731
-    kw = dict(n_images=8, max_iter=150, step=1e-3, max_step=0.02, check_every=5, window=5,
-              regrid_every=25, regrid_until=50, climb=True, watch="image", climb_hessian=hfun,
-              precond_every=7)
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = string_method(efun, starts, ends, **kw)
-        numba.set_num_threads(2)
-        two = string_method(efun, starts, ends, **kw)
-    finally:
-        numba.set_num_threads(before)
-    np.testing.assert_array_equal(one.images, two.images)
-    np.testing.assert_array_equal(one.energies, two.energies)
