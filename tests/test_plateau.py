@@ -6,9 +6,10 @@ import pytest
 from relunet import Arch
 from relunet.construct import WF_ARCH, build_wf
 from relunet.data import wf_training_set
-from relunet.kernels import forward, loss
+from relunet.kernels import forward, loss, loss_and_grad
 from relunet.net import init_stack
 from relunet.plateau import constant_fit, plateau_bound, plateau_path
+from relunet.string_method import dense_profile, reparametrize
 from relunet.symmetry import random_symmetry
 
 
@@ -80,13 +81,57 @@ def test_plateau_path_bad_input():
         constant_fit(np.zeros((4, 2)), 1)
 
 
-def test_band_start_is_the_plateau_path_or_the_straight_line():
-    from relunet.plateau import band_start
+def test_band_start_is_the_plateau_path_on_its_corner_grid_or_the_straight_line():
+    from relunet.plateau import band_start, corner_grid
     x, t = wf_training_set()
     a, b = build_wf(), init_stack(WF_ARCH, [3, 4, 5])
-    path = band_start("plateau", a, b, WF_ARCH, t, 5)
+    path, frac = band_start("plateau", a, b, WF_ARCH, t, 5)
     np.testing.assert_array_equal(path, plateau_path(a, b, WF_ARCH, t, n_per_leg=5))
-    assert path.shape == (3, 13, WF_ARCH.P)
-    assert band_start("straight", a, b, WF_ARCH, t, 5) is None
+    np.testing.assert_array_equal(frac, corner_grid(path, 5))
+    assert path.shape == (3, 13, WF_ARCH.P) and frac.shape == (3, 5)
+    assert band_start("straight", a, b, WF_ARCH, t, 5) == (None, None)
     with pytest.raises(ValueError, match="start must be 'plateau' or 'straight'"):
         band_start("line", a, b, WF_ARCH, t, 5)
+
+
+def test_corner_grid_hand_worked():
+    """Legs of lengths 1, 3 and 1.5 (corners at arc-length fractions 2/11 and 8/11): on
+    the uniform grid of 9 points (spacing 1/8) the nearest points are 1/8 and 6/8, and
+    they move onto the corners; the others stay."""
+    from relunet.plateau import corner_grid
+    corners = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 3.0], [-0.5, 3.0]])
+    path = np.concatenate([corners[k] + np.linspace(0, 1, 3)[:-1, None] * (corners[k + 1]
+                                                                         - corners[k])
+                           for k in range(3)] + [corners[-1:]])          # 3 points per leg
+    assert path.shape == (7, 2)
+    want = np.arange(9) / 8.0
+    want[1], want[6] = 2.0 / 11.0, 8.0 / 11.0
+    np.testing.assert_allclose(corner_grid(path, 9)[0], want, rtol=1e-15)
+    X = reparametrize(path[None], corner_grid(path, 9))[0]
+    np.testing.assert_allclose(X[[1, 6]], corners[[1, 2]], atol=1e-15)
+
+
+def test_corner_grid_keeps_the_band_on_the_plateau_path():
+    """W_f and a permuted, rescaled copy (loss 0 both): a band on the uniform grid has
+    chords across the path's corners that climb far above var(t); on the corner grid
+    its polyline is the plateau path, never above the bound (the string method's start)."""
+    from relunet.plateau import corner_grid
+    x, t = wf_training_set()
+    A = build_wf()
+    B = np.asarray(random_symmetry(A[None], WF_ARCH, np.random.default_rng(0))).reshape(-1)
+    _, e_c = constant_fit(t)
+    ef = lambda X: loss_and_grad(X, WF_ARCH, x, t)                       # noqa: E731
+    for n in (6, 10):
+        path = plateau_path(A, B, WF_ARCH, t, n_per_leg=n)
+        E_uniform = dense_profile(ef, reparametrize(path, np.linspace(0, 1, n)), 8)[1]
+        E_corner = dense_profile(ef, reparametrize(path, corner_grid(path, n)), 8)[1]
+        assert E_uniform.max() > 1.0 > e_c
+        assert E_corner.max() <= e_c * (1 + 1e-12)
+
+
+def test_corner_grid_bad_input():
+    from relunet.plateau import corner_grid
+    with pytest.raises(ValueError, match="path must be a plateau path"):
+        corner_grid(np.zeros((2, 6, 3)), 8)
+    with pytest.raises(ValueError, match="n_images must be an integer >= 4"):
+        corner_grid(np.zeros((7, 3)), 3)

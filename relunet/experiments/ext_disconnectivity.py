@@ -273,10 +273,11 @@ def compute(cfg: Config, ctx) -> dict:
     pp = plateau_path(minima[pairs[:, 0]], minima[pairs[:, 1]], WF_ARCH, td,
                       n_per_leg=cfg.n_images)
 
-    def relax(a, b, n_images, path=None):
+    def relax(a, b, n_images, path=None, fractions=None):
         if path is None:
-            path = band_start(cfg.start, minima[a], minima[b], WF_ARCH, td, n_images)
+            path, fractions = band_start(cfg.start, minima[a], minima[b], WF_ARCH, td, n_images)
         return string_method(efun, minima[a], minima[b], n_images=n_images, path=path,
+                             fractions=fractions,
                              max_iter=cfg.max_iter, first_move=cfg.first_move,
                              step=cfg.step, step_max=cfg.step_max, max_step=cfg.max_step,
                              n_dense=cfg.n_dense, climb=cfg.climb, watch=cfg.watch,
@@ -286,8 +287,7 @@ def compute(cfg: Config, ctx) -> dict:
                              climb_hessian=hessians(WF_ARCH, xd, td) if cfg.climb_hessian else None,
                              precond_floor=cfg.precond_floor, precond_every=cfg.precond_every,
                              precond_width=cfg.precond_width)
-    res = relax(pairs[:, 0], pairs[:, 1], cfg.n_images,
-                path=pp if cfg.start == "plateau" else None)
+    res = relax(pairs[:, 0], pairs[:, 1], cfg.n_images)
     t_bands = timer()
     ends_E = np.maximum(E[pairs[:, 0]], E[pairs[:, 1]])
     path_max = np.maximum(res.peak_energy, ends_E)
