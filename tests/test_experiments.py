@@ -152,3 +152,31 @@ def test_lanes_run_every_experiment_once(tmp_path, capfd):
     report = (tmp_path / "f" / "REPORT.md").read_text()
     for title in ("Fig. 1:", "Fig. 5:", "higher frequency"):
         assert title in report
+
+
+def test_transition_states_start_from_the_bands_full_precision_highest_images(smoke_run):
+    """Fig. 4 keeps each band's highest movable image in float64 (its images are stored in
+    float32): the loss there is, bit for bit, the energy the band reports for that image,
+    which the float32 copy does not reproduce; the saddle search starts from it."""
+    import numpy as np
+
+    from relunet.construct import WF_ARCH
+    from relunet.data import wf_training_set
+    from relunet.experiments.precision import energy
+    store = smoke_run[0]
+    d = np.load(next((store / "fig4_neb").glob("smoke-*/bands.npz")))
+    E = d["energies"]
+    top = np.argmax(E[:, 1:-1], axis=1) + 1
+    r = np.arange(len(E))
+    assert d["top_images"].dtype == np.float64 and d["images"].dtype == np.float32
+    x, t = wf_training_set()
+    e_top = energy(WF_ARCH, x, t)(d["top_images"])[0]
+    np.testing.assert_array_equal(e_top, E[r, top])
+    e_32 = energy(WF_ARCH, x, t)(d["images"][r, top].astype(np.float64))[0]
+    assert np.all(e_32 != E[r, top])
+    np.testing.assert_allclose(d["top_images"], d["images"][r, top], rtol=1e-6, atol=1e-7)
+    s = np.load(next((store / "transition_states").glob("smoke-*/saddles.npz")))
+    n = len(s["moved"])
+    np.testing.assert_array_equal(s["start_energy"], E[r, top][:n])
+    np.testing.assert_allclose(np.linalg.norm(s["X"] - d["top_images"][:n], axis=1), s["moved"],
+                               rtol=1e-12, atol=1e-14)                 # it started there

@@ -213,6 +213,10 @@ def compute(cfg: Config, ctx) -> dict:
     empty = np.zeros(0)
     return dict(
         images=res.images.astype(np.float32), energies=res.energies,
+        # the highest movable image of each band (the climbing image, the saddle estimate)
+        # in full precision: the transition-state search starts there (from the float32
+        # copy above, rounded by ~1e-7 per weight, it certified one saddle fewer)
+        top_images=res.images[np.arange(len(ends)), np.argmax(res.energies[:, 1:-1], axis=1) + 1],
         distance=res.distance, converged=res.converged, iterations=res.iterations,
         peak_energy=res.peak_energy, peak_segment=res.peak_segment, peak_t=res.peak_t,
         peak_distance=res.peak_distance, peak_point=res.peak_point.astype(np.float32),

@@ -1,7 +1,8 @@
 """Transition states: the highest point of each Fig. 4 band refined into a saddle (issue 8).
 
 A band's highest image only approximates the transition state between its
-two ends. Here each band's highest image is refined by eigenvector-following
+two ends. Here each band's highest image (kept in float64 by Fig. 4, while the
+stored bands are float32) is refined by eigenvector-following
 with the exact Hessian (relunet.saddle: P-RFO, rescaling zero modes
 projected out) and the result is certified: gradient norm <= gtol, exactly
 one negative curvature, and no pre-activation within ``gap`` of its kink (the
@@ -56,7 +57,10 @@ def compute(cfg: Config, ctx) -> dict:
     d = stored(fig4_neb, fig4_neb.config(cfg.scale, cfg.dtype), ctx)
     E = d["energies"][:cfg.n_bands]
     top = np.argmax(E[:, 1:-1], axis=1) + 1      # the highest movable image
-    starts = d["images"][np.arange(len(E)), top].astype(np.float64)
+    # the highest images in float64 (stores written before they were kept: the float32
+    # copies of the band)
+    starts = d["top_images"][:cfg.n_bands] if "top_images" in d else \
+        d["images"][np.arange(len(E)), top].astype(np.float64)
     x, t = wf_training_set()
     r = network_saddles(starts, WF_ARCH, x, t, gap=cfg.gap, gtol=cfg.gtol,
                         max_iter=cfg.max_iter, radius=cfg.radius)
