@@ -511,8 +511,10 @@ def report(cfg: Config, ctx) -> str:
             lambda g: spread((to_wf - E)[(group == g) & fin]) if g >= 0 else "-")])
     lines += ["", *table(("edges", "value"), [
         ("bands (edges)", f"{len(pairs)}, of them {int(wf_edges.sum())} at W_f"),
-        ("converged", f"{int(conv.sum())} ({np.mean(conv):.0%}); at W_f "
-                      f"{int(conv[wf_edges].sum())} of {int(wf_edges.sum())}"),
+        ("bands converged", f"{int(d['band_converged'].sum())} of {len(pairs)}"),
+        ("edges set by a converged band (its path maximum below the plateau path's)",
+         f"{int(conv.sum())} ({np.mean(conv):.0%}); at W_f "
+         f"{int(conv[wf_edges].sum())} of {int(wf_edges.sum())}"),
         ("edge energy (MSE)", f"all {spread(edge_E)}; converged {spread(edge_E[conv])}"),
         ("path maximum minus highest image",
          f"{spread(cut)}; converged bands {spread(cut[d['band_converged']])}"),
