@@ -413,6 +413,20 @@ def _study(idx, how, ok, top2, peak2, top, peak, conv):
     return row, verdict
 
 
+def _unconverged(cfg: Config, d, conv, var_t) -> str:
+    """Why the unconverged bands are not: stable but not stationary, or not stable (and of
+    those, how many have an image above var(t): thrown up a wall)."""
+    bad = ~conv
+    if not bad.any():
+        return ""
+    stable = bad & (d["barrier_change"] <= cfg.etol)
+    high = bad & ~stable & (d["energies"].max(axis=1) > var_t)
+    return (f"; not converged {int(bad.sum())}: {int(stable.sum())} stable but not stationary "
+            f"(sampled min-norm above {fmt(cfg.gs_tol)}), {int((bad & ~stable).sum())} not "
+            f"stable in {cfg.max_iter} iterations ({int(high.sum())} of them with an image "
+            f"above var(t))")
+
+
 def report(cfg: Config, ctx) -> str:
     d = ctx.results(NAME, cfg).load_array(RESULT)
     E, conv = d["energies"], d["converged"].astype(bool)
@@ -495,15 +509,17 @@ def report(cfg: Config, ctx) -> str:
         f"## {TITLE}", "", "![fig4](fig4_neb.png)", "",
         f"{n} bands of {cfg.n_images} images ({cfg.dtype} energies and forces), string "
         f"method with climbing image ({cfg.climb}), started on the "
-        f"{'plateau path' if cfg.start == 'plateau' else 'straight line'}, at most "
-        f"{cfg.max_iter} iterations; convergence: {crit}. Wall time {t_main:.0f} s, "
+        + ("plateau path (two images on its corners)" if cfg.start == "plateau"
+           else "straight line")
+        + f", at most {cfg.max_iter} iterations; convergence: {crit}. Wall time {t_main:.0f} s, "
         f"convergence study {t_study:.0f} s. Values: median [10%, 90%] over bands.", "",
         *claims(
             ("bands converged",
              f"{conv.mean():.0%} ({int(conv.sum())} of {n}); iterations "
              f"{_q(d['iterations'])}; "
              f"barrier change over the window {_q(d['barrier_change'])}; sampled min-norm at "
-             f"the climbing image {_q(d['peak_measure'])}" + _by_endpoint(cfg, ctx, conv, chord),
+             f"the climbing image {_q(d['peak_measure'])}" + _by_endpoint(cfg, ctx, conv, chord)
+             + _unconverged(cfg, d, conv, var_t),
              "not stated",
              "target (90%) met" if conv.mean() >= 0.9 else "below the 90% target"),
             ("path length / chord",
