@@ -191,7 +191,7 @@ from .neb import (
 )
 
 __all__ = ["StringResult", "string_method", "reparametrize", "dense_profile", "min_norm_hull",
-           "sampled_min_norm"]
+           "sampled_min_norm", "SegmentRefinement", "refine_segments"]
 
 
 # =============================================================================
@@ -887,6 +887,70 @@ def string_method(efun, start, end, n_images: int = 32, max_iter: int = 2000, st
                         peak_distance=pdist, peak_point=point, barrier_change=b_change,
                         peak_measure=p_meas, fperp=np.sqrt(_dot(Fp, Fp)), dense_distance=dist,
                         dense_energies=prof, step=h.copy())
+
+
+@dataclass
+class SegmentRefinement:
+    """Path maxima of relaxed bands with their highest segments relaxed again
+    (:func:`refine_segments`). Bn bands of B images; k segments refined."""
+
+    peak: np.ndarray             # (Bn,) the highest energy on the refined path
+    segment_max: np.ndarray      # (Bn, B-1) each segment's maximum: its chord's, or its own
+    #                              string's where that is lower
+    segments: np.ndarray         # (k, 2) (band, segment j) pairs relaxed as strings of their own
+    sub: StringResult | None     # their strings, from image j to image j + 1 (None: k = 0)
+
+
+def refine_segments(efun, res: StringResult, n_images: int = 5, max_iter: int = 500,
+                    tol: float = 1e-4, **kw) -> SegmentRefinement:
+    """Tighter upper bounds on the barriers of relaxed bands: their highest segments
+    relaxed as strings of their own.
+
+    A band's path maximum is read on the straight segments between its images. Where
+    two relaxed images sit in a curved valley, the chord between them cuts across its
+    wall and the energy on it rises above both images: on Fig. 4's bands, 878 of 3,100
+    segments rose above their band's highest image, and 66 of 100 bands peaked above
+    var(t) only there. This is the refinement of AutoNEB (Kolsbjerg, Groves & Hammer,
+    J. Chem. Phys. 145, 094107 (2016): new images where the band is under-resolved),
+    done afterwards and locally: every segment whose maximum exceeds both its images
+    and the band's highest image by more than ``tol`` becomes a string of ``n_images``
+    from image j to image j + 1 (started on the chord, no climbing image, the grid
+    uniform), relaxed for at most ``max_iter`` iterations in one batch; each segment
+    keeps the lower of the two maxima (either is the maximum of an actual path between
+    the same two images, so the band with its segments replaced is a path, and its
+    maximum an upper bound on the barrier, converged or not). The band itself is not
+    changed.
+
+    res : a :class:`StringResult` of Bn bands (its images, image energies and dense
+        profile; the segment that holds ``peak_energy`` keeps that zoomed value where
+        it is not refined). ``kw`` : further arguments of :func:`string_method`
+        (``first_move``, ``step``, ...).
+    """
+    _check_number("n_images", n_images, integer=True)
+    _check_number("max_iter", max_iter, integer=True)
+    _check_number("tol", tol)
+    if n_images < 3:
+        raise ValueError(f"n_images must be >= 3 (a movable image between the two ends), "
+                         f"got {n_images}")
+    X, E, prof = res.images, res.energies, res.dense_energies
+    if X.ndim != 3 or E.shape != X.shape[:2] or prof.ndim != 2:
+        raise ValueError(f"res must hold Bn bands (images (Bn, B, D)); got images of shape "
+                         f"{np.shape(X)} (squeezed results: pass the batch)")
+    n, B = E.shape
+    nd = (prof.shape[1] - 1) // (B - 1)
+    seg = np.concatenate([prof[:, :-1].reshape(n, B - 1, nd), prof[:, nd::nd, None]], axis=2)
+    smax = seg.max(axis=2)
+    r = np.arange(n)
+    smax[r, res.peak_segment] = np.maximum(smax[r, res.peak_segment], res.peak_energy)
+    rise = (smax > np.maximum(E[:, :-1], E[:, 1:]) + tol) & (smax > E.max(axis=1)[:, None] + tol)
+    off = np.argwhere(rise)
+    out, sub = smax.copy(), None
+    if len(off):
+        sub = string_method(efun, X[off[:, 0], off[:, 1]], X[off[:, 0], off[:, 1] + 1],
+                            n_images=n_images, max_iter=max_iter, n_dense=nd, regrid_every=0,
+                            **kw)
+        out[off[:, 0], off[:, 1]] = np.minimum(smax[off[:, 0], off[:, 1]], sub.peak_energy)
+    return SegmentRefinement(peak=out.max(axis=1), segment_max=out, segments=off, sub=sub)
 
 
 class _ClimbPreconditioner:

@@ -93,7 +93,7 @@ from ..construct import WF_ARCH
 from ..data import wf_training_set
 from ..geometry import path_angles, path_functions
 from ..plateau import band_start, plateau_path
-from ..string_method import string_method
+from ..string_method import refine_segments, string_method
 from .frame import preset
 from .precision import energy, hessians
 from .tables import claims, fmt, spread
@@ -132,6 +132,8 @@ class Config:
     precond_every: int = 200      # ... and recomputed every this many steps
     precond_width: int = 2        # ... for the climbing image and its neighbours this far
     n_study: int = 10             # converged bands rerun with 2x images, 2x iterations
+    refine_images: int = 5        # segments rising above their band's highest image: relaxed
+    refine_iter: int = 500        # ... as strings of this many images, this many iterations
     start: str = "plateau"        # initial path: "plateau" (relunet.plateau) or "straight"
     source: str = "momentum"      # which main run supplies the local minima
     example: int = 0              # the band drawn in panels (b)-(d)
@@ -141,7 +143,7 @@ class Config:
 
 PRESETS = {
     "smoke": dict(n_paths=3, n_images=8, max_iter=60, regrid_every=20, regrid_until=20,
-                  check_every=5, window=3, n_study=2),
+                  check_every=5, window=3, n_study=2, refine_iter=20),
     "default": dict(n_paths=100, n_images=32, max_iter=12000, n_study=10),
     "paper": dict(n_paths=100, n_images=64, max_iter=40000, regrid_until=2000, n_study=100),
 }
@@ -194,6 +196,16 @@ def compute(cfg: Config, ctx) -> dict:
     t0 = time.perf_counter()
     res = _relax(cfg, wf, ends, cfg.n_images, cfg.max_iter)
     t_main = time.perf_counter() - t0
+    # the segments that rise above their band's highest image, relaxed as strings of their
+    # own: a path with a lower maximum (a tighter upper bound on each barrier)
+    t0 = time.perf_counter()
+    seg = refine_segments(energy(WF_ARCH, x, t, cfg.dtype), res, n_images=cfg.refine_images,
+                          max_iter=cfg.refine_iter, tol=cfg.etol, step=cfg.step,
+                          step_max=cfg.step_max, max_step=cfg.max_step,
+                          first_move=cfg.first_move, check_every=cfg.check_every,
+                          window=cfg.window, etol=cfg.etol, gs_radius=cfg.gs_radius,
+                          gs_samples=cfg.gs_samples, gs_tol=cfg.gs_tol)
+    t_seg = time.perf_counter() - t0
     # convergence study: the first converged bands again, 2x images and 2x iterations,
     # from the start (is the procedure reproducible?) and from the converged band itself
     # (does refining the discretisation of that path move its barrier?)
@@ -238,7 +250,9 @@ def compute(cfg: Config, ctx) -> dict:
         refined_converged=refined.converged if refined is not None else empty.astype(bool),
         refined_top_index=(np.argmax(refined.energies, axis=1) if refined is not None
                            else empty.astype(int)),
-        seconds=np.array([t_main, t_study]))
+        segment_peak=seg.peak, segment_bands=seg.segments[:, 0],
+        segment_converged=(seg.sub.converged if seg.sub is not None else empty.astype(bool)),
+        seconds=np.array([t_main, t_study, t_seg]))
 
 
 def _straight_max(wf, ends, n, dtype="float64"):
@@ -469,6 +483,18 @@ def report(cfg: Config, ctx) -> str:
     end_high = E[:, -1] >= var_t - 1e-9           # the minimum itself predicts the mean
     high = peak > var_t
     between = high & ~end_high & (top <= var_t)   # only the segments between images rise above
+    # the same paths with the segments that rise above their band's highest image relaxed
+    # as strings of their own (refine_segments; stores before it: None)
+    sp = d["segment_peak"] if "segment_peak" in d else None
+    seg_txt = ""
+    if sp is not None:
+        nseg, nb = d["segment_bands"].size, np.unique(d["segment_bands"]).size
+        seg_txt = (f"; relaxing every segment that rises above its band's highest image as a "
+                   f"string of its own (relunet.string_method.refine_segments: {nseg} segments "
+                   f"of {nb} bands, {cfg.refine_images} images, at most {cfg.refine_iter} "
+                   f"iterations, {int(d['segment_converged'].sum())} converged) leaves "
+                   f"{int((between & (sp > var_t)).sum())} of them above var(t) (their path "
+                   f"maximum drops by {_q((peak - sp)[between])})")
     above = high & ~end_high & (top > var_t)
     s_between = between[s_idx] & s_ok if s_idx.size else np.zeros(0, bool)
     drop = (peak[s_idx] - d["study_peak_energy"])[s_between] if s_idx.size else np.zeros(0)
@@ -484,7 +510,7 @@ def report(cfg: Config, ctx) -> str:
                f"predicts the mean (E_end = var(t)), {int(between.sum())} only between images "
                f"(their climbing image stays below, median {_q(top[between])}: straight "
                f"segments between relaxed images cutting across a ridge, the band's "
-               f"resolution"
+               f"resolution" + seg_txt
                + (f"; doubling the images lowered the path maximum of {drop.size} such "
                   f"bands by {_q(drop)}" if drop.size else "") + "), "
                f"{int(above.sum())} with the highest image above it "
@@ -495,7 +521,10 @@ def report(cfg: Config, ctx) -> str:
     if capped:
         above_verdict = ("explained: every barrier is capped at var(t) by the plateau path"
                          + (f"; {int(high.sum())} relaxed bands still peak above it "
-                            f"(resolution, or not relaxed)" if high.any() else ""))
+                            + (f"({int((high & (sp > var_t)).sum())} once their rising "
+                               f"segments are relaxed: resolution, or not relaxed)"
+                               if sp is not None else "(resolution, or not relaxed)")
+                            if high.any() else ""))
     else:
         above_verdict = (f"{int((above & ~conv).sum())} unresolved" if (above & ~conv).any()
                          else "explained")
@@ -504,6 +533,7 @@ def report(cfg: Config, ctx) -> str:
             f"iterations on the frozen grid AND sampled min-norm gradient at the climbing image "
             f"(radius {cfg.gs_radius:g}, {cfg.gs_samples} samples) <= {cfg.gs_tol:g}")
     t_main, t_study = d["seconds"][:2]
+    t_seg = d["seconds"][2] if d["seconds"].size > 2 else 0.0
     p_ratio = d["plateau_length"] / chord
     return "\n".join([
         f"## {TITLE}", "", "![fig4](fig4_neb.png)", "",
@@ -512,7 +542,8 @@ def report(cfg: Config, ctx) -> str:
         + ("plateau path (two images on its corners)" if cfg.start == "plateau"
            else "straight line")
         + f", at most {cfg.max_iter} iterations; convergence: {crit}. Wall time {t_main:.0f} s, "
-        f"convergence study {t_study:.0f} s. Values: median [10%, 90%] over bands.", "",
+        f"segment refinement {t_seg:.0f} s, convergence study {t_study:.0f} s. Values: median "
+        "[10%, 90%] over bands.", "",
         *claims(
             ("bands converged",
              f"{conv.mean():.0%} ({int(conv.sum())} of {n}); iterations "
@@ -537,8 +568,12 @@ def report(cfg: Config, ctx) -> str:
              f"climbing image - E_end: all {_q(top - E[:, -1])}, converged "
              f"{_q((top - E[:, -1])[conv])}; path maximum - E_end: all {_q(barrier)}, "
              f"converged {_q(barrier[conv])}"
+             + (f"; path maximum with the rising segments relaxed - E_end: all "
+                f"{_q(sp - E[:, -1])}, converged {_q((sp - E[:, -1])[conv])}"
+                if sp is not None else "")
              + (f"; upper bound min(path maximum, plateau path maximum) - E_end: all "
-                f"{_q(np.minimum(peak, pl) - E[:, -1])}" if pl is not None else ""),
+                f"{_q(np.minimum(peak if sp is None else sp, pl) - E[:, -1])}"
+                if pl is not None else ""),
              "'flat and slightly bumpy'",
              "reproduced: bumps are small against the drop"
              if np.median(top - E[:, -1]) < 0.5 * np.median(E[:, -1]) else

@@ -1,0 +1,66 @@
+"""refine_segments: a band's rising segments relaxed as strings of their own give a path
+whose maximum is a tighter upper bound; checked on the curved double well, whose barrier
+is exactly 1 (closed form), and against the composite path's own dense profile."""
+import numpy as np
+import pytest
+
+from relunet.neb_surfaces import double_well
+from relunet.string_method import dense_profile, refine_segments, string_method
+
+C = 2.0
+
+
+def well(X):
+    return double_well(X, c=C)
+
+
+def _coarse_band():
+    """Four images on the minimum energy path y = c x^2 (not relaxed: max_iter=0); the
+    chord between the two inner images passes x = 0 at y = c / 4, above the saddle."""
+    x0 = np.array([-1.0, -0.5, 0.5, 1.0])
+    path = np.stack([x0, C * x0 ** 2], axis=1)
+    return string_method(well, path[0], path[-1], n_images=4, path=path, max_iter=0)
+
+
+def test_the_rising_segment_relaxes_onto_the_saddle():
+    res = _coarse_band()
+    ref = refine_segments(well, res, n_images=5, max_iter=500)
+    # only the middle segment rises above its images and the band's highest image
+    np.testing.assert_array_equal(ref.segments, [[0, 1]])
+    assert res.peak_energy[0] > 1.4                       # the chord: 1 + (c/4)^2 and more
+    # every path between the two minima crosses x = 0, where E >= 1: the barrier is 1
+    assert 1.0 - 1e-12 <= ref.peak[0] <= 1.0 + 1e-6
+    assert ref.peak[0] <= res.peak_energy[0]
+    # the composite path (band images with the sub-string's inside the middle segment):
+    # its own dense profile peaks where refine_segments says
+    sub = ref.sub.images[0]
+    X = np.concatenate([res.images[0, :2], sub[1:-1], res.images[0, 2:]])[None]
+    _, prof = dense_profile(well, X, n_dense=16)
+    assert prof.max() <= ref.peak[0] + 1e-12
+    assert prof.max() >= ref.peak[0] - 1e-6
+    # the other segments keep their own maxima
+    for j in (0, 2):
+        assert ref.segment_max[0, j] <= max(res.energies[0, j], res.energies[0, j + 1]) + 1e-4
+
+
+def test_a_band_without_rising_segments_is_left_alone():
+    """On the straight well (c = 0) with an image on the saddle no segment rises above
+    the highest image: nothing is relaxed and the peak is the band's own, bit for bit."""
+    def flat(X):
+        return double_well(X, c=0.0)
+    x0 = np.linspace(-1.0, 1.0, 5)
+    path = np.stack([x0, np.zeros(5)], axis=1)
+    res = string_method(flat, path[0], path[-1], n_images=5, path=path, max_iter=0)
+    ref = refine_segments(flat, res)
+    assert ref.segments.shape == (0, 2) and ref.sub is None
+    assert ref.peak[0] == res.peak_energy[0] == 1.0
+
+
+def test_refine_segments_bad_input():
+    res = _coarse_band()
+    with pytest.raises(ValueError, match="n_images must be >= 3"):
+        refine_segments(well, res, n_images=2)
+    with pytest.raises(ValueError, match="res must hold Bn bands"):
+        refine_segments(well, res.squeeze())
+    with pytest.raises(ValueError, match="tol must be a finite number > 0"):
+        refine_segments(well, res, tol=-1.0)
