@@ -143,6 +143,8 @@ class Config:
     precond_every: int = 200
     precond_width: int = 1
     wf_images: int = 24           # W_f's bands relaxed again with this many images (0: not)
+    refine_images: int = 5        # segments rising above their band's highest image: relaxed
+    refine_iter: int = 500        # ... as strings of this many images, this many iterations
     check_every: int = 10
     window: int = 20
     etol: float = 1e-4            # peak energy stable to this over the window
@@ -155,7 +157,7 @@ class Config:
 PRESETS = {
     "smoke": dict(n_minima=(("momentum", 4), ("adadelta", 4)), k_neighbours=2,
                   wf_neighbours=2, n_images=6, wf_images=8, max_iter=40, regrid_every=10,
-                  regrid_until=20, check_every=5, window=3, n_levels=20),
+                  regrid_until=20, check_every=5, window=3, n_levels=20, refine_iter=20),
     "default": dict(),
     "paper": dict(n_minima=(("momentum", 100), ("adadelta", 100)), k_neighbours=4,
                   wf_neighbours=8, n_images=32, wf_images=64, max_iter=4000,
@@ -238,7 +240,7 @@ def choose_edges(D, k, k0=0, spanning_tree=True) -> np.ndarray:
 def compute(cfg: Config, ctx) -> dict:
     from ..neb import linear_path
     from ..plateau import band_start, plateau_path
-    from ..string_method import string_method
+    from ..string_method import refine_segments, string_method
     from . import quench_minima
     qd = quench_minima.quenched(cfg.scale, ctx, cfg.dtype)
     timer = Timer()
@@ -290,7 +292,15 @@ def compute(cfg: Config, ctx) -> dict:
     res = relax(pairs[:, 0], pairs[:, 1], cfg.n_images)
     t_bands = timer()
     ends_E = np.maximum(E[pairs[:, 0]], E[pairs[:, 1]])
-    path_max = np.maximum(res.peak_energy, ends_E)
+    # the segments that rise above their band's highest image relaxed as strings of their
+    # own (as in Fig. 4): a path with a lower maximum, the edge's upper bound
+    seg = refine_segments(efun, res, n_images=cfg.refine_images, max_iter=cfg.refine_iter,
+                          tol=cfg.etol, step=cfg.step, step_max=cfg.step_max,
+                          max_step=cfg.max_step, first_move=cfg.first_move,
+                          check_every=cfg.check_every, window=cfg.window, etol=cfg.etol,
+                          gs_radius=cfg.gs_radius, gs_tol=cfg.gs_tol)
+    chord_max = np.maximum(res.peak_energy, ends_E)
+    path_max = np.maximum(seg.peak, ends_E)
     image_max = np.maximum(res.energies.max(axis=1), ends_E)
     # W_f's bands again with more images: either path is a path, so the lower maximum counts
     wf = np.flatnonzero(pairs[:, 0] == 0)
@@ -313,7 +323,8 @@ def compute(cfg: Config, ctx) -> dict:
     chord = np.linalg.norm(minima[pairs[:, 1]] - minima[pairs[:, 0]], axis=1)
     return dict(minima=minima, energies=E, group=group, source=source, certified=cert,
                 types=types.astype(str), distances=D, pairs=pairs, edge_energy=edge_E,
-                path_max=path_max, image_max=image_max, converged=conv,
+                path_max=path_max, chord_max=chord_max, n_segments=len(seg.segments),
+                image_max=image_max, converged=conv,
                 plateau_max=plateau_max, plateau_edge=plateau_edge,
                 band_converged=res.converged, wf_edges=wf, wf_path_max=wf_path_max,
                 wf_converged=wf_conv, iterations=res.iterations,
@@ -482,7 +493,10 @@ def report(cfg: Config, ctx) -> str:
              f"(relunet.string_method, all bands in one batch, at most {cfg.max_iter} "
              f"iterations; converged: {crit}). W_f's bands relaxed again with {cfg.wf_images} "
              "images, the lower maximum kept. Edge energy: the maximum of the loss along the "
-             "relaxed path, the top of an actual path, so an upper bound on the barrier "
+             "relaxed path, its segments that rise above its highest image relaxed as "
+             f"strings of {cfg.refine_images} images of their own (at most {cfg.refine_iter} "
+             "iterations; relunet.string_method.refine_segments), the top of an actual path, "
+             "so an upper bound on the barrier "
              "(converged or not), or, where lower, the maximum along the plateau path "
              "(relunet.plateau: shrink one minimum's output layer onto the constant mean(t), "
              "cross the plateau of constant networks, grow the other's), which never "
@@ -516,6 +530,9 @@ def report(cfg: Config, ctx) -> str:
          f"{int(conv.sum())} ({np.mean(conv):.0%}); at W_f "
          f"{int(conv[wf_edges].sum())} of {int(wf_edges.sum())}"),
         ("edge energy (MSE)", f"all {spread(edge_E)}; converged {spread(edge_E[conv])}"),
+        ("path maximum: straight segments between the images -> rising segments relaxed",
+         (f"{spread(d['chord_max'])} -> {spread(d['path_max'])} ({int(d['n_segments'])} "
+          "segments relaxed)") if "chord_max" in d else "-"),
         ("path maximum minus highest image",
          f"{spread(cut)}; converged bands {spread(cut[d['band_converged']])}"),
         (f"W_f's bands with {cfg.wf_images} instead of {cfg.n_images} images: change of the "
