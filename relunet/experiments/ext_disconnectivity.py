@@ -144,7 +144,7 @@ class Config:
     precond_width: int = 1
     wf_images: int = 24           # W_f's bands relaxed again with this many images (0: not)
     refine_images: int = 5        # segments rising above their band's highest image: relaxed
-    refine_iter: int = 500        # ... as strings of this many images, this many iterations
+    refine_iter: int = 300        # ... as strings of this many images, this many iterations
     check_every: int = 10
     window: int = 20
     etol: float = 1e-4            # peak energy stable to this over the window

@@ -133,7 +133,7 @@ class Config:
     precond_width: int = 2        # ... for the climbing image and its neighbours this far
     n_study: int = 10             # converged bands rerun with 2x images, 2x iterations
     refine_images: int = 5        # segments rising above their band's highest image: relaxed
-    refine_iter: int = 500        # ... as strings of this many images, this many iterations
+    refine_iter: int = 300        # ... as strings of this many images, this many iterations
     start: str = "plateau"        # initial path: "plateau" (relunet.plateau) or "straight"
     source: str = "momentum"      # which main run supplies the local minima
     example: int = 0              # the band drawn in panels (b)-(d)
