@@ -103,7 +103,9 @@ through the images: ``n_dense`` points per segment, then zoomed in three
 rounds. It is the highest point of an actual path between the endpoints, hence
 an upper bound on the mountain-pass barrier, whether or not the band has
 converged; ``peak_segment``, ``peak_t`` and ``peak_point`` say where it is, for
-a later refinement into a saddle point.
+a later refinement into a saddle point. :func:`refine_segments` tightens the
+bound afterwards: the segments that rise above the band's highest image (chords
+cutting across a curved valley's wall) are relaxed as strings of their own.
 
 Convergence criterion (both must hold, judged at checks every ``check_every``
 iterations on a frozen grid):

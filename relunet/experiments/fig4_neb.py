@@ -51,6 +51,14 @@ the uniform grid the chords across the corners climbed above var(t) on 42 of the
 default bands (up to a loss of 30), the string's first reparametrisation put images on
 them, and 89 bands converged; on the corner grid 96 (same run otherwise).
 
+Segments: a band's path maximum is read on the straight segments between its images,
+and where two relaxed images sit in a curved valley the chord between them cuts across
+its wall. Every segment that rises above its band's highest image is relaxed once more
+as a string of ``refine_images`` images of its own (at most ``refine_iter`` iterations;
+:func:`relunet.string_method.refine_segments`) and keeps the lower maximum; the band
+with its refined segments is still a path, so ``segment_peak`` is an upper bound on the
+barrier, tighter than ``peak_energy``.
+
 Convergence study: up to ``n_study`` converged bands are relaxed again with
 twice the images and twice the iterations, twice: from the start, as the band
 was (is the whole procedure reproducible, or does a finer band find another
