@@ -911,7 +911,7 @@ def refine_segments(efun, res: StringResult, n_images: int = 5, max_iter: int = 
     A band's path maximum is read on the straight segments between its images. Where
     two relaxed images sit in a curved valley, the chord between them cuts across its
     wall and the energy on it rises above both images: on Fig. 4's bands, 878 of 3,100
-    segments rose above their band's highest image, and 66 of 100 bands peaked above
+    segments rose above their band's highest image, and 59 of 100 bands peaked above
     var(t) only there. This is the refinement of AutoNEB (Kolsbjerg, Groves & Hammer,
     J. Chem. Phys. 145, 094107 (2016): new images where the band is under-resolved),
     done afterwards and locally: every segment whose maximum exceeds both its images
