@@ -149,6 +149,7 @@ class Config:
     window: int = 20
     etol: float = 1e-4            # peak energy stable to this over the window
     gs_radius: float = 1e-2
+    gs_samples: int = 16
     gs_tol: float = 1e-2
     n_levels: int = 40            # energy ladder of the graph, up to the last merge
     dtype: str = "float64"        # precision of the minima, energies and forces
@@ -240,8 +241,8 @@ def choose_edges(D, k, k0=0, spanning_tree=True) -> np.ndarray:
 def compute(cfg: Config, ctx) -> dict:
     from ..neb import linear_path
     from ..plateau import band_start, plateau_path
-    from ..string_method import refine_segments, string_method
-    from . import quench_minima
+    from ..string_method import string_method
+    from . import fig4_neb, quench_minima
     qd = quench_minima.quenched(cfg.scale, ctx, cfg.dtype)
     timer = Timer()
     x, t = wf_training_set()
@@ -285,7 +286,8 @@ def compute(cfg: Config, ctx) -> dict:
                              n_dense=cfg.n_dense, climb=cfg.climb, watch=cfg.watch,
                              regrid_every=cfg.regrid_every, regrid_until=cfg.regrid_until,
                              check_every=cfg.check_every, window=cfg.window, etol=cfg.etol,
-                             gs_radius=cfg.gs_radius, gs_tol=cfg.gs_tol,
+                             gs_radius=cfg.gs_radius, gs_samples=cfg.gs_samples,
+                             gs_tol=cfg.gs_tol,
                              climb_hessian=hessians(WF_ARCH, xd, td) if cfg.climb_hessian else None,
                              precond_floor=cfg.precond_floor, precond_every=cfg.precond_every,
                              precond_width=cfg.precond_width)
@@ -294,11 +296,7 @@ def compute(cfg: Config, ctx) -> dict:
     ends_E = np.maximum(E[pairs[:, 0]], E[pairs[:, 1]])
     # the segments that rise above their band's highest image relaxed as strings of their
     # own (as in Fig. 4): a path with a lower maximum, the edge's upper bound
-    seg = refine_segments(efun, res, n_images=cfg.refine_images, max_iter=cfg.refine_iter,
-                          tol=cfg.etol, step=cfg.step, step_max=cfg.step_max,
-                          max_step=cfg.max_step, first_move=cfg.first_move,
-                          check_every=cfg.check_every, window=cfg.window, etol=cfg.etol,
-                          gs_radius=cfg.gs_radius, gs_tol=cfg.gs_tol)
+    seg = fig4_neb.segments(cfg, efun, res)
     chord_max = np.maximum(res.peak_energy, ends_E)
     path_max = np.maximum(seg.peak, ends_E)
     image_max = np.maximum(res.energies.max(axis=1), ends_E)

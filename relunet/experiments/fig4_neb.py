@@ -207,7 +207,8 @@ def compute(cfg: Config, ctx) -> dict:
     # the segments that rise above their band's highest image, relaxed as strings of their
     # own: a path with a lower maximum (a tighter upper bound on each barrier)
     t0 = time.perf_counter()
-    seg = _segments(cfg, x, t, res)
+    efun = energy(WF_ARCH, x, t, cfg.dtype)
+    seg = segments(cfg, efun, res)
     t_seg = time.perf_counter() - t0
     # convergence study: the first converged bands again, 2x images and 2x iterations,
     # from the start (is the procedure reproducible?) and from the converged band itself
@@ -222,8 +223,8 @@ def compute(cfg: Config, ctx) -> dict:
                          path=fine_path, fractions=fine_frac, regrid_every=0)
     t_study = time.perf_counter() - t0
     # ... and their path maxima with the rising segments relaxed, as the main bands'
-    fine_seg = _segments(cfg, x, t, fine).peak if fine is not None else np.zeros(0)
-    refined_seg = _segments(cfg, x, t, refined).peak if refined is not None else np.zeros(0)
+    fine_seg = segments(cfg, efun, fine).peak if fine is not None else np.zeros(0)
+    refined_seg = segments(cfg, efun, refined).peak if refined is not None else np.zeros(0)
     var_t = float(np.var(wf_training_set()[1]))   # MSE of the constant predictor mean(t)
     Ep, _ = energy(WF_ARCH, x, t, cfg.dtype)(pp.reshape(-1, pp.shape[-1]))
     xs = np.linspace(-1, 1, cfg.n_plot)
@@ -262,10 +263,11 @@ def compute(cfg: Config, ctx) -> dict:
         seconds=np.array([t_main, t_study, t_seg]))
 
 
-def _segments(cfg: Config, x, t, res):
+def segments(cfg, efun, res):
     """refine_segments on the bands ``res`` with the step rules and stopping test of
-    ``cfg``: their path maxima with the rising segments relaxed."""
-    return refine_segments(energy(WF_ARCH, x, t, cfg.dtype), res, n_images=cfg.refine_images,
+    ``cfg`` (this module's Config or another with the same string fields, as the
+    disconnectivity graph's): their path maxima with the rising segments relaxed."""
+    return refine_segments(efun, res, n_images=cfg.refine_images,
                            max_iter=cfg.refine_iter, tol=cfg.etol, step=cfg.step,
                            step_max=cfg.step_max, max_step=cfg.max_step,
                            first_move=cfg.first_move, check_every=cfg.check_every,
