@@ -226,7 +226,8 @@ def test_wf_is_certified_as_the_global_minimum():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(max_iter=0), "max_iter"), (dict(gtol=-1.0), "gtol"),
-    (dict(gap=1e-12), "gap must be larger"), (dict(delta=float("nan")), "delta")])
+    (dict(gap=1e-12), "gap must be larger"), (dict(delta=float("nan")), "delta"),
+    (dict(polish_iter=-1), "polish_iter"), (dict(polish_iter=2.5), "polish_iter")])
 def test_bad_input(kwargs, match):
     arch = Arch(1, 2)
     x = np.linspace(-1, 1, 5)
@@ -280,3 +281,50 @@ def test_a_ridge_needs_both_downhill_slopes_above_the_certificate_tolerance():
     np.testing.assert_array_equal(_ridges(lam, c, 1e-9),
                                   [True, False, False, False, False, True])
     np.testing.assert_array_equal(_ridges(lam, c, 2e-9)[-1], False)   # 0.3 * 4e-9 < 2e-9
+
+
+@pytest.mark.parametrize("m, zz", [(1, 5e-10), (2, 5e-10), (2, 3e-9), (3, 3e-9)])
+def test_polish_puts_a_minimum_onto_a_kink_it_touches(tiny_quench, m, zz, rng):
+    """A weakly active kink, built by hand: a smooth minimum of the tiny problem, and
+    one more training point at which a first-layer unit's pre-activation is zz (between
+    the certificate's eps_on 1e-10 and gap 1e-6) and whose target is the network's own
+    output there (zero residual, so the point stays a minimum and the kink carries no
+    gradient jump). The certificate's gap rule rejects it; the polish (stage 3) must
+    put the unit onto its kink and certify, moving the point by about zz and not
+    raising the loss. Checked with the kernels, a hand-computed pre-activation and
+    gradient sampling."""
+    arch, x, t, _, q = tiny_quench
+    assert q.kind[m] == "smooth"
+    w = q.W[m]
+    v = arch.unpack(w)
+    a, b = v["W1"][0, 0], v["b1"][0]
+    x2 = np.append(x, (zz - b) / a)
+    t2 = np.append(t, kernels.forward(w[None], arch, x2)[0, -1])
+    z_new = a * x2[-1] + b                                   # first layer by hand
+    assert 1e-10 < z_new < 1e-6
+    assert "from its kink" in certify(w[None], arch, x2, t2)["reason"][0]
+    r = quench(w, arch, x2, t2, max_iter=30, descent_iter=0, polish_iter=30)
+    assert r.certified[0] and r.kind[0] == "kink"
+    wp = r.W[0]
+    vp = arch.unpack(wp)
+    assert abs(vp["W1"][0, 0] * x2[-1] + vp["b1"][0]) <= 1e-10     # on its kink now
+    assert np.linalg.norm(wp - w) <= 1e-6
+    L0, L1 = kernels.loss(np.stack([w, wp]), arch, x2, t2)
+    assert L1 <= L0 * (1 + 1e-14)
+    gs = _gradient_sampling_measure(wp, arch, x2, t2, 1e-8, 60, rng)
+    assert gs <= 1e-6
+
+
+def test_the_polish_certifies_what_the_newton_stage_leaves(tiny_quench):
+    """Same construction: without the polish the 30 Newton iterations do not certify
+    these points; the result records which stage did."""
+    arch, x, t, _, q = tiny_quench
+    for m, zz in [(1, 5e-10), (2, 3e-9)]:
+        w = q.W[m]
+        v = arch.unpack(w)
+        x2 = np.append(x, (zz - v["b1"][0]) / v["W1"][0, 0])
+        t2 = np.append(t, kernels.forward(w[None], arch, x2)[0, -1])
+        r0 = quench(w, arch, x2, t2, max_iter=30, descent_iter=0, polish_iter=0)
+        r1 = quench(w, arch, x2, t2, max_iter=30, descent_iter=0, polish_iter=30)
+        assert not r0.certified[0] and r0.polished[0] == -1
+        assert r1.certified[0] and r1.polished[0] >= 0

@@ -113,7 +113,7 @@ def quench_float32(W, arch, x, t, descent_iter: int, gtol: float, eps_on: float,
     218-1,224 steps, at MSE up to 0.025 above where float64 L-BFGS got).
 
     Returns the fields of :class:`relunet.quench.QuenchResult` that quench_minima
-    stores (``iterations``, the Newton stage's, are 0), plus ``loss64``: the
+    stores (``iterations``, the Newton stage's, are 0; ``polished`` -1), plus ``loss64``: the
     float64 loss at the float32 point, and ``cert``: :func:`relunet.quench.certify`'s
     dict there. ``loss0`` and ``loss`` are float32 losses."""
     from ..bfgs import bfgs
@@ -134,7 +134,8 @@ def quench_float32(W, arch, x, t, descent_iter: int, gtol: float, eps_on: float,
     return dict(W=Wq, loss0=efun(W0)[0], loss=efun(Wq)[0], loss64=loss(Wq, arch, x, t),
                 moved=np.linalg.norm(Wq - W0, axis=1),
                 descent_iterations=np.zeros(len(W0), int) if dr is None else dr.iterations,
-                iterations=np.zeros(len(W0), int), certified=cert["certified"],
+                iterations=np.zeros(len(W0), int), polished=np.full(len(W0), -1),
+                certified=cert["certified"],
                 kind=cert["kind"], measure=cert["measure"], n_kinks=cert["n_kinks"],
                 reason=np.array(reason, dtype=str), cert=cert)
 
