@@ -847,7 +847,7 @@ def _newton(Wc, Lc, mu, arch, x, t, max_iter, gtol, eps_on, gap, delta, certify_
         iters[act] += 1
         if progress is not None:
             progress(int(done.sum()), M)
-    act = np.flatnonzero(~done)
+    act = np.flatnonzero(~done | stalled)         # a stalled network may be nearly stationary
     if polish_iter and act.size:
         act = act[~certify(Wc[act], arch, x, t, gtol, eps_on, gap)["certified"]]
         X, T = check_data(arch, x, t)

@@ -328,3 +328,23 @@ def test_the_polish_certifies_what_the_newton_stage_leaves(tiny_quench):
         r1 = quench(w, arch, x2, t2, max_iter=30, descent_iter=0, polish_iter=30)
         assert not r0.certified[0] and r0.polished[0] == -1
         assert r1.certified[0] and r1.polished[0] >= 0
+
+
+def test_the_polish_also_takes_networks_the_newton_stage_calls_stalled(tiny_quench,
+                                                                       monkeypatch):
+    """A network whose model steps are all refused is 'stalled', and most nearly
+    stationary points end that way (no model step can lower a loss that is already
+    stationary to 1e-10): the polish must still try them. With the damping capped
+    low the Newton stage stalls on the hand-built weakly active kinks at once."""
+    import relunet.quench as rq
+    monkeypatch.setattr(rq, "MU_MAX", 1e-6)
+    arch, x, t, _, q = tiny_quench
+    for m, zz in [(1, 5e-10), (2, 3e-9)]:
+        w = q.W[m]
+        v = arch.unpack(w)
+        x2 = np.append(x, (zz - v["b1"][0]) / v["W1"][0, 0])
+        t2 = np.append(t, kernels.forward(w[None], arch, x2)[0, -1])
+        r0 = quench(w, arch, x2, t2, max_iter=30, descent_iter=0, polish_iter=0)
+        assert r0.reason[0].startswith("stalled")
+        r1 = quench(w, arch, x2, t2, max_iter=30, descent_iter=0, polish_iter=30)
+        assert r1.certified[0] and r1.polished[0] >= 0
