@@ -1011,6 +1011,18 @@ def _ridges(lam_f, c_f, gtol):
     return interior & (c_f < 0) & (np.minimum(lam_f, 1 - lam_f) * np.abs(c_f) > gtol)
 
 
+def _falls(lam_f, c_f, gtol):
+    """Which creases the loss falls across, on at least one side, by a slope above
+    ``gtol``: c < 0 and max(lam, 1 - lam) |c| > gtol. A ridge (:func:`_ridges`) falls on
+    both sides; a crease whose certificate weight sits at lam = 0 (or 1) with c < 0
+    falls on one: with every other crease held, stepping by s along its normal changes
+    the loss by c (s_+ - lam s) to first order, so by c s < 0 into its 'on' side (for
+    lam = 1, by -c s < 0 into its 'off' side) while the other side is flat to first
+    order. Either way the point is not a minimum: there is a direction of descent."""
+    lam_f, c_f = np.asarray(lam_f, dtype=float), np.asarray(c_f, dtype=float)
+    return (c_f < 0) & (np.maximum(lam_f, 1 - lam_f) * np.abs(c_f) > gtol)
+
+
 def near_stationarity(W, arch: Arch, x, t, tau: float = TAU, gtol: float = GTOL) -> dict:
     """What an uncertified point is, read with a coarser eye: every pre-activation
     within ``tau`` of its kink counted as on it.
@@ -1094,8 +1106,12 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
       lam_a the weight of the 'on' side in the Clarke certificate, a crease is
       V-shaped (the loss rises on both sides) when c_a > 0 and 0 < lam_a < 1,
       and a ridge (it falls on both sides: a nonsmooth saddle) when c_a < 0,
-      0 < lam_a < 1 and both downhill slopes exceed ``gtol`` (a crease flatter
-      than that counts as degenerate, :func:`_ridges`). Along the kink manifold
+      0 < lam_a < 1 and both downhill slopes exceed ``gtol`` (:func:`_ridges`).
+      A crease with c_a < 0 that falls on one side only (lam_a at 0 or 1, or one
+      slope below ``gtol``) also offers a descent direction (:func:`_falls`)
+      and counts in the index like a ridge; what is left (c_a = 0, or lam_a at
+      0 or 1 with c_a > 0: flat to first order on one side) is degenerate: the
+      first-order test cannot settle it. Along the kink manifold
       the loss is smooth; its Hessian there (the Hessian of the Lagrangian,
       the piece with masks lam_a on the kinks, Lewis 2002) is taken by
       central differences of the masked
@@ -1106,8 +1122,8 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
 
     Returns a dict of (M,) arrays: ``type`` ('global-minimum' for zero loss,
     'minimum', 'saddle', 'kink-minimum', 'kink-saddle', 'degenerate-kink' or
-    'uncertified'), ``index`` (negative
-    curvatures, plus ridge creases), ``n_flat`` (zero curvatures beyond the
+    'uncertified'), ``index`` (negative curvatures, plus creases the loss falls
+    across: ridges and one-sided ones), ``n_flat`` (zero curvatures beyond the
     symmetry modes: dead units and other flat directions), ``n_sym`` (rescaling
     modes removed), ``n_creases``, ``min_curv`` (lowest reduced eigenvalue).
     """
@@ -1136,15 +1152,15 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
         if m in Hs_of:
             Q = _null_basis(R, arch.P)
             Hr = Q.T @ Hs_of[m] @ Q
-            n_ridge, n_deg = 0, 0
+            n_fall, n_deg = 0, 0
         else:
             lam = cert["lam"][m]
             Nz = preactivation_grads(W[m], arch, x, ent, Z[m] > 0)
             lam_f, c_f, fams = _creases(lam, cert["c"][m], cert["families"][m], Nz)
             interior = (lam_f > 1e-6) & (lam_f < 1 - 1e-6)
-            ridge = _ridges(lam_f, c_f, gtol)
-            n_ridge = int(np.sum(ridge))
-            n_deg = int(np.sum(~interior | ((c_f < 0) & ~ridge)))   # flat both ways
+            falls = _falls(lam_f, c_f, gtol)              # ridges and one-sided ones
+            n_fall = int(np.sum(falls))
+            n_deg = int(np.sum(~falls & ~(interior & (c_f > 0))))   # neither V nor falling
             masks = (Z[m] > 0).astype(float)
             masks[ent[:, 0] - 1, ent[:, 1], ent[:, 2]] = lam
             Q = _null_basis(np.vstack([Nz, R]), arch.P)
@@ -1156,11 +1172,11 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
         n_neg = int(np.sum((ev < 0) & ~zero))
         out["n_sym"][m] = arch.P - Q.shape[1] - (cert["rank"][m] if m not in Hs_of else 0)
         out["n_flat"][m] = int(zero.sum())
-        out["index"][m] = n_neg + n_ridge
+        out["index"][m] = n_neg + n_fall
         out["min_curv"][m] = float(ev[0]) if ev.size else np.nan
         if m in Hs_of:
             out["type"][m] = "minimum" if n_neg == 0 else "saddle"
-        elif n_neg + n_ridge > 0:
+        elif n_neg + n_fall > 0:
             out["type"][m] = "kink-saddle"
         elif n_deg:
             out["type"][m] = "degenerate-kink"

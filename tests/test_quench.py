@@ -348,3 +348,33 @@ def test_the_polish_also_takes_networks_the_newton_stage_calls_stalled(tiny_quen
         assert r0.reason[0].startswith("stalled")
         r1 = quench(w, arch, x2, t2, max_iter=30, descent_iter=0, polish_iter=30)
         assert r1.certified[0] and r1.polished[0] >= 0
+
+
+@pytest.mark.parametrize("delta, expected", [(-0.1, "kink-saddle"), (0.1, "degenerate-kink")])
+def test_a_crease_that_falls_on_one_side_makes_a_kink_saddle(delta, expected):
+    """Hand-worked: one hidden unit, y = v relu(a x + b) + c with a = v = 1, b = c = 0,
+    data x = -2, -1, 0, 1, 2. At x = 0 the unit sits exactly on its kink; targets
+    t = (delta/2, delta/2, -delta, 1, 2) give residuals (-delta/2, -delta/2, delta, 0, 0),
+    so the piece with the unit off at x = 0 is exactly stationary (sum of residuals 0,
+    the 'on' points fit), and the kink's jump is c_a = 2 delta v / 5 along dz/db = 1.
+    For delta < 0 switching the unit on at x = 0 lowers the loss at slope 2 delta / 5:
+    a direction of descent, so the certified point is not a minimum (kink-saddle,
+    index >= 1); for delta > 0 the 'on' side rises and the 'off' side is flat to
+    first order (degenerate). The slope is checked by pushing b off the kink."""
+    arch = Arch(1, 1)
+    w = arch.pack({"W1": [[1.0]], "b1": [0.0], "Wout": [[1.0]], "bout": [0.0]})
+    x = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+    t = np.array([delta / 2, delta / 2, -delta, 1.0, 2.0])
+    cert = certify(w[None], arch, x, t)
+    assert cert["certified"][0] and cert["kind"][0] == "kink" and cert["n_kinks"][0] == 1
+    cl = classify(w[None], arch, x, t, cert)
+    assert cl["type"][0] == expected
+    assert (cl["index"][0] >= 1) == (delta < 0)
+    # the slope into the 'on' side, pushing b to h > 0: the x = 0 residual goes from
+    # delta to delta + h, the fitted x = 1, 2 residuals from 0 to h, so the mean of the
+    # squares changes by (2 delta h + 3 h^2) / 5
+    h = 1e-4
+    wb = w.copy()
+    arch.unpack(wb)["b1"][0] = h
+    L = kernels.loss(np.stack([w, wb]), arch, x, t)
+    np.testing.assert_allclose(L[1] - L[0], 2 * delta * h / 5 + 3 * h * h / 5, rtol=1e-6)

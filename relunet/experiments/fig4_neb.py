@@ -385,7 +385,8 @@ def _by_endpoint(cfg: Config, ctx, conv, chord) -> str:
     cert = q[f"{cfg.source}_certified"][:len(conv)].astype(bool)
     if len(cert) != len(conv):
         return ""
-    part = [f"; to certified minima {int(conv[cert].sum())} of {int(cert.sum())}, to "
+    part = [f"; to certified stationary points {int(conv[cert].sum())} of "
+            f"{int(cert.sum())}, to "
             f"uncertified points {int(conv[~cert].sum())} of {int((~cert).sum())}"]
     if conv.any() and (~conv).any():
         part.append(f"; distance W_f -> end {fmt(np.median(chord[conv]))} (converged) "
