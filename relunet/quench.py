@@ -414,17 +414,29 @@ def _manifold_step(w, L, z, arch, x, t, X, T, tau=TAU, fd_step=1e-6, max_tries=8
     def back_onto(v, zv):           # least-norm move putting z_held back to 0
         return v - np.linalg.lstsq(N, zv, rcond=None)[0] if len(held) else v
 
+    return _sqp_step(w, back_onto(w, z_held(w)), L, cm.g_min, masks, N, arch, x, t,
+                     onto=lambda v: back_onto(v, z_held(v)),
+                     loss_at=lambda v: _loss_one(v, arch, X, T),
+                     fd_step=fd_step, max_tries=max_tries)
+
+
+def _sqp_step(w, w0, L, g, masks, N, arch, x, t, onto, loss_at, fd_step, max_tries):
+    """The SQP step along the kinks with normals N (rows), shared by
+    :func:`_manifold_step` and :func:`_polish`: tangent Newton with the gradient g
+    (the Clarke certificate's nearest point) and the Lagrangian Hessian at w (masks
+    lam on the kinks), damped by mu >= -lambda_min, from the point w0 on the kinks,
+    each trial put back onto them by ``onto``; taken if ``loss_at`` (the loss) does
+    not increase (beyond ROUND where the predicted decrease is below 1e-14 L), mu
+    raised up to ``max_tries`` times. Returns (w1, L1) or None."""
     Q = _null_basis(N, w.size)
     e, V = np.linalg.eigh(_lagrangian_hessian(w, arch, x, t, masks, Q, fd_step))
-    gt = V.T @ (Q.T @ cm.g_min)
-    w0 = back_onto(w, z_held(w))
+    gt = V.T @ (Q.T @ g)
     mu = max(0.0, -e[0]) + 1e-10 * max(abs(e[-1]), 1.0)
     for _ in range(max_tries):
         c = -gt / (e + mu)
         pred = -(gt @ c + 0.5 * c @ (e * c))
-        w1 = w0 + Q @ (V @ c)
-        w1 = back_onto(w1, z_held(w1))
-        L1 = _loss_one(w1, arch, X, T)
+        w1 = onto(w0 + Q @ (V @ c))
+        L1 = loss_at(w1)
         if L1 < L or (pred < 1e-14 * abs(L) and L1 <= L + ROUND * abs(L)):
             return w1, L1
         mu = max(4.0 * mu, 1e-8)
@@ -522,22 +534,13 @@ def _polish(w, L, arch, x, t, X, T, gtol, eps_on, gap, tau=TAU, max_iter=30,
             masks[held[:, 0] - 1, held[:, 1], held[:, 2]] = cm.lam
         N = preactivation_grads(v, arch, x, held, z > 0) if len(held) else \
             np.zeros((0, v.size))
-        Q = _null_basis(N, v.size)
-        e, V = np.linalg.eigh(_lagrangian_hessian(v, arch, x, t, masks, Q, fd_step))
-        gt = V.T @ (Q.T @ cm.g_min)
-        mu = max(0.0, -e[0]) + 1e-10 * max(abs(e[-1]), 1.0)
-        for _ in range(max_tries):
-            c = -gt / (e + mu)
-            pred = -(gt @ c + 0.5 * c @ (e * c))
-            v1 = v + Q @ (V @ c)
-            v1 = _onto_kinks(v1, arch, x, held) if len(held) else v1
-            L1 = _loss_ext(v1, arch, X, T)
-            if L1 < Lv or (pred < 1e-14 * abs(Lv) and L1 <= Lv + ROUND * abs(Lv)):
-                v = v1
-                break
-            mu = max(4.0 * mu, 1e-8)
-        else:
+        step = _sqp_step(v, v, Lv, cm.g_min, masks, N, arch, x, t,
+                         onto=lambda u: _onto_kinks(u, arch, x, held) if len(held) else u,
+                         loss_at=lambda u: _loss_ext(u, arch, X, T),
+                         fd_step=fd_step, max_tries=max_tries)
+        if step is None:
             return None
+        v = step[0]
     return None
 
 

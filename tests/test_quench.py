@@ -283,6 +283,17 @@ def test_a_ridge_needs_both_downhill_slopes_above_the_certificate_tolerance():
     np.testing.assert_array_equal(_ridges(lam, c, 2e-9)[-1], False)   # 0.3 * 4e-9 < 2e-9
 
 
+def _weakly_active(tiny_quench, m, zz):
+    """Smooth minimum m of the tiny problem plus one training point at which the first
+    unit of layer 1 has pre-activation zz and whose target is the network's own output
+    there (zero residual): (arch, w, x2, t2)."""
+    arch, x, t, _, q = tiny_quench
+    w = q.W[m]
+    v = arch.unpack(w)
+    x2 = np.append(x, (zz - v["b1"][0]) / v["W1"][0, 0])
+    return arch, w, x2, np.append(t, kernels.forward(w[None], arch, x2)[0, -1])
+
+
 @pytest.mark.parametrize("m, zz", [(1, 5e-10), (2, 5e-10), (2, 3e-9), (3, 3e-9)])
 def test_polish_puts_a_minimum_onto_a_kink_it_touches(tiny_quench, m, zz, rng):
     """A weakly active kink, built by hand: a smooth minimum of the tiny problem, and
@@ -293,14 +304,10 @@ def test_polish_puts_a_minimum_onto_a_kink_it_touches(tiny_quench, m, zz, rng):
     put the unit onto its kink and certify, moving the point by about zz and not
     raising the loss. Checked with the kernels, a hand-computed pre-activation and
     gradient sampling."""
-    arch, x, t, _, q = tiny_quench
-    assert q.kind[m] == "smooth"
-    w = q.W[m]
+    assert tiny_quench[4].kind[m] == "smooth"
+    arch, w, x2, t2 = _weakly_active(tiny_quench, m, zz)
     v = arch.unpack(w)
-    a, b = v["W1"][0, 0], v["b1"][0]
-    x2 = np.append(x, (zz - b) / a)
-    t2 = np.append(t, kernels.forward(w[None], arch, x2)[0, -1])
-    z_new = a * x2[-1] + b                                   # first layer by hand
+    z_new = v["W1"][0, 0] * x2[-1] + v["b1"][0]             # first layer by hand
     assert 1e-10 < z_new < 1e-6
     assert "from its kink" in certify(w[None], arch, x2, t2)["reason"][0]
     r = quench(w, arch, x2, t2, max_iter=30, descent_iter=0, polish_iter=30)
@@ -318,12 +325,8 @@ def test_polish_puts_a_minimum_onto_a_kink_it_touches(tiny_quench, m, zz, rng):
 def test_the_polish_certifies_what_the_newton_stage_leaves(tiny_quench):
     """Same construction: without the polish the 30 Newton iterations do not certify
     these points; the result records which stage did."""
-    arch, x, t, _, q = tiny_quench
     for m, zz in [(1, 5e-10), (2, 3e-9)]:
-        w = q.W[m]
-        v = arch.unpack(w)
-        x2 = np.append(x, (zz - v["b1"][0]) / v["W1"][0, 0])
-        t2 = np.append(t, kernels.forward(w[None], arch, x2)[0, -1])
+        arch, w, x2, t2 = _weakly_active(tiny_quench, m, zz)
         r0 = quench(w, arch, x2, t2, max_iter=30, descent_iter=0, polish_iter=0)
         r1 = quench(w, arch, x2, t2, max_iter=30, descent_iter=0, polish_iter=30)
         assert not r0.certified[0] and r0.polished[0] == -1
@@ -338,12 +341,8 @@ def test_the_polish_also_takes_networks_the_newton_stage_calls_stalled(tiny_quen
     low the Newton stage stalls on the hand-built weakly active kinks at once."""
     import relunet.quench as rq
     monkeypatch.setattr(rq, "MU_MAX", 1e-6)
-    arch, x, t, _, q = tiny_quench
     for m, zz in [(1, 5e-10), (2, 3e-9)]:
-        w = q.W[m]
-        v = arch.unpack(w)
-        x2 = np.append(x, (zz - v["b1"][0]) / v["W1"][0, 0])
-        t2 = np.append(t, kernels.forward(w[None], arch, x2)[0, -1])
+        arch, w, x2, t2 = _weakly_active(tiny_quench, m, zz)
         r0 = quench(w, arch, x2, t2, max_iter=30, descent_iter=0, polish_iter=0)
         assert r0.reason[0].startswith("stalled")
         r1 = quench(w, arch, x2, t2, max_iter=30, descent_iter=0, polish_iter=30)
