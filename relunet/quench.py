@@ -1039,12 +1039,16 @@ def near_stationarity(W, arch: Arch, x, t, tau: float = TAU, gtol: float = GTOL)
     with a small measure and no ridge is a minimum candidate whose certificate
     fails only on its rules (a pre-activation
     between ``eps_on`` and ``gap``, or a measure between 1e-9 and this one).
-    Returns a dict of (M,) arrays: measure, ridges, n_near.
+    Returns a dict of (M,) arrays: measure, ridges, n_near, and ``vees``, the
+    creases with an interior weight and dL/dh > 0 (V-shaped: the loss rises on
+    both sides, as at a kink minimum), and ``falls``, the creases the loss falls
+    across on at least one side (:func:`_falls`; ridges included).
     """
     W = np.asarray(check_stack(W, arch), dtype=np.float64)
     Z = preactivations(W, arch, x)
     out = {"measure": np.full(len(W), np.inf), "ridges": np.zeros(len(W), int),
-           "n_near": np.zeros(len(W), int)}
+           "n_near": np.zeros(len(W), int), "vees": np.zeros(len(W), int),
+           "falls": np.zeros(len(W), int)}
     for m in range(len(W)):
         near = _near_entries(Z[m], tau)
         out["n_near"][m] = len(near)
@@ -1057,6 +1061,9 @@ def near_stationarity(W, arch: Arch, x, t, tau: float = TAU, gtol: float = GTOL)
             lam_f, c_f, _ = _creases(cm.lam, cm.c, cm.families,
                                      preactivation_grads(W[m], arch, x, near, Z[m] > 0))
             out["ridges"][m] = int(np.sum(_ridges(lam_f, c_f, gtol)))
+            out["falls"][m] = int(np.sum(_falls(lam_f, c_f, gtol)))
+            interior = (lam_f > 1e-6) & (lam_f < 1 - 1e-6)
+            out["vees"][m] = int(np.sum(interior & (c_f > 0)))
     return out
 
 

@@ -180,3 +180,14 @@ def test_transition_states_start_from_the_bands_full_precision_highest_images(sm
     np.testing.assert_array_equal(s["start_energy"], E[r, top][:n])
     np.testing.assert_allclose(np.linalg.norm(s["X"] - d["top_images"][:n], axis=1), s["moved"],
                                rtol=1e-12, atol=1e-14)                 # it started there
+    # the kinks the band maxima sit on, recounted with a hand-written NumPy forward pass
+    for k in range(n):
+        v = WF_ARCH.unpack(d["top_images"][k])
+        h, near = np.asarray(x, dtype=np.float64)[None, :], 0
+        for layer in range(1, WF_ARCH.K + 1):
+            wn, bn = WF_ARCH.layer_blocks(layer)
+            z = v[wn] @ h + v[bn][:, None]
+            near += int(np.sum(np.abs(z) <= 1e-6))
+            h = np.maximum(z, 0.0)
+        assert s["near_n"][k] == near
+        assert s["near_vees"][k] + s["near_falls"][k] <= near

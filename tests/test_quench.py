@@ -268,8 +268,10 @@ def test_near_stationarity_agrees_with_the_certificate_and_classification(tiny_q
     np.testing.assert_allclose(near["measure"][smooth][far], g[far], rtol=1e-10, atol=1e-14)
     for m in np.flatnonzero(q.kind == "kink"):
         if cl["type"][m] in ("kink-minimum", "degenerate-kink"):
-            assert near["ridges"][m] == 0
-        assert near["ridges"][m] <= cl["index"][m]
+            assert near["ridges"][m] == 0 and near["falls"][m] == 0
+        if cl["type"][m] == "kink-minimum":
+            assert near["vees"][m] >= 1                 # a kink minimum sits in a V
+        assert near["ridges"][m] <= near["falls"][m] <= cl["index"][m]
 
 
 def test_a_ridge_needs_both_downhill_slopes_above_the_certificate_tolerance():
@@ -369,6 +371,8 @@ def test_a_crease_that_falls_on_one_side_makes_a_kink_saddle(delta, expected):
     cl = classify(w[None], arch, x, t, cert)
     assert cl["type"][0] == expected
     assert (cl["index"][0] >= 1) == (delta < 0)
+    near = near_stationarity(w[None], arch, x, t)
+    assert near["falls"][0] == (delta < 0) and near["ridges"][0] == 0 and near["vees"][0] == 0
     # the slope into the 'on' side, pushing b to h > 0: the x = 0 residual goes from
     # delta to delta + h, the fitted x = 1, 2 residuals from 0 to h, so the mean of the
     # squares changes by (2 delta h + 3 h^2) / 5

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..construct import WF_ARCH
 from ..data import wf_training_set
+from ..quench import TAU, near_stationarity
 from ..saddle import network_saddles
 from . import fig4_neb
 from .frame import preset, stored
@@ -64,7 +65,11 @@ def compute(cfg: Config, ctx) -> dict:
     x, t = wf_training_set()
     r = network_saddles(starts, WF_ARCH, x, t, gap=cfg.gap, gtol=cfg.gtol,
                         max_iter=cfg.max_iter, radius=cfg.radius)
+    # what the band maxima sit on: the creases within 1e-6 and the Clarke measure over them
+    near = near_stationarity(starts, WF_ARCH, x, t)
     return dict(X=r.X, E=r.E, gnorm=r.gnorm, index=r.index,
+                near_n=near["n_near"], near_vees=near["vees"], near_falls=near["falls"],
+                near_measure=near["measure"],
                 converged=r.converged, iterations=r.iterations, moved=r.moved, kind=r.kind,
                 start_energy=E[np.arange(len(E)), top], end_energy=E[:, -1],
                 band_converged=d["converged"][:cfg.n_bands])
@@ -97,18 +102,44 @@ def report(cfg: Config, ctx) -> str:
                  ("negative curvatures of the reduced Hessian there (all; 1 for a saddle)",
                   spread(d["index"][d["index"] >= 0])),
                  ("distance moved (all)", spread(d["moved"]))]), "",
-             *_nonsmooth_rows(cfg, ctx, n), "",
+             *_crease_rows(d), *_nonsmooth_rows(cfg, ctx, n), "",
              *claims(
                  ("the paths from W_f to the minima cross smooth index-1 saddles",
                   f"{int(ok.sum())} of {n} band maxima refine into certified saddles",
                   "reproduced for most bands" if ok.mean() >= 0.5 else
                   "not shown: most band maxima do not refine into smooth saddles; on a ReLU "
-                  "loss the highest point of a path can sit on a kink (a ridge crease), where "
-                  "no gradient vanishes, and the others have dozens of negative curvatures "
+                  "loss the highest point of a path can sit on kinks, where no gradient "
+                  "vanishes (here mostly V-shaped creases, not ridges, table above: a saddle "
+                  "there is one of the loss along the creases, and the Clarke measure over them "
+                  "is not yet small), and the others have dozens of negative curvatures "
                   "(row above): directions in which the band itself could still descend, so "
                   "they are not near a saddle of index 1; the band maxima (Fig. 4) remain "
                   "upper bounds of the barriers"), header=CLAIM)]
     return "\n".join(lines)
+
+
+def _crease_rows(d) -> list[str]:
+    """What the band maxima sit on (relunet.quench.near_stationarity at the starting
+    points): the creases within TAU of them, V-shaped or falling, and the Clarke
+    measure over them; a report paragraph and table (nothing for older stores)."""
+    if "near_vees" not in d:
+        return []
+    on = d["near_n"] > 0
+    vee, fall = d["near_vees"], d["near_falls"]
+    return [f"What the band maxima (the starting points) sit on, every pre-activation within "
+            f"{TAU:g} of its kink counted as on it (relunet.quench.near_stationarity): the "
+            "creases there are V-shaped (the loss rises on both sides, as at a kink minimum) "
+            "or fall on at least one side (a ridge, or one-sided); the Clarke measure over them "
+            "says how far the point is from stationary on them.", "",
+            *table(("quantity", "value"), [
+                ("band maxima with a pre-activation within that of its kink",
+                 f"{int(on.sum())} of {len(on)}; such pre-activations {spread(d['near_n'][on])}"
+                 if on.any() else f"0 of {len(on)}"),
+                ("... with a V-shaped crease / a falling crease / neither",
+                 f"{int(np.sum(on & (vee > 0)))} / {int(np.sum(on & (fall > 0)))} / "
+                 f"{int(np.sum(on & (vee == 0) & (fall == 0)))}"),
+                ("... Clarke measure over those creases",
+                 spread(d["near_measure"][on]) if on.any() else "-")]), ""]
 
 
 def _nonsmooth_rows(cfg: Config, ctx, n: int) -> list[str]:
