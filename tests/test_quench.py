@@ -381,3 +381,34 @@ def test_a_crease_that_falls_on_one_side_makes_a_kink_saddle(delta, expected):
     arch.unpack(wb)["b1"][0] = h
     L = kernels.loss(np.stack([w, wb]), arch, x, t)
     np.testing.assert_allclose(L[1] - L[0], 2 * delta * h / 5 + 3 * h * h / 5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("descent_iter", [0, 200])
+def test_quench_lands_on_a_hand_worked_kink_minimum(descent_iter):
+    """A network whose minimum sits on a kink, worked out by hand. One hidden unit,
+    y = v relu(a x + b) + c, data x = -2..2; at a = v = 1, b = c = 0 the unit's kink
+    lies on the data point x = 0. Residuals r = (-0.025, -0.025, 0.1, -0.1, 0.05) at
+    x = -2..2 (r_x below) make it a V-shaped crease with weight exactly 1/2: with the
+    unit off at x = 0 the gradient is 0 except along b, where it is
+    (2/5)(r_1 + r_2) = -0.02, and switching the unit on adds (2/5) r_0 = +0.04 there, so
+    0 = g_off + lam J at lam = 1/2; on the crease (b = 0) the loss is a convex quadratic
+    in (p = v a, c) whose minimum (sum r = 0, r_1 + 2 r_2 = 0) is p = 1, c = 0. From
+    starts 1e-2 away the quench must certify that point: b = 0, p = 1, c = 0 and the
+    loss mean(r^2), classified a kink minimum."""
+    arch = Arch(1, 1)
+    w = arch.pack({"W1": [[1.0]], "b1": [0.0], "Wout": [[1.0]], "bout": [0.0]})
+    x = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+    r = np.array([-0.025, -0.025, 0.1, -0.1, 0.05])
+    t = np.array([0.0, 0.0, 0.0, 1.0, 2.0]) - r
+    cert = certify(w[None], arch, x, t)
+    assert cert["certified"][0] and cert["kind"][0] == "kink"
+    np.testing.assert_allclose(cert["lam"][0], [0.5], atol=1e-12)
+    W0 = w + 1e-2 * np.random.default_rng(0).standard_normal((4, arch.P))
+    q = quench(W0, arch, x, t, max_iter=50, descent_iter=descent_iter)
+    assert np.all(q.certified) and np.all(q.kind == "kink")
+    assert np.all(classify(q.W, arch, x, t)["type"] == "kink-minimum")
+    v = arch.unpack(q.W)
+    np.testing.assert_allclose(v["b1"][:, 0], 0.0, atol=1e-10)             # on the kink
+    np.testing.assert_allclose(v["W1"][:, 0, 0] * v["Wout"][:, 0, 0], 1.0, atol=1e-12)
+    np.testing.assert_allclose(v["bout"][:, 0], 0.0, atol=1e-12)
+    np.testing.assert_allclose(q.loss, np.mean(r ** 2), rtol=1e-12)
