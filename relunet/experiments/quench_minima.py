@@ -148,6 +148,7 @@ def compute(cfg: Config, ctx) -> dict:
             f"{opt}_raw_certified": raw_all["certified"][sl],
             f"{opt}_near_measure": near_all["measure"][sl],
             f"{opt}_near_ridges": near_all["ridges"][sl],
+            f"{opt}_near_falls": near_all["falls"][sl],
             f"{opt}_lmax": lmax_all[sl], f"{opt}_lmax0": lmax0_all[sl]})
         if opt == "momentum":                 # the main runs' step: lr and momentum beta
             sgd = main_config(opt, 1, 1, 0, 1).make_optimizer()
@@ -292,12 +293,18 @@ def _verdict_minima(d, opts) -> str:
                 "certificate (see the reasons above)")
     u = np.concatenate([~d[f"{o}_certified"] for o in opts])
     near = np.concatenate([d[f"{o}_near_measure"] for o in opts])[u] <= NEAR
-    ridge = np.concatenate([d[f"{o}_near_ridges"] for o in opts])[u] > 0
+    ridge = np.concatenate([_falling(d, o) for o in opts])[u] > 0
     return (f"only the certified ones are shown to be stationary; of the {int(u.sum())} "
             f"uncertified, {int(np.sum(near & ridge))} are nonsmooth saddles (stationary "
-            f"to {NEAR:g} on a ridge), {int(np.sum(near & ~ridge))} minimum candidates "
-            f"(stationary to {NEAR:g}, no ridge) and {int(np.sum(~near))} not near a "
-            f"stationary point after the budget (see above)")
+            f"to {NEAR:g} on a crease the loss falls across), {int(np.sum(near & ~ridge))} "
+            f"minimum candidates (stationary to {NEAR:g}, no such crease) and "
+            f"{int(np.sum(~near))} not near a stationary point after the budget (see above)")
+
+
+def _falling(d, o):
+    """Per point, the creases within TAU that the loss falls across (ridges and one-sided
+    ones, relunet.quench._falls); stores written before they were counted: the ridges."""
+    return d[f"{o}_near_falls"] if f"{o}_near_falls" in d else d[f"{o}_near_ridges"]
 
 
 def _uncertified(d, opts) -> list[str]:
@@ -309,17 +316,18 @@ def _uncertified(d, opts) -> list[str]:
     for o in opts:
         u = ~d[f"{o}_certified"]
         near = d[f"{o}_near_measure"][u] <= NEAR
-        ridge = d[f"{o}_near_ridges"][u] > 0
+        ridge = _falling(d, o)[u] > 0
         rows.append((o, int(u.sum()), int(np.sum(near & ridge)), int(np.sum(near & ~ridge)),
                      int(np.sum(~near))))
     lines = [f"What the uncertified points are, every pre-activation within {TAU:g} of its "
              f"kink counted as on it (relunet.quench.near_stationarity): Clarke-stationary to "
-             f"{NEAR:g} on a ridge crease (the loss falls on both sides: a nonsmooth saddle, "
-             f"not a minimum), Clarke-stationary to {NEAR:g} with no ridge (minimum "
+             f"{NEAR:g} on a crease the loss falls across (on both sides, a ridge, or on one: "
+             f"a nonsmooth saddle, not a minimum), Clarke-stationary to {NEAR:g} with no such "
+             f"crease (minimum "
              f"candidates that the certificate's rules, a pre-activation between 1e-10 and "
              f"1e-6 or a measure above 1e-9, still reject), or farther from stationary.", "",
-             "| | uncertified | stationary to 1e-6, on a ridge | stationary to 1e-6, no ridge "
-             "| farther |", "|---|---|---|---|---|"]
+             "| | uncertified | stationary to 1e-6, on a falling crease | stationary to 1e-6, "
+             "no falling crease | farther |", "|---|---|---|---|---|"]
     lines += [f"| {o} | {n} | {a} | {b} | {c} |" for o, n, a, b, c in rows]
     x = wf_training_set()[0]
     far = []
