@@ -450,15 +450,16 @@ def _onto_kinks(w, arch, x, held, n_newton=6, ztol=1e-13):
     """The point near w with z_a = 0 for every kink in ``held``: Gauss-Newton on the
     least-norm correction (the normal step of :func:`_manifold_step`, repeated)."""
     for _ in range(n_newton):
-        zh = preactivations(w[None], arch, x)[0][held[:, 0] - 1, held[:, 1], held[:, 2]]
+        z = preactivations(w[None], arch, x)[0]
+        zh = z[held[:, 0] - 1, held[:, 1], held[:, 2]]
         if np.abs(zh).max() <= ztol:
             break
-        N = preactivation_grads(w, arch, x, held, preactivations(w[None], arch, x)[0] > 0)
+        N = preactivation_grads(w, arch, x, held, z > 0)
         w = w - np.linalg.lstsq(N, zh, rcond=None)[0]
     return w
 
 
-def _polish(w, L, arch, x, t, X, T, gtol, eps_on, gap, tau=TAU, max_iter=30,
+def _polish(w, arch, x, t, X, T, gtol, eps_on, gap, tau=TAU, max_iter=30,
             near_tol=POLISH_TOL, fd_step=1e-6, patience=5, max_tries=12):
     """Stage 3: snap a nearly stationary point onto the kinks it nearly sits on, and
     finish there. Returns (w, iterations) of a certified point, or None.
@@ -856,8 +857,7 @@ def _newton(Wc, Lc, mu, arch, x, t, max_iter, gtol, eps_on, gap, delta, certify_
         X, T = check_data(arch, x, t)
         with _one_blas_thread():
             for m in act:
-                r = _polish(Wc[m], Lc[m], arch, x, t, X, T, gtol, eps_on, gap,
-                            max_iter=polish_iter)
+                r = _polish(Wc[m], arch, x, t, X, T, gtol, eps_on, gap, max_iter=polish_iter)
                 # taken only if the loss, free of float64 rounding, has not increased
                 if r is not None and (_loss_ext(r[0], arch, X, T)
                                       <= _loss_ext(Wc[m], arch, X, T) + ROUND * abs(Lc[m])):
