@@ -1002,6 +1002,13 @@ def quench(W, arch: Arch, x, t, max_iter: int = 200, gtol: float = GTOL,
                         reason=reason.astype(str))
 
 
+def _interior(lam_f):
+    """Creases whose certificate weight lies strictly inside (0, 1) (to 1e-6): both
+    sides of the crease take part in the Clarke certificate's nearest point."""
+    lam_f = np.asarray(lam_f, dtype=float)
+    return (lam_f > 1e-6) & (lam_f < 1 - 1e-6)
+
+
 def _ridges(lam_f, c_f, gtol):
     """Which creases are ridges: an interior weight (0 < lam < 1) and c < 0, so the loss
     falls on both sides, with slopes (1 - lam) |c| and lam |c| along the two normals;
@@ -1010,8 +1017,7 @@ def _ridges(lam_f, c_f, gtol):
     most creases with c < 0 had |c| of 1e-13 to 1e-8, a unit whose error signal has
     all but vanished, and pushing off them lowered no loss)."""
     lam_f, c_f = np.asarray(lam_f, dtype=float), np.asarray(c_f, dtype=float)
-    interior = (lam_f > 1e-6) & (lam_f < 1 - 1e-6)
-    return interior & (c_f < 0) & (np.minimum(lam_f, 1 - lam_f) * np.abs(c_f) > gtol)
+    return _interior(lam_f) & (c_f < 0) & (np.minimum(lam_f, 1 - lam_f) * np.abs(c_f) > gtol)
 
 
 def _falls(lam_f, c_f, gtol):
@@ -1062,8 +1068,7 @@ def near_stationarity(W, arch: Arch, x, t, tau: float = TAU, gtol: float = GTOL)
                                      preactivation_grads(W[m], arch, x, near, Z[m] > 0))
             out["ridges"][m] = int(np.sum(_ridges(lam_f, c_f, gtol)))
             out["falls"][m] = int(np.sum(_falls(lam_f, c_f, gtol)))
-            interior = (lam_f > 1e-6) & (lam_f < 1 - 1e-6)
-            out["vees"][m] = int(np.sum(interior & (c_f > 0)))
+            out["vees"][m] = int(np.sum(_interior(lam_f) & (c_f > 0)))
     return out
 
 
@@ -1167,7 +1172,7 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
             lam = cert["lam"][m]
             Nz = preactivation_grads(W[m], arch, x, ent, Z[m] > 0)
             lam_f, c_f, fams = _creases(lam, cert["c"][m], cert["families"][m], Nz)
-            interior = (lam_f > 1e-6) & (lam_f < 1 - 1e-6)
+            interior = _interior(lam_f)
             falls = _falls(lam_f, c_f, gtol)              # ridges and one-sided ones
             n_fall = int(np.sum(falls))
             n_deg = int(np.sum(~falls & ~(interior & (c_f > 0))))   # neither V nor falling
