@@ -1111,6 +1111,118 @@ def _null_basis(A, P, rtol=1e-10):
     return Vt[rank:].T
 
 
+#: flat creases whose pieces are all enumerated by :func:`_flat_sides` (2^16 pieces, ~5 s)
+MAX_FLAT_PIECES = 2 ** 16
+
+
+def _point_groups(ent, fams, idx):
+    """Creases ``idx`` grouped by shared training points (union-find): the loss is a
+    sum over points, so the pieces of different groups add up independently."""
+    parent = list(range(len(idx)))
+
+    def find(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+    pts = [set(ent[fams[f]][:, 2].tolist()) for f in idx]
+    for i in range(len(idx)):
+        for j in range(i):
+            if pts[i] & pts[j]:
+                parent[find(i)] = find(j)
+    groups = {}
+    for i, f in enumerate(idx):
+        groups.setdefault(find(i), []).append(f)
+    return list(groups.values())
+
+
+def _flat_sides(w, arch, x, t, ent, lam, fams, lam_f, c_f, Nz, R, z, gtol, tol_rel, fd_step,
+                max_pieces=MAX_FLAT_PIECES):
+    """The second-order test of a Clarke-stationary kink point with creases that are
+    flat to first order on one side or both (c = dL/dh = 0, or lam at 0 or 1).
+
+    To first order the loss changes across crease f by c_f ((1 - lam_f) s^+ + lam_f s^-)
+    (s the step along its normal), so a side is flat where its slope is at most
+    ``gtol``. Creases with no flat side (V-shaped) are held: T is the tangent space of
+    their manifold minus the rescaling modes. Each flat side is a piece of the loss
+    (masks 1 on an 'on' side, 0 on an 'off' side; the held creases weighted by lam as
+    in the Lagrangian, Lewis 2002), and along T the loss is, to second order, the
+    quadratic form of the piece of the orthant a step enters (the pieces agree on the
+    creases to second order because the jumps there vanish). A sufficient condition
+    for a minimum to second order is that every piece's Hessian is positive
+    semidefinite on T; a piece with a negative curvature whose direction (or its
+    opposite) lies in that piece's own orthant is a direction of descent to second
+    order (a nonsmooth saddle). Anything else is left open.
+
+    The loss is a sum over training points, so with the creases grouped by shared
+    points (:func:`_point_groups`) the Hessian of a piece is H_0 (every two-sided flat
+    crease off) plus one change per group (measured to ~1e-16 of the largest
+    curvature): one finite-difference Hessian per group pattern, then a Cholesky test
+    of H_0 + tol I + the changes for every combination (at most ``max_pieces``;
+    patterns whose change is positive semidefinite are dominated by 'all off' and
+    dropped). Returns ('minimum' | 'saddle' | 'open', pieces tested).
+    """
+    on_flat = (1 - lam_f) * np.abs(c_f) <= gtol
+    off_flat = lam_f * np.abs(c_f) <= gtol
+    held = ~on_flat & ~off_flat
+    unit = Nz / np.linalg.norm(Nz, axis=1)[:, None]
+    normals = np.array([unit[f[0]] for f in fams])
+    Q = _null_basis(np.vstack([normals[held], R]), arch.P)
+    base = (z > 0).astype(float)
+    base[ent[:, 0] - 1, ent[:, 1], ent[:, 2]] = lam
+    for f in np.flatnonzero(~held):          # a one-sided flat crease: its flat side
+        e = ent[fams[f]]
+        base[e[:, 0] - 1, e[:, 1], e[:, 2]] = 0.0 if off_flat[f] else 1.0
+    groups = _point_groups(ent, fams, np.flatnonzero(on_flat & off_flat))
+
+    def piece(on):
+        m = base.copy()
+        for f in on:
+            e = ent[fams[f]]
+            m[e[:, 0] - 1, e[:, 1], e[:, 2]] = 1.0
+        return m
+    H0 = _lagrangian_hessian(w, arch, x, t, base, Q, fd_step)
+    big = max(np.abs(np.linalg.eigvalsh(H0)).max(), 1e-300)
+    tol = tol_rel * big
+    options = []                             # per group: (pattern, change) of its pieces
+    for g in groups:
+        opts = [((), np.zeros_like(H0))]
+        for code in range(1, 2 ** len(g)):
+            on = tuple(f for b, f in enumerate(g) if code >> b & 1)
+            D = _lagrangian_hessian(w, arch, x, t, piece(on), Q, fd_step) - H0
+            if np.linalg.eigvalsh(D)[0] < -tol:        # not dominated by 'all off'
+                opts.append((on, D))
+        options.append(opts)
+    n_pieces = int(np.prod([len(o) for o in options]))
+    if n_pieces > max_pieces:
+        return "open", 0
+    shift = tol * np.eye(len(H0))
+    failed = []
+
+    def walk(i, H, on):
+        if i == len(options):
+            try:
+                np.linalg.cholesky(H + shift)
+            except np.linalg.LinAlgError:
+                failed.append((H, on))
+            return
+        for o, D in options[i]:
+            walk(i + 1, H + D, on + o)
+    walk(0, H0, ())
+    if not failed:
+        return "minimum", n_pieces
+    # a negative curvature inside its own piece's orthant is a descent direction
+    free = np.flatnonzero(~held)
+    A = normals[free] @ Q
+    for H, on in failed:
+        ev, V = np.linalg.eigh(H)
+        sign = np.where(on_flat[free] & ~off_flat[free], 1.0, -1.0)     # one-sided: its side
+        sign[np.isin(free, on)] = 1.0
+        for y in V[:, ev < -tol].T:
+            if np.all(sign * (A @ y) >= -1e-9) or np.all(sign * (A @ y) <= 1e-9):
+                return "saddle", n_pieces
+    return "open", n_pieces
+
+
 def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-8,
              fd_step: float = 1e-5, gtol: float = GTOL) -> dict:
     """Type of each (certified) stationary point, from second-order information.
@@ -1125,8 +1237,12 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
       A crease with c_a < 0 that falls on one side only (lam_a at 0 or 1, or one
       slope below ``gtol``) also offers a descent direction (:func:`_falls`)
       and counts in the index like a ridge; what is left (c_a = 0, or lam_a at
-      0 or 1 with c_a > 0: flat to first order on one side) is degenerate: the
-      first-order test cannot settle it. Along the kink manifold
+      0 or 1 with c_a > 0: flat to first order on one side or both) the
+      first-order test cannot settle: the second-order test of every piece on
+      the flat sides does (:func:`_flat_sides`): all positive semidefinite, a
+      kink minimum; a negative curvature inside its piece's orthant, a kink
+      saddle; otherwise (or beyond 2^16 pieces) 'degenerate-kink', left open.
+      Along the kink manifold
       the loss is smooth; its Hessian there (the Hessian of the Lagrangian,
       the piece with masks lam_a on the kinks, Lewis 2002) is taken by
       central differences of the masked
@@ -1140,7 +1256,9 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
     'uncertified'), ``index`` (negative curvatures, plus creases the loss falls
     across: ridges and one-sided ones), ``n_flat`` (zero curvatures beyond the
     symmetry modes: dead units and other flat directions), ``n_sym`` (rescaling
-    modes removed), ``n_creases``, ``min_curv`` (lowest reduced eigenvalue).
+    modes removed), ``n_creases``, ``min_curv`` (lowest reduced eigenvalue),
+    ``n_flat_creases`` (creases flat to first order, settled or left open by the
+    second-order test) and ``pieces`` (the pieces that test enumerated).
     """
     W = np.asarray(check_stack(W, arch), dtype=np.float64)
     if cert is None:
@@ -1148,7 +1266,8 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
     M = len(W)
     out = {"type": np.empty(M, object), "index": np.full(M, -1), "n_flat": np.full(M, -1),
            "n_sym": np.zeros(M, int), "n_creases": np.zeros(M, int),
-           "min_curv": np.full(M, np.nan)}
+           "min_curv": np.full(M, np.nan), "n_flat_creases": np.zeros(M, int),
+           "pieces": np.zeros(M, int)}
     smooth = np.flatnonzero(cert["certified"] & (cert["n_kinks"] == 0))
     Hs = hessian(W[smooth], arch, x, t) if smooth.size else np.zeros((0, arch.P, arch.P))
     Hs_of = dict(zip(smooth.tolist(), Hs))
@@ -1194,7 +1313,12 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
         elif n_neg + n_fall > 0:
             out["type"][m] = "kink-saddle"
         elif n_deg:
-            out["type"][m] = "degenerate-kink"
+            verdict, out["pieces"][m] = _flat_sides(W[m], arch, x, t, ent, lam, fams, lam_f,
+                                                    c_f, Nz, R, Z[m], gtol, tol_rel, fd_step)
+            out["n_flat_creases"][m] = n_deg
+            out["type"][m] = {"minimum": "kink-minimum", "saddle": "kink-saddle",
+                              "open": "degenerate-kink"}[verdict]
+            out["index"][m] += verdict == "saddle"
         else:
             out["type"][m] = "kink-minimum"
     out["type"] = out["type"].astype(str)

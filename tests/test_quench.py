@@ -351,7 +351,7 @@ def test_the_polish_also_takes_networks_the_newton_stage_calls_stalled(tiny_quen
         assert r1.certified[0] and r1.polished[0] >= 0
 
 
-@pytest.mark.parametrize("delta, expected", [(-0.1, "kink-saddle"), (0.1, "degenerate-kink")])
+@pytest.mark.parametrize("delta, expected", [(-0.1, "kink-saddle"), (0.1, "kink-minimum")])
 def test_a_crease_that_falls_on_one_side_makes_a_kink_saddle(delta, expected):
     """Hand-worked: one hidden unit, y = v relu(a x + b) + c with a = v = 1, b = c = 0,
     data x = -2, -1, 0, 1, 2. At x = 0 the unit sits exactly on its kink; targets
@@ -361,7 +361,10 @@ def test_a_crease_that_falls_on_one_side_makes_a_kink_saddle(delta, expected):
     For delta < 0 switching the unit on at x = 0 lowers the loss at slope 2 delta / 5:
     a direction of descent, so the certified point is not a minimum (kink-saddle,
     index >= 1); for delta > 0 the 'on' side rises and the 'off' side is flat to
-    first order (degenerate). The slope is checked by pushing b off the kink."""
+    first order, and the second-order test settles it: on the 'off' piece the fitted
+    points x = 1, 2 (residual 0) and the constant output at x <= 0 (whose best constant
+    is c = 0) make the loss a sum of squares no lower than here, so a kink minimum.
+    The slope is checked by pushing b off the kink."""
     arch = Arch(1, 1)
     w = arch.pack({"W1": [[1.0]], "b1": [0.0], "Wout": [[1.0]], "bout": [0.0]})
     x = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
@@ -381,6 +384,71 @@ def test_a_crease_that_falls_on_one_side_makes_a_kink_saddle(delta, expected):
     arch.unpack(wb)["b1"][0] = h
     L = kernels.loss(np.stack([w, wb]), arch, x, t)
     np.testing.assert_allclose(L[1] - L[0], 2 * delta * h / 5 + 3 * h * h / 5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("t0, expected", [(-1.0, "kink-saddle"), (0.0, "kink-minimum")])
+def test_a_crease_flat_on_both_sides_is_settled_at_second_order(t0, expected):
+    """Hand-worked: y = v relu(a x + b) + c at a = 1, b = v = c = 0 (the unit's output
+    weight is zero), data x = -2..2, targets (1, -1 - t0, t0, 0, 0) (mean 0, so c = 0
+    is the best constant; the points x = 1, 2, where the unit is on, are fitted, so
+    dL/dv = 0). The unit sits on its kink at x = 0 with c_a = dL/dh = 2 r_0 v / 5 = 0:
+    the crease is flat to first order on both sides, and only the pieces' Hessians can
+    say what the point is. On (b, v, c) (the rescaling mode along a removed) the 'off'
+    piece's Hessian has d2L/db dv = (2/5)(r_1 + r_2) = 0, the 'on' piece adds the
+    point x = 0: d2L/db dv = (2/5) r_0 with r_0 = -t0, while d2L/db2 = 0. For t0 = -1
+    that makes the 'on' piece indefinite along a direction with b > 0, inside its own
+    side: stepping b = h, v = -h/5 lowers the loss by 0.04 h^2 (worked out: 5 L goes
+    from 2 to 2 - 2 h^2/5 + h^2/5 + O(h^3)) and the point is a kink saddle, though the
+    first-order certificate and the 'off' piece alone see nothing. For t0 = 0 the loss
+    is (c - 1)^2/5 + (c + 1)^2/5 + (the unit's squared outputs)/5 >= 2/5 = L: a kink
+    minimum."""
+    arch = Arch(1, 1)
+    w = arch.pack({"W1": [[1.0]], "b1": [0.0], "Wout": [[0.0]], "bout": [0.0]})
+    x = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+    t = np.array([1.0, -1.0 - t0, t0, 0.0, 0.0])
+    cert = certify(w[None], arch, x, t)
+    assert cert["certified"][0] and cert["kind"][0] == "kink" and cert["n_kinks"][0] == 1
+    np.testing.assert_allclose(cert["c"][0], [0.0], atol=1e-15)
+    cl = classify(w[None], arch, x, t, cert)
+    assert cl["type"][0] == expected and cl["n_flat_creases"][0] == 1
+    assert cl["index"][0] == (expected == "kink-saddle")
+    h = 1e-3
+    steps = np.repeat(w[None], 3, axis=0)
+    v = arch.unpack(steps)
+    v["b1"][1:, 0] = [h, -h]                   # into the 'on' side, then the 'off' side
+    v["Wout"][1:, 0, 0] = -h / 5
+    L = kernels.loss(steps, arch, x, t)
+    if expected == "kink-saddle":
+        np.testing.assert_allclose(L[1] - L[0], -0.04 * h * h, rtol=1e-2)
+        assert L[2] > L[0]                     # the 'off' side does not descend
+    else:
+        pert = w + 1e-3 * np.random.default_rng(1).standard_normal((2000, arch.P))
+        assert np.all(kernels.loss(pert, arch, x, t) >= L[0] - 1e-15)
+
+
+def test_pieces_of_creases_at_different_points_add_up():
+    """The premise of the second-order test's enumeration (quench._flat_sides): the
+    loss is a sum over training points, so the Hessian of the piece with two creases
+    of different points switched on is H_0 plus each one's change. Two units with
+    zero output weights, on their kinks at x = 0 and x = 1; every piece computed
+    directly, to rounding."""
+    from relunet.quench import _lagrangian_hessian
+    arch = Arch(1, 2)
+    w = arch.pack({"W1": [[1.0], [1.0]], "b1": [0.0, -1.0], "Wout": [[0.0, 0.0]],
+                   "bout": [0.3]})
+    x = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+    t = np.array([1.0, 0.5, -1.0, 0.2, 0.7])
+    base = (preactivations(w[None], arch, x)[0] > 0).astype(float)
+    assert base[0, 0, 2] == 0 and base[0, 1, 3] == 0          # both on their kinks
+
+    def H(on):
+        m = base.copy()
+        for j, s in on:
+            m[0, j, s] = 1.0
+        return _lagrangian_hessian(w, arch, x, t, m, np.eye(arch.P), 1e-5)
+    H0, H1, H2, H12 = H([]), H([(0, 2)]), H([(1, 3)]), H([(0, 2), (1, 3)])
+    assert np.abs(H1 - H0).max() > 0.01 and np.abs(H2 - H0).max() > 0.01
+    np.testing.assert_allclose(H12, H0 + (H1 - H0) + (H2 - H0), atol=1e-9)
 
 
 @pytest.mark.parametrize("descent_iter", [0, 200])

@@ -144,6 +144,8 @@ def compute(cfg: Config, ctx) -> dict:
             f"{opt}_Wc": canonicalize(q["W"], WF_ARCH), f"{opt}_W0c": canonicalize(W0, WF_ARCH),
             f"{opt}_type": cl_all["type"][sl], f"{opt}_index_neg": cl_all["index"][sl],
             f"{opt}_n_flat": cl_all["n_flat"][sl],
+            f"{opt}_flat_creases": cl_all["n_flat_creases"][sl],
+            f"{opt}_pieces": cl_all["pieces"][sl],
             f"{opt}_raw_measure": raw_all["measure"][sl],
             f"{opt}_raw_certified": raw_all["certified"][sl],
             f"{opt}_near_measure": near_all["measure"][sl],
@@ -231,7 +233,20 @@ def report(cfg: Config, ctx) -> str:
              f"pre-activation within {cfg.gap:g} of its kink) or kink (every pre-activation "
              f"on its kink, |z| <= {cfg.eps_on:g}, or farther than {cfg.gap:g}; the kink "
              f"families' normals independent; Clarke measure <= {cfg.gtol:g}). Values: "
-             "median [10%, 90%].", ""]
+             "median [10%, 90%].", "",
+             "Types (relunet.quench.classify): at a smooth point the Hessian's eigenvalues "
+             "without the rescaling modes; at a kink point first the creases: V-shaped ones "
+             "(the loss rises on both sides) are held, one the loss falls across makes a "
+             "kink saddle, and the Hessian along the held creases must have no negative "
+             "curvature. A crease flat to first order on a side (its backpropagated error "
+             "dL/dh is 0, e.g. a unit whose output weight or data point's residual vanishes) "
+             "is settled at second order: the Hessian of every piece of the flat sides "
+             "(2^k for k such creases, added up point by point) positive semidefinite on the "
+             "held creases' tangent space, a kink minimum; a negative curvature inside its "
+             "own piece's side, a kink saddle; otherwise, or beyond 2^16 pieces, the point "
+             "stays a 'degenerate kink'. As for the smooth points, zero curvatures "
+             "(flat directions such as dead units) are allowed in a minimum: the test is "
+             "second order.", ""]
     opts = optimizers(d)
 
     def row(name, f):
@@ -245,6 +260,9 @@ def report(cfg: Config, ctx) -> str:
             f"({np.mean(d[f'{o}_certified']):.0%})"),
         row("types after quenching", lambda o: ", ".join(f"{k} {v}" for k, v in
                                                          type_counts(d, o).items())),
+        *([row("kink points with creases flat to first order: settled as kink minima, "
+               "kink saddles, open; pieces tested", lambda o: _second_order(d, o))]
+          if f"{opts[0]}_flat_creases" in d else []),
         row("MSE before", lambda o: spread(d[f"{o}_loss0"])),
         row("MSE after", lambda o: spread(d[f"{o}_loss"])),
         row("MSE decrease", lambda o: spread(d[f"{o}_loss0"] - d[f"{o}_loss"])),
@@ -285,6 +303,14 @@ def report(cfg: Config, ctx) -> str:
                        for o in opts),
              _verdict_minima(d, opts)), header=CLAIM)]
     return "\n".join(lines)
+
+
+def _second_order(d, o) -> str:
+    flat = d[f"{o}_flat_creases"] > 0
+    ty = d[f"{o}_type"][flat]
+    return (f"{int(flat.sum())}: {int(np.sum(ty == 'kink-minimum'))}, "
+            f"{int(np.sum(ty == 'kink-saddle'))}, {int(np.sum(ty == 'degenerate-kink'))}; "
+            + (spread(d[f"{o}_pieces"][flat]) if flat.any() else "-"))
 
 
 def _verdict_minima(d, opts) -> str:
