@@ -320,7 +320,13 @@ def _verdict_minima(d, opts) -> str:
     u = np.concatenate([~d[f"{o}_certified"] for o in opts])
     near = np.concatenate([d[f"{o}_near_measure"] for o in opts])[u] <= NEAR
     ridge = np.concatenate([_falling(d, o) for o in opts])[u] > 0
-    return (f"only the certified ones are shown to be stationary; of the {int(u.sum())} "
+    ty = np.concatenate([d[f"{o}_type"] for o in opts])[~u]
+    mins = int(np.sum(np.isin(ty, ("minimum", "kink-minimum", "global-minimum"))))
+    return (f"{mins} of the {int((~u).sum())} certified points are minima (to second order: "
+            f"{int(np.sum(ty == 'minimum'))} smooth, {int(np.sum(ty == 'kink-minimum'))} on "
+            f"kinks), {int(np.sum(np.char.find(ty.astype(str), 'saddle') >= 0))} saddles, "
+            f"{int(np.sum(ty == 'degenerate-kink'))} left open; "
+            f"only the certified ones are shown to be stationary; of the {int(u.sum())} "
             f"uncertified, {int(np.sum(near & ridge))} are nonsmooth saddles (stationary "
             f"to {NEAR:g} on a crease the loss falls across), {int(np.sum(near & ~ridge))} "
             f"minimum candidates (stationary to {NEAR:g}, no such crease) and "
