@@ -263,6 +263,8 @@ def report(cfg: Config, ctx) -> str:
         *([row("kink points with creases flat to first order: settled as kink minima, "
                "kink saddles, open; pieces tested", lambda o: _second_order(d, o))]
           if f"{opts[0]}_flat_creases" in d else []),
+        row("constant networks (MSE var(t) before and after: a layer off at every "
+            "point); their types", lambda o: _constant(d, o)),
         row("MSE before", lambda o: spread(d[f"{o}_loss0"])),
         row("MSE after", lambda o: spread(d[f"{o}_loss"])),
         row("MSE decrease", lambda o: spread(d[f"{o}_loss0"] - d[f"{o}_loss"])),
@@ -303,6 +305,15 @@ def report(cfg: Config, ctx) -> str:
                        for o in opts),
              _verdict_minima(d, opts)), header=CLAIM)]
     return "\n".join(lines)
+
+
+def _constant(d, o) -> str:
+    var_t = float(np.var(wf_training_set()[1]))
+    dead = (np.abs(d[f"{o}_loss0"] - var_t) <= 1e-9 * var_t) & \
+        (np.abs(d[f"{o}_loss"] - var_t) <= 1e-9 * var_t)
+    ty, n = np.unique(d[f"{o}_type"][dead], return_counts=True)
+    return f"{int(dead.sum())}" + (": " + ", ".join(f"{k} {v}" for k, v in zip(ty, n))
+                                   if dead.any() else "")
 
 
 def _second_order(d, o) -> str:
