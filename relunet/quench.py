@@ -1135,8 +1135,7 @@ def _point_groups(ent, fams, idx):
     return list(groups.values())
 
 
-def _flat_sides(w, arch, x, t, ent, lam, fams, lam_f, c_f, Nz, R, z, gtol, tol_rel, fd_step,
-                max_pieces=MAX_FLAT_PIECES):
+def _flat_sides(w, arch, x, t, ent, lam, fams, lam_f, c_f, Nz, R, z, gtol, tol_rel, fd_step):
     """The second-order test of a Clarke-stationary kink point with creases that are
     flat to first order on one side or both (c = dL/dh = 0, or lam at 0 or 1).
 
@@ -1157,7 +1156,7 @@ def _flat_sides(w, arch, x, t, ent, lam, fams, lam_f, c_f, Nz, R, z, gtol, tol_r
     points (:func:`_point_groups`) the Hessian of a piece is H_0 (every two-sided flat
     crease off) plus one change per group (measured to ~1e-16 of the largest
     curvature): one finite-difference Hessian per group pattern, then a Cholesky test
-    of H_0 + tol I + the changes for every combination (at most ``max_pieces``;
+    of H_0 + tol I + the changes for every combination (at most MAX_FLAT_PIECES;
     patterns whose change is positive semidefinite are dominated by 'all off' and
     dropped). Returns ('minimum' | 'saddle' | 'open', pieces tested).
     """
@@ -1193,7 +1192,7 @@ def _flat_sides(w, arch, x, t, ent, lam, fams, lam_f, c_f, Nz, R, z, gtol, tol_r
                 opts.append((on, D))
         options.append(opts)
     n_pieces = int(np.prod([len(o) for o in options]))
-    if n_pieces > max_pieces:
+    if n_pieces > MAX_FLAT_PIECES:
         return "open", 0
     shift = tol * np.eye(len(H0))
     failed = []

@@ -426,6 +426,40 @@ def test_a_crease_flat_on_both_sides_is_settled_at_second_order(t0, expected):
         assert np.all(kernels.loss(pert, arch, x, t) >= L[0] - 1e-15)
 
 
+def test_too_many_pieces_leave_a_flat_crease_point_open(monkeypatch):
+    """Two units with zero output weights on their kinks at x = 0 and x = 1 (data
+    residuals nonzero there): two flat creases at different points, 2 x 2 pieces, and
+    the 'on' piece of each is indefinite inside its side (as in the one-unit case), so
+    the point is a kink saddle; with the enumeration capped below 4 pieces it is left
+    open ('degenerate-kink'), not called anything it was not shown to be."""
+    import relunet.quench as rq
+    arch = Arch(1, 2)
+    w = arch.pack({"W1": [[1.0], [1.0]], "b1": [0.0, -1.0], "Wout": [[0.0, 0.0]],
+                   "bout": [0.0]})
+    x = np.array([-2.0, -1.0, 0.0, 1.0, 2.0, 3.0])
+    # c = 0 is the best constant (mean 0); dL/dv_j = 0: unit 1 is on at x = 1, 2, 3
+    # (h = 1, 2, 3), unit 2 at x = 2, 3 (h = 1, 2): t_2 = -2 t_3, t_1 = -2 t_2 - 3 t_3;
+    # the points on the kinks, x = 0 and x = 1, keep nonzero residuals
+    t = np.array([-0.5, 0.0, 0.5, 0.1, -0.2, 0.1])
+    cert = certify(w[None], arch, x, t)
+    assert cert["certified"][0] and cert["n_kinks"][0] == 2
+    assert classify(w[None], arch, x, t, cert)["type"][0] == "kink-saddle"
+    # the descent: b1 = h switches unit 1 on at x = 0 (residual -0.5), v1 = k h; the
+    # loss changes by (-k / 6 + 14 k^2 / 6) h^2 (sum of unit 1's h^2 on x = 0..3: 14),
+    # while on the 'off' side (b1 = -h) only the k^2 term is left
+    h, k = 1e-3, 0.03
+    steps = np.repeat(w[None], 3, axis=0)
+    v = arch.unpack(steps)
+    v["b1"][1:, 0] = [h, -h]
+    v["Wout"][1:, 0, 0] = k * h
+    L = kernels.loss(steps, arch, x, t)
+    np.testing.assert_allclose(L[1] - L[0], (-k / 6 + 14 * k * k / 6) * h * h, rtol=1e-2)
+    assert L[2] > L[0]
+    monkeypatch.setattr(rq, "MAX_FLAT_PIECES", 3)
+    cl = classify(w[None], arch, x, t, cert)
+    assert cl["type"][0] == "degenerate-kink" and cl["n_flat_creases"][0] == 2
+
+
 def test_pieces_of_creases_at_different_points_add_up():
     """The premise of the second-order test's enumeration (quench._flat_sides): the
     loss is a sum over training points, so the Hessian of the piece with two creases
