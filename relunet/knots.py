@@ -24,7 +24,7 @@ import numpy as np
 
 from .net import Arch, check_stack
 
-__all__ = ["linear_regions", "knots"]
+__all__ = ["linear_regions", "knots", "steepest_piece"]
 
 
 def _pattern_forms(v, arch: Arch, x0: float, ztol: float):
@@ -108,3 +108,25 @@ def knots(w, arch: Arch, lo: float = -1.0, hi: float = 1.0, stol: float = 1e-9):
     k = inner[jump]
     eps = 1e-12 * (1.0 + max(abs(lo), abs(hi)))
     return k[(k >= lo - eps) & (k <= hi + eps)]
+
+
+def steepest_piece(w, arch: Arch, x_data=None, lo: float = -1.0, hi: float = 1.0):
+    """The steepest linear piece of the network function on [lo, hi], exactly.
+
+    Returns (slope, width, hidden): the largest |slope| of a linear region that
+    meets [lo, hi], the width of that region within [lo, hi], and whether no
+    point of ``x_data`` lies strictly inside it (a piece that fits between two
+    adjacent training points, which the loss cannot see: a cliff the data do not
+    constrain). ``hidden`` is False when ``x_data`` is None.
+    """
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"need finite lo < hi, got lo={lo}, hi={hi}")
+    bounds, slopes, _ = linear_regions(w, arch)
+    a, b = np.maximum(bounds[:-1], lo), np.minimum(bounds[1:], hi)
+    meets = b > a
+    r = np.flatnonzero(meets)[np.argmax(np.abs(slopes[meets]))]
+    hidden = False
+    if x_data is not None:
+        xd = np.asarray(x_data, dtype=np.float64).ravel()
+        hidden = not np.any((xd > a[r]) & (xd < b[r]))
+    return float(abs(slopes[r])), float(b[r] - a[r]), bool(hidden)

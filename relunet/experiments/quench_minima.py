@@ -31,6 +31,7 @@ from ..construct import WF_ARCH, build_wf
 from ..data import wf_training_set
 from ..hessian import hessian
 from ..kinks import preactivations
+from ..knots import steepest_piece
 from ..quench import EPS_ON, GAP, GTOL, TAU, certify, classify, near_stationarity, quench
 from ..symmetry import canonicalize
 from . import fig2_fits
@@ -152,6 +153,11 @@ def compute(cfg: Config, ctx) -> dict:
             f"{opt}_near_ridges": near_all["ridges"][sl],
             f"{opt}_near_falls": near_all["falls"][sl],
             f"{opt}_lmax": lmax_all[sl], f"{opt}_lmax0": lmax0_all[sl]})
+        # the steepest linear piece of each function on [-1, 1], before and after, and
+        # whether it fits between two training points (the loss cannot see it)
+        for key, Ws in (("steep0", W0), ("steep", q["W"])):
+            sp = np.array([steepest_piece(w, WF_ARCH, x) for w in Ws]).reshape(-1, 3)
+            out[f"{opt}_{key}"], out[f"{opt}_{key}_hidden"] = sp[:, 0], sp[:, 2] > 0
         if opt == "momentum":                 # the main runs' step: lr and momentum beta
             sgd = main_config(opt, 1, 1, 0, 1).make_optimizer()
             out["momentum_gd_bound"] = 2.0 * (1.0 + sgd.momentum) / sgd.lr
@@ -263,6 +269,12 @@ def report(cfg: Config, ctx) -> str:
         *([row("kink points with creases flat to first order: settled as kink minima, "
                "kink saddles, open; pieces tested", lambda o: _second_order(d, o))]
           if f"{opts[0]}_flat_creases" in d else []),
+        *([row(f"steepest slope of the function on [-1, 1] (W_f: "
+                f"{steepest_piece(build_wf(), WF_ARCH)[0]:.3g}): as trained -> quenched",
+                lambda o: f"{spread(d[f'{o}_steep0'])} -> {spread(d[f'{o}_steep'])}"),
+            row("quenched: that steepest piece fits between two training points "
+                "(none inside it); certified, uncertified",
+                lambda o: _hidden(d, o))] if f"{opts[0]}_steep" in d else []),
         row("constant networks (MSE var(t) before and after: a layer off at every "
             "point); their types", lambda o: _constant(d, o)),
         row("MSE before", lambda o: spread(d[f"{o}_loss0"])),
@@ -287,6 +299,8 @@ def report(cfg: Config, ctx) -> str:
                 else "iteration budget spent"
             reasons[key] = reasons.get(key, 0) + 1
     stationary = {o: float(np.mean(d[f"{o}_raw_certified"])) for o in opts}
+    if f"{opts[0]}_steep" in d:
+        lines += ["", _cliffs(d, opts)]
     lines += ["", "Why the rest are not certified: " + (", ".join(
         f"{k}: {v}" for k, v in reasons.items()) or "-") + ".", "", *_uncertified(d, opts), "",
         *claims(
@@ -305,6 +319,37 @@ def report(cfg: Config, ctx) -> str:
                        for o in opts),
              _verdict_minima(d, opts)), header=CLAIM)]
     return "\n".join(lines)
+
+
+def _cliffs(d, opts) -> str:
+    """What the quench does to the functions: the steepest pieces, in words."""
+    s0 = np.concatenate([d[f"{o}_steep0"] for o in opts])
+    s1 = np.concatenate([d[f"{o}_steep"] for o in opts])
+    hid = np.concatenate([d[f"{o}_steep_hidden"] for o in opts]).astype(bool)
+    c = np.concatenate([d[f"{o}_certified"] for o in opts]).astype(bool)
+    wf = steepest_piece(build_wf(), WF_ARCH)[0]
+    return (f"In function space: training leaves gentle functions (steepest linear piece "
+            f"a median {fmt(np.median(s0))} over both optimizers, against W_f's teeth, "
+            f"{wf:.3g}); the quench, lowering the MSE further, makes them steep "
+            f"(median {fmt(np.median(s1))}, {int(np.sum(s1 > wf))} of {s1.size} steeper than "
+            f"W_f, up to {fmt(s1.max())}), and for {int(hid.sum())} of {hid.size} the "
+            f"steepest piece lies between two training points, where no data constrain it: "
+            f"cliffs squeezed into the gaps of the grid (exact linear regions, "
+            f"relunet.knots.steepest_piece). The lower points the descents reach are of a "
+            f"kind gradient-descent training does not visit (its implicit regularisation, "
+            f"seen in the function)"
+            + (f"; the uncertified ones are "
+               f"{'the steeper' if np.median(s1[~c]) > np.median(s1[c]) else 'not steeper'} "
+               f"(median {fmt(np.median(s1[~c]))} against {fmt(np.median(s1[c]))} at the "
+               f"certified)." if c.any() and (~c).any() else "."))
+
+
+def _hidden(d, o) -> str:
+    c = d[f"{o}_certified"].astype(bool)
+    h, s = d[f"{o}_steep_hidden"].astype(bool), d[f"{o}_steep"]
+    return "; ".join(f"{name} {int(h[sel].sum())} of {int(sel.sum())} (median slope "
+                     f"{fmt(np.median(s[sel])) if sel.any() else '-'})"
+                     for name, sel in (("certified", c), ("uncertified", ~c)))
 
 
 def _constant(d, o) -> str:
