@@ -5,15 +5,16 @@ from scipy.sparse.csgraph import minimum_spanning_tree as scipy_mst
 from scipy.spatial.distance import cdist
 
 from relunet.experiments import ext_disconnectivity as ed
+from relunet.experiments import quench_minima as qm
 
 
 def test_select_prefers_certified_minima_and_drops_saddles():
     types = np.array(["uncertified", "saddle", "minimum", "degenerate-kink", "kink-minimum",
                       "kink-saddle", "uncertified"])
     cert = np.array([False, True, True, True, True, True, False])
-    np.testing.assert_array_equal(ed.preference(types, cert), [2, 3, 0, 1, 0, 3, 2])
-    np.testing.assert_array_equal(ed.select(types, cert, 3), [2, 4, 3])
-    np.testing.assert_array_equal(ed.select(types, cert, 10), [2, 4, 3, 0, 6])
+    np.testing.assert_array_equal(qm.preference(types, cert), [2, 3, 0, 1, 0, 3, 2])
+    np.testing.assert_array_equal(qm.select(types, cert, 3), [2, 4, 3])
+    np.testing.assert_array_equal(qm.select(types, cert, 10), [2, 4, 3, 0, 6])
 
 
 def test_deduplicate_keeps_the_first_of_each_group():

@@ -106,6 +106,7 @@ from ..data import wf_training_set
 from ..geometry import pairwise_distances
 from .frame import Timer, preset
 from .precision import energy, hessians, loss_in
+from .quench_minima import select
 from .students import OPTIMIZERS
 from .tables import CLAIM, claims, fmt, spread, table
 
@@ -113,10 +114,6 @@ NAME = "ext_disconnectivity"
 TITLE = "Beyond the paper: the disconnectivity graph of W_f and the quenched minima"
 NEEDS = ("quench_minima",)   # experiments whose stored results compute() reads
 RESULT = "graph"
-
-#: quench types that are minima (certified), in order of preference
-MINIMUM_TYPES = ("global-minimum", "minimum", "kink-minimum")
-
 
 @dataclass(frozen=True)
 class Config:
@@ -172,25 +169,6 @@ config = preset(Config, PRESETS)
 # ----------------------------------------------------------------------------
 # choosing minima and edges
 # ----------------------------------------------------------------------------
-def preference(types, certified) -> np.ndarray:
-    """Rank of each quenched point: 0 certified minimum, 1 certified but of open
-    type (degenerate kink), 2 uncertified, 3 certified saddle (never taken)."""
-    types = np.asarray(types).astype(str)
-    certified = np.asarray(certified, dtype=bool)
-    rank = np.full(types.size, 2)
-    rank[certified] = 1
-    rank[certified & np.isin(types, MINIMUM_TYPES)] = 0
-    rank[certified & (np.char.find(types, "saddle") >= 0)] = 3
-    return rank
-
-
-def select(types, certified, n) -> np.ndarray:
-    """Indices of the n preferred points (by rank, then by original order)."""
-    rank = preference(types, certified)
-    order = np.lexsort((np.arange(rank.size), rank))
-    return order[rank[order] < 3][:n]
-
-
 def deduplicate(points, tol) -> np.ndarray:
     """Mask keeping the first of every group of rows closer than ``tol``."""
     keep = np.ones(len(points), bool)

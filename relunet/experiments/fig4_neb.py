@@ -2,7 +2,9 @@
 
 Endpoints are de-symmetrised (relunet.symmetry.canonicalize: minimal-norm
 rescaling, then units sorted): canonical W_f at one end, a canonical quenched
-momentum-GD student (relunet.experiments.quench_minima) at the other.
+momentum-GD student (relunet.experiments.quench_minima) at the other: the certified
+minima among the quenched students first (:func:`_chosen`), uncertified ones only where
+there are too few.
 
 Method: the string method (:func:`relunet.string_method.string_method`: perpendicular
 relaxation, arc-length reparametrisation on a grid refined where the energy changes and
@@ -160,16 +162,26 @@ PRESETS = {
 config = preset(Config, PRESETS)
 
 
-def endpoints(cfg: Config, ctx):
-    """Canonical W_f (P,) and the first n_paths quenched minima of the source run, canonical.
+def _chosen(cfg: Config, d) -> np.ndarray:
+    """Which quenched points of the source run the bands end at: the certified minima
+    first, then certified points of open type, then uncertified ones (certified saddles
+    never), each in the quench's order (:func:`quench_minima.select`)."""
+    from . import quench_minima
+    return quench_minima.select(d[f"{cfg.source}_type"], d[f"{cfg.source}_certified"],
+                                cfg.n_paths)
 
-    The far ends are the students of the main run after quenching
-    (:mod:`relunet.experiments.quench_minima`): points where the loss is at rest
-    (certified where the quench could certify them), not wherever training
-    stopped. Returns (wf, ends, network_index)."""
+
+def endpoints(cfg: Config, ctx):
+    """Canonical W_f (P,) and n_paths quenched minima of the source run, canonical.
+
+    The far ends are students of the main run after quenching
+    (:mod:`relunet.experiments.quench_minima`), certified minima where there are
+    enough (:func:`_chosen`), not wherever training stopped. Returns (wf, ends,
+    network_index)."""
     from . import quench_minima
     d = quench_minima.quenched(cfg.scale, ctx, cfg.dtype)
-    return d["wf_c"], d[f"{cfg.source}_Wc"][:cfg.n_paths], d[f"{cfg.source}_index"][:cfg.n_paths]
+    sel = _chosen(cfg, d)
+    return d["wf_c"], d[f"{cfg.source}_Wc"][sel], d[f"{cfg.source}_index"][sel]
 
 
 def _relax(cfg: Config, wf, ends, n_images: int, max_iter: int, path=None, fractions=None,
@@ -382,7 +394,7 @@ def _by_endpoint(cfg: Config, ctx, conv, chord) -> str:
     """How convergence depends on the far end: certified minimum or not, and how far."""
     from . import quench_minima
     q = quench_minima.quenched(cfg.scale, ctx, cfg.dtype)
-    cert = q[f"{cfg.source}_certified"][:len(conv)].astype(bool)
+    cert = q[f"{cfg.source}_certified"][_chosen(cfg, q)].astype(bool)
     if len(cert) != len(conv):
         return ""
     part = [f"; to certified stationary points {int(conv[cert].sum())} of "
