@@ -258,7 +258,7 @@ def kink_families(w, arch: Arch, x, entries, masks=None):
     return families, int(np.linalg.matrix_rank(reps)), Nz
 
 
-def kink_groups(entries, families):
+def kink_groups(entries, families, second_order: bool = False):
     """Groups of families whose one-sided gradients add up independently.
 
     Kinks of different training points add (the loss is a sum over points),
@@ -266,7 +266,10 @@ def kink_groups(entries, families):
     of a layer). Families with kinks at one point in SEVERAL layers interact
     (a path through both switches only when both do): they are one group, whose
     pieces are all 2^m on/off patterns. Returns a list of arrays of family
-    indices.
+    indices. With ``second_order`` the Hessians are to add up: then families
+    with kinks at one point interact whatever their layers (the squared
+    residual there couples the two units' contributions), and only different
+    points add.
     """
     entries = np.asarray(entries, dtype=np.int64).reshape(-1, 3)
     parent = list(range(len(families)))
@@ -281,7 +284,7 @@ def kink_groups(entries, families):
         fam_of[f] = k
     for s in np.unique(entries[:, 2]):
         idx = np.flatnonzero(entries[:, 2] == s)
-        if np.unique(entries[idx, 0]).size > 1:
+        if second_order or np.unique(entries[idx, 0]).size > 1:
             fs = np.unique(fam_of[idx])
             for f in fs[1:]:
                 parent[find(f)] = find(fs[0])

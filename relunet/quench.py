@@ -146,6 +146,7 @@ from .kernels import _forward_ref_acts, check_data, loss, loss_ref
 from .kinks import (
     clarke_measure,
     hull_qp,
+    kink_groups,
     masked_loss_and_grad,
     preactivation_grads,
     preactivations,
@@ -1115,26 +1116,6 @@ def _null_basis(A, P, rtol=1e-10):
 MAX_FLAT_PIECES = 2 ** 16
 
 
-def _point_groups(ent, fams, idx):
-    """Creases ``idx`` grouped by shared training points (union-find): the loss is a
-    sum over points, so the pieces of different groups add up independently."""
-    parent = list(range(len(idx)))
-
-    def find(i):
-        while parent[i] != i:
-            i = parent[i]
-        return i
-    pts = [set(ent[fams[f]][:, 2].tolist()) for f in idx]
-    for i in range(len(idx)):
-        for j in range(i):
-            if pts[i] & pts[j]:
-                parent[find(i)] = find(j)
-    groups = {}
-    for i, f in enumerate(idx):
-        groups.setdefault(find(i), []).append(f)
-    return list(groups.values())
-
-
 def _flat_sides(w, arch, x, t, ent, lam, fams, lam_f, c_f, Nz, R, z, gtol, tol_rel, fd_step):
     """The second-order test of a Clarke-stationary kink point with creases that are
     flat to first order on one side or both (c = dL/dh = 0, or lam at 0 or 1).
@@ -1153,12 +1134,13 @@ def _flat_sides(w, arch, x, t, ent, lam, fams, lam_f, c_f, Nz, R, z, gtol, tol_r
     order (a nonsmooth saddle). Anything else is left open.
 
     The loss is a sum over training points, so with the creases grouped by shared
-    points (:func:`_point_groups`) the Hessian of a piece is H_0 (every two-sided flat
-    crease off) plus one change per group (measured to ~1e-16 of the largest
-    curvature): one finite-difference Hessian per group pattern, then a Cholesky test
-    of H_0 + tol I + the changes for every combination (at most MAX_FLAT_PIECES;
-    patterns whose change is positive semidefinite are dominated by 'all off' and
-    dropped). Returns ('minimum' | 'saddle' | 'open', pieces tested).
+    points (:func:`relunet.kinks.kink_groups` with ``second_order``) the Hessian of
+    a piece is H_0 (every two-sided flat crease off) plus one change per group
+    (measured to ~1e-16 of the largest curvature): one finite-difference Hessian per
+    group pattern, then a Cholesky test of H_0 + tol I + the changes for every
+    combination (at most MAX_FLAT_PIECES; patterns whose change is positive
+    semidefinite are dominated by 'all off' and dropped), stopping at the first
+    piece that descends. Returns ('minimum' | 'saddle' | 'open', pieces).
 
     Cost: one Hessian per group pattern (k + 1 for k creases at different points)
     and up to 2^16 Cholesky factorisations of ~110 x 110 (~4 s); on the default run's
@@ -1177,7 +1159,12 @@ def _flat_sides(w, arch, x, t, ent, lam, fams, lam_f, c_f, Nz, R, z, gtol, tol_r
     for f in np.flatnonzero(~held):          # a one-sided flat crease: its flat side
         e = ent[fams[f]]
         base[e[:, 0] - 1, e[:, 1], e[:, 2]] = 0.0 if off_flat[f] else 1.0
-    groups = _point_groups(ent, fams, np.flatnonzero(on_flat & off_flat))
+    two = np.flatnonzero(on_flat & off_flat)       # creases flat on both sides
+    rows = [fams[f] for f in two]
+    ends = np.cumsum([0] + [len(r) for r in rows])
+    groups = [two[g].tolist() for g in kink_groups(
+        ent[np.concatenate(rows)] if rows else ent[:0],
+        [np.arange(ends[i], ends[i + 1]) for i in range(len(rows))], second_order=True)]
 
     def piece(on):
         m = base.copy()
@@ -1203,31 +1190,35 @@ def _flat_sides(w, arch, x, t, ent, lam, fams, lam_f, c_f, Nz, R, z, gtol, tol_r
     if n_pieces > MAX_FLAT_PIECES:
         return "open", 0
     shift = tol * np.eye(len(H0))
-    failed = []
-
-    def walk(i, H, on):
-        if i == len(options):
-            try:
-                np.linalg.cholesky(H + shift)
-            except np.linalg.LinAlgError:
-                failed.append((H, on))
-            return
-        for o, D in options[i]:
-            walk(i + 1, H + D, on + o)
-    walk(0, H0, ())
-    if not failed:
-        return "minimum", n_pieces
-    # a negative curvature inside its own piece's orthant is a descent direction
     free = np.flatnonzero(~held)
     A = normals[free] @ Q
-    for H, on in failed:
+
+    def descends(H, on):
+        """A negative curvature of piece ``on`` inside its own orthant (a descent)."""
         ev, V = np.linalg.eigh(H)
         sign = np.where(on_flat[free] & ~off_flat[free], 1.0, -1.0)     # one-sided: its side
         sign[np.isin(free, on)] = 1.0
-        for y in V[:, ev < -tol].T:
-            if np.all(sign * (A @ y) >= -1e-9) or np.all(sign * (A @ y) <= 1e-9):
-                return "saddle", n_pieces
-    return "open", n_pieces
+        return any(np.all(sign * (A @ y) >= -1e-9) or np.all(sign * (A @ y) <= 1e-9)
+                   for y in V[:, ev < -tol].T)
+
+    def walk(i, H, on):
+        """'minimum' if every piece below is positive semidefinite, 'saddle' at the first
+        piece that descends, else 'open'."""
+        if i == len(options):
+            try:
+                np.linalg.cholesky(H + shift)
+                return "minimum"
+            except np.linalg.LinAlgError:
+                return "saddle" if descends(H, on) else "open"
+        verdict = "minimum"
+        for o, D in options[i]:
+            v = walk(i + 1, H + D, on + o)
+            if v == "saddle":
+                return v
+            if v == "open":
+                verdict = "open"
+        return verdict
+    return walk(0, H0, ()), n_pieces
 
 
 def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-8,
