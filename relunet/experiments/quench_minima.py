@@ -353,16 +353,18 @@ def _cliffs(d, opts) -> str:
     hid = np.concatenate([d[f"{o}_steep_hidden"] for o in opts]).astype(bool)
     c = np.concatenate([d[f"{o}_certified"] for o in opts]).astype(bool)
     wf = steepest_piece(build_wf(), WF_ARCH)[0]
-    return (f"In function space: training leaves gentle functions (steepest linear piece "
-            f"a median {fmt(np.median(s0))} over both optimizers, against W_f's teeth, "
-            f"{wf:.3g}); the quench, lowering the MSE further, makes them steep "
+    trained = ", ".join(f"{o} {fmt(np.median(d[f'{o}_steep0']))}" for o in opts)
+    return (f"In function space: the steepest linear piece of the trained students' "
+            f"functions is a median {trained} (W_f's teeth: {wf:.3g}; median "
+            f"{fmt(np.median(s0))} over all); the quench, lowering the MSE further, makes them "
+            f"steep "
             f"(median {fmt(np.median(s1))}, {int(np.sum(s1 > wf))} of {s1.size} steeper than "
             f"W_f, up to {fmt(s1.max())}), and for {int(hid.sum())} of {hid.size} the "
             f"steepest piece lies between two training points, where no data constrain it: "
             f"cliffs squeezed into the gaps of the grid (exact linear regions, "
-            f"relunet.knots.steepest_piece). The lower points the descents reach are of a "
-            f"kind gradient-descent training does not visit (its implicit regularisation, "
-            f"seen in the function)"
+            f"relunet.knots.steepest_piece). The lower points the descents reach are far "
+            f"steeper than what either optimizer's training produces (the implicit "
+            f"regularisation of training, seen in the function)"
             + (f"; the uncertified ones are "
                f"{'the steeper' if np.median(s1[~c]) > np.median(s1[c]) else 'not steeper'} "
                f"(median {fmt(np.median(s1[~c]))} against {fmt(np.median(s1[c]))} at the "
