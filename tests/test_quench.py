@@ -460,6 +460,38 @@ def test_too_many_pieces_leave_a_flat_crease_point_open(monkeypatch):
     assert cl["type"][0] == "degenerate-kink" and cl["n_flat_creases"][0] == 2
 
 
+@pytest.mark.parametrize("across, expected", [(1.0, "kink-saddle"), (-1.0, "degenerate-kink")])
+def test_a_negative_piece_counts_only_inside_its_own_orthant(monkeypatch, across, expected):
+    """The decision of quench._flat_sides, on pieces whose Hessians are given: the two-unit
+    point of the test above (two flat creases, normals n1 = e_b1[0] and
+    n2 = (e_W1[1] + e_b1[1]) / sqrt 2), with every piece's Hessian I - 0.6 m1 v v^T
+    - 0.6 m2 v v^T (m the creases' masks; additive over the two points, as real pieces
+    are). Only the piece with both creases on has a negative curvature, -0.2 along v.
+    With v = (n1 + n2) / sqrt 2 that direction lies in its own orthant (both 'on'
+    sides): a descent, kink saddle. With v = (n1 - n2) / sqrt 2 it points into the
+    (on, off) orthant, whose piece is positive definite: no descent is shown, and the
+    point is left open ('degenerate-kink'), not called a saddle."""
+    import relunet.quench as rq
+    arch = Arch(1, 2)
+    w = arch.pack({"W1": [[1.0], [1.0]], "b1": [0.0, -1.0], "Wout": [[0.0, 0.0]],
+                   "bout": [0.0]})
+    x = np.array([-2.0, -1.0, 0.0, 1.0, 2.0, 3.0])
+    t = np.array([-0.5, 0.0, 0.5, 0.1, -0.2, 0.1])
+    cert = certify(w[None], arch, x, t)
+    off = {n: o for n, _, o in arch.table}
+    n1, n2 = np.zeros(arch.P), np.zeros(arch.P)
+    n1[off["b1"]] = 1.0
+    n2[[off["W1"] + 1, off["b1"] + 1]] = 1.0 / np.sqrt(2.0)
+    v = (n1 + across * n2) / np.sqrt(2.0)
+
+    def given(w_, arch_, x_, t_, masks, Q, fd_step):
+        on = masks[0, 0, 2] + masks[0, 1, 3]          # unit 1 at x = 0, unit 2 at x = 1
+        return Q.T @ (np.eye(arch.P) - 0.6 * on * np.outer(v, v)) @ Q
+    monkeypatch.setattr(rq, "_lagrangian_hessian", given)
+    cl = classify(w[None], arch, x, t, cert)
+    assert cl["type"][0] == expected and cl["pieces"][0] == 4
+
+
 def test_pieces_of_creases_at_different_points_add_up():
     """The premise of the second-order test's enumeration (quench._flat_sides): the
     loss is a sum over training points, so the Hessian of the piece with two creases
