@@ -13,7 +13,10 @@ times
   per network-iteration (the per-network NumPy work: kink families, the
   BVLS dual, eigh, plus one batched exact-Hessian call per iteration);
 * stage 3, the polish, on the networks stage 2 left uncertified: seconds per
-  network and how many it certified.
+  network and how many it certified;
+* the classification of the certified ones (relunet.quench.classify, with the
+  second-order test of creases flat to first order): seconds per network and the
+  pieces that test enumerated.
 
 The issue's target is 1,024 students in about 2 minutes on 2 cores; the
 output says which stage meets it. Timings on a shared machine are noisy.
@@ -31,7 +34,7 @@ from relunet import Momentum, init_stack, train_stack
 from relunet.construct import WF_ARCH
 from relunet.data import wf_training_set
 from relunet.kernels import loss
-from relunet.quench import descend, quench
+from relunet.quench import classify, descend, quench
 
 
 def main(argv=None):
@@ -82,6 +85,20 @@ def main(argv=None):
         print(f"stage 3 (polish, with 1 Newton iteration): {len(left)} uncertified networks in "
               f"{sec3:.1f} s ({1e3 * sec3 / len(left):.0f} ms each), "
               f"{int((p.polished >= 0).sum())} certified by it")
+        Wd = np.concatenate([q.W[q.certified], p.W[p.certified]])
+    else:
+        Wd = q.W[q.certified]
+    # the classification of what is certified: second-order tests, the flat creases' pieces
+    if len(Wd):
+        t0 = time.perf_counter()
+        cl = classify(Wd, WF_ARCH, x, t)
+        sec4 = time.perf_counter() - t0
+        flat = cl["n_flat_creases"] > 0
+        print(f"classification: {len(Wd)} certified networks in {sec4:.1f} s "
+              f"({1e3 * sec4 / len(Wd):.0f} ms each); {int(flat.sum())} with creases flat "
+              f"to first order, pieces tested: median "
+              f"{np.median(cl['pieces'][flat]) if flat.any() else 0:.0f}, "
+              f"max {cl['pieces'].max()}")
 
 
 if __name__ == "__main__":
