@@ -492,6 +492,28 @@ def test_a_negative_piece_counts_only_inside_its_own_orthant(monkeypatch, across
     assert cl["type"][0] == expected and cl["pieces"][0] == 4
 
 
+def test_random_probes_find_the_hidden_saddle_and_not_the_minimum():
+    """quench.probe on the two hand-worked one-unit points of the second-order test:
+    at the saddle (t0 = -1) the descent b = h, v = -h/5 fills a cone, and 200 random
+    directions in the 4 weights find a lower loss at radius 1e-3; at the minimum
+    (t0 = 0), where the loss is >= 2/5 = L everywhere (worked out there), none does at
+    any radius. Bad input."""
+    from relunet.quench import probe
+    arch = Arch(1, 1)
+    w = arch.pack({"W1": [[1.0]], "b1": [0.0], "Wout": [[0.0]], "bout": [0.0]})
+    x = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+    saddle, minimum = np.array([1.0, 0.0, -1.0, 0.0, 0.0]), np.array([1.0, -1.0, 0.0, 0.0, 0.0])
+    assert probe(w, arch, x, saddle, radii=(1e-3,))[0, 0] < -1e-8
+    assert np.all(probe(w, arch, x, minimum, radii=(1e-6, 1e-3, 1e-1)) >= -1e-15)
+    # the same numbers whatever the stack holds (directions seeded per network)
+    two = probe(np.stack([w, w]), arch, x, saddle, radii=(1e-3,))
+    assert two[0, 0] == probe(w, arch, x, saddle, radii=(1e-3,))[0, 0]
+    with pytest.raises(ValueError, match="radii"):
+        probe(w, arch, x, saddle, radii=(0.0,))
+    with pytest.raises(ValueError, match="n_probes"):
+        probe(w, arch, x, saddle, n_probes=0)
+
+
 def test_pieces_of_creases_at_different_points_add_up():
     """The premise of the second-order test's enumeration (quench._flat_sides): the
     loss is a sum over training points, so the Hessian of the piece with two creases

@@ -32,7 +32,17 @@ from ..data import wf_training_set
 from ..hessian import hessian
 from ..kinks import preactivations
 from ..knots import steepest_piece
-from ..quench import EPS_ON, GAP, GTOL, TAU, certify, classify, near_stationarity, quench
+from ..quench import (
+    EPS_ON,
+    GAP,
+    GTOL,
+    TAU,
+    certify,
+    classify,
+    near_stationarity,
+    probe,
+    quench,
+)
 from ..symmetry import canonicalize
 from . import fig2_fits
 from .frame import preset, stored
@@ -87,6 +97,11 @@ PRESETS = {
 config = preset(Config, PRESETS)
 
 
+#: radii of the random probes around the certified points (relunet.quench.probe)
+PROBE_RADII = (1e-6, 1e-4, 1e-2)
+#: a probe lower than this (relative) counts: float64 rounding of a 341-point loss is ~1e-15
+PROBE_TOL = 1e-12
+
 #: the QuenchResult fields stored per optimizer
 _FIELDS = ("W", "loss0", "loss", "moved", "iterations", "certified", "descent_iterations",
            "kind", "measure", "n_kinks", "reason", "polished")
@@ -133,6 +148,10 @@ def compute(cfg: Config, ctx) -> dict:
     # what the uncertified points are, and how sharp: the largest Hessian eigenvalue
     # before and after (momentum GD cannot rest where it exceeds 2 (1 + beta) / lr)
     near_all = near_stationarity(q_all["W"], WF_ARCH, x, t)
+    # random probes around the certified points: an independent check of their types
+    probe_all = np.full((len(q_all["W"]), len(PROBE_RADII)), np.nan)
+    c_all = np.flatnonzero(cert_all["certified"])
+    probe_all[c_all] = probe(q_all["W"][c_all], WF_ARCH, x, t, PROBE_RADII)
     lmax_all = np.linalg.eigvalsh(hessian(q_all["W"], WF_ARCH, x, t))[:, -1]
     lmax0_all = np.linalg.eigvalsh(hessian(W0_all, WF_ARCH, x, t))[:, -1]
     out = {}
@@ -154,7 +173,8 @@ def compute(cfg: Config, ctx) -> dict:
             f"{opt}_near_measure": near_all["measure"][sl],
             f"{opt}_near_ridges": near_all["ridges"][sl],
             f"{opt}_near_falls": near_all["falls"][sl],
-            f"{opt}_lmax": lmax_all[sl], f"{opt}_lmax0": lmax0_all[sl]})
+            f"{opt}_lmax": lmax_all[sl], f"{opt}_lmax0": lmax0_all[sl],
+            f"{opt}_probe": probe_all[sl]})
         # the steepest linear piece of each function on [-1, 1], before and after, and
         # whether it fits between two training points (the loss cannot see it)
         for key, Ws in (("steep0", W0), ("steep", q["W"])):
@@ -300,6 +320,10 @@ def report(cfg: Config, ctx) -> str:
             row("quenched: that steepest piece fits between two training points "
                 "(none inside it); certified, uncertified",
                 lambda o: _hidden(d, o))] if f"{opts[0]}_steep" in d else []),
+        *([row("random probes (200 directions per radius, relunet.quench.probe): minima, "
+               "then saddles, with a probe lower by more than 1e-12 (relative) at radius "
+               + " / ".join(f"{r:g}" for r in PROBE_RADII), lambda o: _probes(d, o))]
+          if f"{opts[0]}_probe" in d else []),
         row("constant networks (MSE var(t) before and after: a layer off at every "
             "point); their types", lambda o: _constant(d, o)),
         row("MSE before", lambda o: spread(d[f"{o}_loss0"])),
@@ -377,6 +401,17 @@ def _hidden(d, o) -> str:
     return "; ".join(f"{name} {int(h[sel].sum())} of {int(sel.sum())} (median slope "
                      f"{fmt(np.median(s[sel])) if sel.any() else '-'})"
                      for name, sel in (("certified", c), ("uncertified", ~c)))
+
+
+def _probes(d, o) -> str:
+    ty, pr = d[f"{o}_type"].astype(str), d[f"{o}_probe"]
+    parts = []
+    for name, sel in (("minima", np.isin(ty, MINIMUM_TYPES)),
+                      ("saddles", np.char.find(ty, "saddle") >= 0)):
+        low = pr[sel] < -PROBE_TOL
+        parts.append(f"{name} " + " / ".join(str(int(v)) for v in low.sum(axis=0))
+                     + f" of {int(sel.sum())}")
+    return "; ".join(parts)
 
 
 def _constant(d, o) -> str:
