@@ -126,7 +126,12 @@ Everything is recorded per network in :class:`QuenchResult`: loss before
 and after, distance moved, iterations of each stage, certificate kind and its numbers, so
 that any reader can recheck a point with :func:`certify`.
 
-Classification (:func:`classify`) then reads the second-order conditions.
+Classification (:func:`classify`) then reads the second-order conditions: the
+Hessian at a smooth point; at a kink point the creases (V-shaped, falling, or flat
+to first order) and the Hessian along the held ones; where creases are flat to
+first order (no error signal reaches the unit: c = dL/dh = 0), the Hessian of
+every piece of their flat sides (:func:`_flat_sides`). :func:`probe` checks the
+result independently with random probes.
 
 One subject, the stationary points of the piecewise-smooth loss (the descent
 to them, their certificate and their type, which use one another's pieces),
