@@ -426,6 +426,18 @@ def test_a_crease_flat_on_both_sides_is_settled_at_second_order(t0, expected):
         assert np.all(kernels.loss(pert, arch, x, t) >= L[0] - 1e-15)
 
 
+def _two_flat_units():
+    """Two units with zero output weights on their kinks at x = 0 and x = 1: (arch, w, x,
+    t). c = 0 is the best constant (mean of t 0); dL/dv_j = 0: unit 1 is on at x = 1, 2, 3
+    (h = 1, 2, 3), unit 2 at x = 2, 3 (h = 1, 2), so t_2 = -2 t_3, t_1 = -2 t_2 - 3 t_3;
+    the points on the kinks, x = 0 and x = 1, keep nonzero residuals."""
+    arch = Arch(1, 2)
+    w = arch.pack({"W1": [[1.0], [1.0]], "b1": [0.0, -1.0], "Wout": [[0.0, 0.0]],
+                   "bout": [0.0]})
+    return (arch, w, np.array([-2.0, -1.0, 0.0, 1.0, 2.0, 3.0]),
+            np.array([-0.5, 0.0, 0.5, 0.1, -0.2, 0.1]))
+
+
 def test_too_many_pieces_leave_a_flat_crease_point_open(monkeypatch):
     """Two units with zero output weights on their kinks at x = 0 and x = 1 (data
     residuals nonzero there): two flat creases at different points, 2 x 2 pieces, and
@@ -433,14 +445,7 @@ def test_too_many_pieces_leave_a_flat_crease_point_open(monkeypatch):
     the point is a kink saddle; with the enumeration capped below 4 pieces it is left
     open ('degenerate-kink'), not called anything it was not shown to be."""
     import relunet.quench as rq
-    arch = Arch(1, 2)
-    w = arch.pack({"W1": [[1.0], [1.0]], "b1": [0.0, -1.0], "Wout": [[0.0, 0.0]],
-                   "bout": [0.0]})
-    x = np.array([-2.0, -1.0, 0.0, 1.0, 2.0, 3.0])
-    # c = 0 is the best constant (mean 0); dL/dv_j = 0: unit 1 is on at x = 1, 2, 3
-    # (h = 1, 2, 3), unit 2 at x = 2, 3 (h = 1, 2): t_2 = -2 t_3, t_1 = -2 t_2 - 3 t_3;
-    # the points on the kinks, x = 0 and x = 1, keep nonzero residuals
-    t = np.array([-0.5, 0.0, 0.5, 0.1, -0.2, 0.1])
+    arch, w, x, t = _two_flat_units()
     cert = certify(w[None], arch, x, t)
     assert cert["certified"][0] and cert["n_kinks"][0] == 2
     assert classify(w[None], arch, x, t, cert)["type"][0] == "kink-saddle"
@@ -472,11 +477,7 @@ def test_a_negative_piece_counts_only_inside_its_own_orthant(monkeypatch, across
     (on, off) orthant, whose piece is positive definite: no descent is shown, and the
     point is left open ('degenerate-kink'), not called a saddle."""
     import relunet.quench as rq
-    arch = Arch(1, 2)
-    w = arch.pack({"W1": [[1.0], [1.0]], "b1": [0.0, -1.0], "Wout": [[0.0, 0.0]],
-                   "bout": [0.0]})
-    x = np.array([-2.0, -1.0, 0.0, 1.0, 2.0, 3.0])
-    t = np.array([-0.5, 0.0, 0.5, 0.1, -0.2, 0.1])
+    arch, w, x, t = _two_flat_units()
     cert = certify(w[None], arch, x, t)
     off = {n: o for n, _, o in arch.table}
     n1, n2 = np.zeros(arch.P), np.zeros(arch.P)
