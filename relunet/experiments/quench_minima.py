@@ -299,6 +299,7 @@ def report(cfg: Config, ctx) -> str:
              "(flat directions such as dead units) are allowed in a minimum: the test is "
              "second order.", ""]
     opts = optimizers(d)
+    wf_steep = steepest_piece(build_wf(), WF_ARCH)[0]     # W_f's teeth, the reference slope
 
     def row(name, f):
         return (name, *(f(o) for o in opts))
@@ -315,7 +316,7 @@ def report(cfg: Config, ctx) -> str:
                "kink saddles, open; pieces tested", lambda o: _second_order(d, o))]
           if f"{opts[0]}_flat_creases" in d else []),
         *([row(f"steepest slope of the function on [-1, 1] (W_f: "
-                f"{steepest_piece(build_wf(), WF_ARCH)[0]:.3g}): as trained -> quenched",
+                f"{wf_steep:.3g}): as trained -> quenched",
                 lambda o: f"{spread(d[f'{o}_steep0'])} -> {spread(d[f'{o}_steep'])}"),
             row("quenched: that steepest piece fits between two training points "
                 "(none inside it); certified, uncertified",
@@ -349,7 +350,7 @@ def report(cfg: Config, ctx) -> str:
             reasons[key] = reasons.get(key, 0) + 1
     stationary = {o: float(np.mean(d[f"{o}_raw_certified"])) for o in opts}
     if f"{opts[0]}_steep" in d:
-        lines += ["", _cliffs(d, opts)]
+        lines += ["", _cliffs(d, opts, wf_steep)]
     lines += ["", "Why the rest are not certified: " + (", ".join(
         f"{k}: {v}" for k, v in reasons.items()) or "-") + ".", "", *_uncertified(d, opts), "",
         *claims(
@@ -370,13 +371,12 @@ def report(cfg: Config, ctx) -> str:
     return "\n".join(lines)
 
 
-def _cliffs(d, opts) -> str:
+def _cliffs(d, opts, wf) -> str:
     """What the quench does to the functions: the steepest pieces, in words."""
     s0 = np.concatenate([d[f"{o}_steep0"] for o in opts])
     s1 = np.concatenate([d[f"{o}_steep"] for o in opts])
     hid = np.concatenate([d[f"{o}_steep_hidden"] for o in opts]).astype(bool)
     c = np.concatenate([d[f"{o}_certified"] for o in opts]).astype(bool)
-    wf = steepest_piece(build_wf(), WF_ARCH)[0]
     trained = ", ".join(f"{o} {fmt(np.median(d[f'{o}_steep0']))}" for o in opts)
     return (f"In function space: the steepest linear piece of the trained students' "
             f"functions is a median {trained} (W_f's teeth: {wf:.3g}; median "
