@@ -354,14 +354,33 @@ def _lagrangian_hessian(w, arch, x, t, masks, Q, fd_step):
     return 0.5 * (Hr + Hr.T)
 
 
-def _creases(lam, c, families, Nz):
-    """Per kink family (a crease): the weight lam_f of its 'on' side in the Clarke
-    certificate and its jump c_f = sum_a c_a |dz_a/dw| along the shared unit normal."""
-    fams = families or [np.array([i]) for i in range(len(lam))]
-    nrm = np.linalg.norm(Nz, axis=1)
-    c_f = np.array([np.sum(c[f] * nrm[f]) for f in fams])
-    lam_f = np.array([lam[f[0]] for f in fams])
-    return lam_f, c_f, fams
+@dataclass(frozen=True)
+class _Creases:
+    """The creases of a point on kinks, as the classification reads them.
+
+    ent (E, 3) the kinks (l, j, s);  lam (E,) the weight of each kink's 'on' side
+    in the nearest point of the Clarke subdifferential;  fams the kink families
+    (index arrays into ent: kinks that switch together form one crease);  Nz (E, P)
+    the kink normals dz_a/dw;  and per crease f: lam_f, its 'on' weight, and
+    c_f = sum_a c_a |dz_a/dw|, the jump of the loss's slope along its unit normal
+    (c_a = dL/dh_a)."""
+
+    ent: np.ndarray
+    lam: np.ndarray
+    fams: list
+    Nz: np.ndarray
+    lam_f: np.ndarray
+    c_f: np.ndarray
+
+    @classmethod
+    def at(cls, w, arch, x, ent, lam, c, families, masks) -> "_Creases":
+        """The creases of network w at its kinks ``ent`` (masks: the pieces below)."""
+        Nz = preactivation_grads(w, arch, x, ent, masks)
+        fams = families or [np.array([i]) for i in range(len(lam))]
+        nrm = np.linalg.norm(Nz, axis=1)
+        c_f = np.array([np.sum(c[f] * nrm[f]) for f in fams])
+        lam_f = np.array([lam[f[0]] for f in fams])
+        return cls(ent, lam, fams, Nz, lam_f, c_f)
 
 
 TAU = 1e-6         #: kinks this close to 0, with an interior weight, are held on by the SQP step
@@ -1097,11 +1116,10 @@ def near_stationarity(W, arch: Arch, x, t, tau: float = TAU, gtol: float = GTOL)
             continue
         out["measure"][m] = cm.measure
         if len(near):
-            lam_f, c_f, _ = _creases(cm.lam, cm.c, cm.families,
-                                     preactivation_grads(W[m], arch, x, near, Z[m] > 0))
-            out["ridges"][m] = int(np.sum(_ridges(lam_f, c_f, gtol)))
-            out["falls"][m] = int(np.sum(_falls(lam_f, c_f, gtol)))
-            out["vees"][m] = int(np.sum(_interior(lam_f) & (c_f > 0)))
+            cr = _Creases.at(W[m], arch, x, near, cm.lam, cm.c, cm.families, Z[m] > 0)
+            out["ridges"][m] = int(np.sum(_ridges(cr.lam_f, cr.c_f, gtol)))
+            out["falls"][m] = int(np.sum(_falls(cr.lam_f, cr.c_f, gtol)))
+            out["vees"][m] = int(np.sum(_interior(cr.lam_f) & (cr.c_f > 0)))
     return out
 
 
@@ -1148,7 +1166,7 @@ def _null_basis(A, P, rtol=1e-10):
 MAX_FLAT_PIECES = 2 ** 16
 
 
-def _flat_sides(w, arch, x, t, ent, lam, fams, lam_f, c_f, Nz, R, z, gtol, tol_rel, fd_step):
+def _flat_sides(w, arch, x, t, cr: _Creases, R, z, gtol, tol_rel, fd_step):
     """The second-order test of a Clarke-stationary kink point with creases that are
     flat to first order on one side or both (c = dL/dh = 0, or lam at 0 or 1).
 
@@ -1174,20 +1192,23 @@ def _flat_sides(w, arch, x, t, ent, lam, fams, lam_f, c_f, Nz, R, z, gtol, tol_r
     semidefinite are dominated by 'all off' and dropped), stopping at the first
     piece that descends. Returns ('minimum' | 'saddle' | 'open', pieces).
 
+    ``cr``: the point's creases; R: its rescaling modes (rows); z: its pre-activations.
+
     Cost: one Hessian per group pattern (k + 1 for k creases at different points)
     and up to 2^16 Cholesky factorisations of ~110 x 110 (~4 s); on the default run's
     44 such points 13 s in all. The 2^16 cap leaves a point with about 17 or more flat
     creases open (measured once: the default run's one such point, 21 creases, has all
     2,097,152 pieces positive semidefinite, in 5 minutes).
     """
-    on_flat = (1 - lam_f) * np.abs(c_f) <= gtol
-    off_flat = lam_f * np.abs(c_f) <= gtol
+    ent, fams = cr.ent, cr.fams
+    on_flat = (1 - cr.lam_f) * np.abs(cr.c_f) <= gtol
+    off_flat = cr.lam_f * np.abs(cr.c_f) <= gtol
     held = ~on_flat & ~off_flat
-    unit = Nz / np.linalg.norm(Nz, axis=1)[:, None]
+    unit = cr.Nz / np.linalg.norm(cr.Nz, axis=1)[:, None]
     normals = np.array([unit[f[0]] for f in fams])
     Q = _null_basis(np.vstack([normals[held], R]), arch.P)
     base = (z > 0).astype(float)
-    base[ent[:, 0] - 1, ent[:, 1], ent[:, 2]] = lam
+    base[ent[:, 0] - 1, ent[:, 1], ent[:, 2]] = cr.lam
     for f in np.flatnonzero(~held):          # a one-sided flat crease: its flat side
         e = ent[fams[f]]
         base[e[:, 0] - 1, e[:, 1], e[:, 2]] = 0.0 if off_flat[f] else 1.0
@@ -1318,18 +1339,17 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
             Hr = Q.T @ Hs_of[m] @ Q
             n_fall, n_deg = 0, 0
         else:
-            lam = cert["lam"][m]
-            Nz = preactivation_grads(W[m], arch, x, ent, Z[m] > 0)
-            lam_f, c_f, fams = _creases(lam, cert["c"][m], cert["families"][m], Nz)
-            interior = _interior(lam_f)
-            falls = _falls(lam_f, c_f, gtol)              # ridges and one-sided ones
+            cr = _Creases.at(W[m], arch, x, ent, cert["lam"][m], cert["c"][m],
+                             cert["families"][m], Z[m] > 0)
+            falls = _falls(cr.lam_f, cr.c_f, gtol)              # ridges and one-sided ones
             n_fall = int(np.sum(falls))
-            n_deg = int(np.sum(~falls & ~(interior & (c_f > 0))))   # neither V nor falling
+            # neither V-shaped nor falling: flat to first order on a side
+            n_deg = int(np.sum(~falls & ~(_interior(cr.lam_f) & (cr.c_f > 0))))
             masks = (Z[m] > 0).astype(float)
-            masks[ent[:, 0] - 1, ent[:, 1], ent[:, 2]] = lam
-            Q = _null_basis(np.vstack([Nz, R]), arch.P)
+            masks[ent[:, 0] - 1, ent[:, 1], ent[:, 2]] = cr.lam
+            Q = _null_basis(np.vstack([cr.Nz, R]), arch.P)
             Hr = _lagrangian_hessian(W[m], arch, x, t, masks, Q, fd_step)
-            out["n_creases"][m] = len(fams)
+            out["n_creases"][m] = len(cr.fams)
         ev = np.linalg.eigvalsh(Hr) if Hr.size else np.zeros(0)
         big = np.abs(ev).max() if ev.size else 0.0
         zero = np.abs(ev) <= tol_rel * max(big, 1e-300)
@@ -1343,8 +1363,8 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
         elif n_neg + n_fall > 0:
             out["type"][m] = "kink-saddle"
         elif n_deg:
-            verdict, out["pieces"][m] = _flat_sides(W[m], arch, x, t, ent, lam, fams, lam_f,
-                                                    c_f, Nz, R, Z[m], gtol, tol_rel, fd_step)
+            verdict, out["pieces"][m] = _flat_sides(W[m], arch, x, t, cr, R, Z[m], gtol,
+                                                    tol_rel, fd_step)
             out["n_flat_creases"][m] = n_deg
             out["type"][m] = {"minimum": "kink-minimum", "saddle": "kink-saddle",
                               "open": "degenerate-kink"}[verdict]
