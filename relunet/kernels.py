@@ -49,6 +49,7 @@ from numba import njit, prange
 from ._numba import STRICT
 from .fast.codegen import NMAX
 from .fast.stack import loss as fast_loss
+from .fast.stack import bound_loss_and_grad
 from .fast.stack import loss_and_grad as fast_loss_and_grad
 from .net import Arch, block_offset, check_stack
 
@@ -366,3 +367,24 @@ def loss_and_grad(W, arch: Arch, x, t, kernel="auto"):
     if _which(kernel, arch) == "fast":
         return fast_loss_and_grad(W, arch.K, arch.N, X, T)
     return _loss_and_grad_kernel(W, X, T, arch.K, arch.N)
+
+
+def loss_and_grad_fn(arch: Arch, x, t, dtype=np.float64, kernel="auto"):
+    """:func:`loss_and_grad` on fixed data, as a callable W (M, P) -> (loss, grad):
+    the data checked and the kernel looked up once, then the same numbers bit for
+    bit on every call. Made for the thousands of small calls of a descent's line
+    searches (relunet.quench.descend), where those per-call lookups cost as much as
+    the kernel."""
+    if not isinstance(arch, Arch):
+        raise ValueError(f"arch must be a relunet.Arch, got {type(arch).__name__}")
+    dt = np.dtype(dtype)
+    X, T = check_data(arch, x, t, dt)
+    fast = _which(kernel, arch) == "fast"
+    run = bound_loss_and_grad(arch.K, arch.N, X, T) if fast else None
+
+    def efun(W):
+        W = np.asarray(W)
+        if W.dtype != dt or W.ndim != 2 or W.shape[1] != arch.P or not W.flags.c_contiguous:
+            W = check_stack(W, arch).astype(dt, copy=False)
+        return run(W) if fast else _loss_and_grad_kernel(W, X, T, arch.K, arch.N)
+    return efun

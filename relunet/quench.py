@@ -727,13 +727,13 @@ def descend(W, arch: Arch, x, t, max_iter: int = 2000, memory: int = 20,
     them (measured: :mod:`relunet.bfgs`).
     """
     from .bfgs import bfgs
-    from .kernels import loss_and_grad
+    from .kernels import loss_and_grad_fn
     if method not in ("bfgs", "lbfgs"):
         raise ValueError(f"method must be 'bfgs' or 'lbfgs', got {method!r}")
     if not isinstance(memory, (int, np.integer)) or memory < 1:
         raise ValueError(f"memory must be an integer >= 1, got {memory!r}")
     W = np.array(check_stack(W, arch), dtype=np.float64)
-    efun = lambda V: loss_and_grad(V, arch, x, t)      # noqa: E731
+    efun = loss_and_grad_fn(arch, x, t)      # loss_and_grad's numbers, the lookups done once
     if method == "bfgs":
         return bfgs(efun, W, max_iter=max_iter, max_step=max_step, gtol=gtol,
                     patience=patience, progress=progress)
