@@ -48,8 +48,8 @@ from numba import njit, prange
 
 from ._numba import STRICT
 from .fast.codegen import NMAX
-from .fast.stack import loss as fast_loss
 from .fast.stack import bound_loss_and_grad
+from .fast.stack import loss as fast_loss
 from .fast.stack import loss_and_grad as fast_loss_and_grad
 from .net import Arch, block_offset, check_stack
 

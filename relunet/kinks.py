@@ -78,7 +78,7 @@ from .bvls import bvls01, lstsq
 from .kernels import check_data
 from .net import Arch, check_stack
 
-__all__ = ["preactivations", "masked_loss_and_grad", "preactivation_grads", "jumps",
+__all__ = ["preactivations", "masked_loss_and_grad", "masked_sums", "preactivation_grads", "jumps",
            "kink_families", "kink_groups", "vertices", "hull_qp", "clarke_measure",
            "ClarkeResult", "MAX_GROUP"]
 
@@ -130,26 +130,36 @@ def masked_loss_and_grad(W, arch: Arch, x, t, masks=None, return_adjoint: bool =
     """
     W, X, T = _data(W, arch, x, t)
     M, S = W.shape[0], X.shape[1]
-    v = arch.unpack(W)
     if masks is None:
         masks = preactivations(W, arch, x) > 0.0
     masks = np.asarray(masks, dtype=np.float64)
     if masks.shape != (M, arch.K, arch.N, S):
         raise ValueError(f"masks must have shape {(M, arch.K, arch.N, S)}, got {masks.shape}")
+    return masked_sums(W, arch, X, T, masks, S, return_adjoint)
+
+
+def masked_sums(W, arch: Arch, X, T, masks, n_points: int, return_adjoint: bool = False):
+    """:func:`masked_loss_and_grad` on checked arrays, for a subset of the points:
+    W (M, P), X (n_in, S), T (n_out, S), masks (M, K, N, S) float; the squared
+    errors and their gradient summed over these S points and divided by
+    ``n_points`` x n_out, so that the points' share of the whole training set's
+    loss and gradient comes out (``n_points`` = S: the loss and gradient)."""
+    M = W.shape[0]
+    v = arch.unpack(W)
     hs = [np.broadcast_to(X, (M,) + X.shape)]
     for layer in range(1, arch.K + 1):
         wn, bn = arch.layer_blocks(layer)
         hs.append(masks[:, layer - 1] * (v[wn] @ hs[-1] + v[bn][:, :, None]))
     y = v["Wout"] @ hs[-1] + v["bout"][:, :, None]
     r = y - T
-    loss = np.mean(r * r, axis=(1, 2))
+    loss = np.sum(r * r, axis=(1, 2)) / (n_points * arch.n_out)
     G = np.zeros_like(W)
     g = arch.unpack(G)
-    dy = 2.0 * r / (S * arch.n_out)
+    dy = 2.0 * r / (n_points * arch.n_out)
     g["Wout"][...] = dy @ np.swapaxes(hs[-1], 1, 2)
     g["bout"][...] = dy.sum(axis=2)
     dh = np.swapaxes(v["Wout"], 1, 2) @ dy
-    C = np.empty((M, arch.K, arch.N, S)) if return_adjoint else None
+    C = np.empty((M, arch.K, arch.N, X.shape[1])) if return_adjoint else None
     for layer in range(arch.K, 0, -1):
         if return_adjoint:
             C[:, layer - 1] = dh
@@ -324,13 +334,20 @@ def vertices(w, arch: Arch, x, t, entries, masks=None, coupled: bool = True):
         for code in range(1, 2 ** grp.size):
             on_list.append(grp[[(code >> b) & 1 == 1 for b in range(grp.size)]])
             gid.append(k)
-    stack = np.repeat(base[None], len(on_list) + 1, axis=0)     # the base, then each piece
+    X, T = check_data(arch, x, t, np.float64)
+    L0, g0 = masked_sums(w[None], arch, X, T, base[None], X.shape[1])
+    # the pieces differ from the base only at the listed kinks' points: their changes
+    # are summed over those columns alone (a few of the S; the differences are then
+    # also free of the other points' rounding)
+    cols, col_of = np.unique(si, return_inverse=True)
+    stack = np.repeat(base[None][..., cols], len(on_list) + 1, axis=0)  # base, then pieces
     for k, on in enumerate(on_list):
         e = np.concatenate([families[f] for f in on])
-        stack[k + 1, li[e], ji[e], si[e]] = 1.0
-    Ls, Gs = masked_loss_and_grad(np.broadcast_to(w, (len(stack), w.size)), arch, x, t, stack)
+        stack[k + 1, li[e], ji[e], col_of[e]] = 1.0
+    Ls, Gs = masked_sums(np.broadcast_to(w, (len(stack), w.size)), arch, X[:, cols],
+                         T[:, cols], stack, X.shape[1])
     info = dict(families=families, groups=groups, rank=rank, Nz=Nz, on=on_list)
-    return Ls[0], Gs[0], Gs[1:] - Gs[0], Ls[1:] - Ls[0], np.array(gid, dtype=np.int64), info
+    return L0[0], g0[0], Gs[1:] - Gs[0], Ls[1:] - Ls[0], np.array(gid, dtype=np.int64), info
 
 
 def hull_qp(A, b, gid, lin=None):
