@@ -41,7 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SaddleResult", "find_saddles", "network_saddles"]
+__all__ = ["SaddleResult", "StationaryResult", "find_saddles", "network_saddles",
+           "newton_stationary"]
 
 
 @dataclass
@@ -183,3 +184,106 @@ def network_saddles(W0, arch, x, t, gap: float = 1e-6, **kw) -> SaddleResult:
     with _one_blas_thread():
         return find_saddles(grad_hess, W0, modes=lambda w: symmetry_modes(w, arch),
                             smooth=smooth, grad=grad, **kw)
+
+
+@dataclass
+class StationaryResult:
+    X: np.ndarray            # (n, P) final points
+    E: np.ndarray            # (n,) losses there
+    certified: np.ndarray    # (n,) bool: relunet.quench.certify holds
+    type: np.ndarray         # (n,) str: relunet.quench.classify's type ('uncertified' if not)
+    index: np.ndarray        # (n,) its index (negative curvatures + creases the loss falls across)
+    measure: np.ndarray      # (n,) the certificate's stationarity measure at the end
+    iterations: np.ndarray   # (n,) Newton steps taken
+    moved: np.ndarray        # (n,) distance from the start
+
+
+def newton_stationary(W0, arch, x, t, max_iter: int = 25, max_step: float = 0.01,
+                      tau: float | None = None) -> StationaryResult:
+    """Newton's method on the stationarity conditions of a ReLU network's loss, from
+    each row of W0, to the nearest stationary point whatever its index.
+
+    The quench's SQP step (:func:`relunet.quench._manifold_step`) minimises along the
+    kinks a point sits on and takes a step only if the loss falls; a saddle is not a
+    minimum, so here nothing is asked of the loss. At each iterate the kinks within
+    ``tau`` (default :data:`relunet.quench.TAU`) of zero are taken, the nearest point
+    g of their Clarke subdifferential to 0 gives each one's weight lam
+    (:func:`relunet.kinks.clarke_measure`), those with 0 < lam < 1 are held (the
+    creases the point would sit on), and the step solves the Newton equation of the
+    loss restricted to them on their tangent space minus the rescaling modes,
+    H_lam s = -g (H_lam: the Hessian of the piece with masks lam,
+    :func:`relunet.quench._lagrangian_hessian`; eigenvalues below 1e-8 of the
+    largest left out), capped at ``max_step``, then put back onto the held kinks.
+    This is the Newton-KKT iteration of the manifold of partial smoothness (Lewis
+    2002; the VU-Newton of Mifflin & Sagastizabal 2005; Nocedal & Wright 2006,
+    Ch. 18) with no merit function: it converges quadratically to a stationary
+    point on that manifold from close enough and may wander from farther. Where no
+    kink is near it is plain Newton on the smooth loss. Stops when the quench's
+    certificate holds (:func:`relunet.quench.certify`) or after ``max_iter`` steps;
+    the certified points are then typed by :func:`relunet.quench.classify` (an index-1
+    saddle is a transition state, smooth or on kinks).
+    """
+    from .hessian import _one_blas_thread
+    from .kernels import check_data
+    from .kinks import clarke_measure, preactivation_grads, preactivations
+    from .net import check_stack
+    from .quench import (
+        TAU,
+        _lagrangian_hessian,
+        _loss_one,
+        _near_entries,
+        _null_basis,
+        _onto_kinks,
+        certify,
+        classify,
+        symmetry_modes,
+    )
+    if not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
+        raise ValueError(f"max_iter must be an integer >= 0, got {max_iter!r}")
+    if not (np.isfinite(max_step) and max_step > 0):
+        raise ValueError(f"max_step must be a finite number > 0, got {max_step!r}")
+    tau = TAU if tau is None else tau
+    W = np.array(check_stack(W0, arch), dtype=np.float64)
+    W0 = W.copy()
+    X, T = check_data(arch, x, t)
+    its = np.zeros(len(W), int)
+    with _one_blas_thread():
+        for m in range(len(W)):
+            w = W[m]
+            for _ in range(max_iter):
+                if certify(w[None], arch, x, t)["certified"][0]:
+                    break
+                z = preactivations(w[None], arch, x)[0]
+                near = _near_entries(z, tau)
+                try:
+                    cm = clarke_measure(w, arch, x, t, near, z > 0)
+                except ValueError:          # too many coupled kinks to enumerate
+                    break
+                masks = (z > 0).astype(float)
+                if len(near):
+                    masks[near[:, 0] - 1, near[:, 1], near[:, 2]] = cm.lam
+                held = near[(cm.lam > 1e-9) & (cm.lam < 1 - 1e-9)]
+                R = symmetry_modes(w, arch)
+                R = R[np.linalg.norm(R, axis=1) > 0]
+                N = preactivation_grads(w, arch, x, held, z > 0) if len(held) else \
+                    np.zeros((0, arch.P))
+                Q = _null_basis(np.vstack([N, R]), arch.P)
+                e, V = np.linalg.eigh(_lagrangian_hessian(w, arch, x, t, masks, Q, 1e-6))
+                keep = np.abs(e) > 1e-8 * max(np.abs(e).max(), 1e-300)
+                c = np.zeros(len(e))
+                c[keep] = -(V[:, keep].T @ (Q.T @ cm.g_min)) / e[keep]
+                s = Q @ (V @ c)
+                n = np.linalg.norm(s)
+                if n > max_step:
+                    s *= max_step / n
+                w = w + s
+                if len(held):
+                    w = _onto_kinks(w, arch, x, held)
+                its[m] += 1
+            W[m] = w
+    cert = certify(W, arch, x, t)
+    cl = classify(W, arch, x, t, cert)
+    return StationaryResult(X=W, E=np.array([_loss_one(w, arch, X, T) for w in W]),
+                            certified=cert["certified"], type=cl["type"], index=cl["index"],
+                            measure=cert["measure"], iterations=its,
+                            moved=np.linalg.norm(W - W0, axis=1))

@@ -1,5 +1,7 @@
-"""Transition-state refinement (P-RFO with the exact Hessian) on surfaces with known saddles."""
+"""Transition-state refinement (P-RFO with the exact Hessian; Newton on the stationarity
+conditions) on surfaces and networks with known saddles."""
 import numpy as np
+import pytest
 
 from relunet.neb_surfaces import MB_SADDLES, double_well, mueller_brown
 from relunet.saddle import find_saddles, prfo_step
@@ -88,3 +90,54 @@ def test_hessians_only_where_steps_are_accepted_change_nothing():
     for f in ("X", "E", "gnorm", "index", "converged", "iterations", "kind"):
         np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
     assert sum(calls) < n_full
+
+
+def test_newton_stationary_finds_a_known_smooth_saddle_of_a_network():
+    """Hand-worked: y = v relu(a x + b) + c on x = -1..1 (9 points), t = x + 1/2. At
+    a = v = 0, b = 2, c = 1/2 the unit is on everywhere (z = 2), the residual is -x and
+    the gradient vanishes (dL/dv = 2 mean(-x b) = 0, dL/da = dL/db = 0 as v = 0, dL/dc =
+    2 mean(-x) = 0): a stationary point with L = var(t). Along b the loss is flat (the
+    unit's rescaling orbit (0, 2 alpha, 0), removed). On (a, v, c) the Hessian is
+    [[0, -2 m, 0], [-2 m, 8, 4], [0, 4, 2]] with m = mean(x^2): determinant -8 m^2 < 0
+    and trace 10 > 0, so exactly one negative curvature: an index-1 saddle. From 1e-3
+    away, Newton on the stationarity conditions lands on it (no loss decrease is asked
+    of it: the quench's descent would leave it)."""
+    from relunet import Arch
+    from relunet.saddle import newton_stationary
+    arch = Arch(1, 1)
+    x = np.linspace(-1.0, 1.0, 9)
+    t = x + 0.5
+    w = arch.pack({"W1": [[0.0]], "b1": [2.0], "Wout": [[0.0]], "bout": [0.5]})
+    rng = np.random.default_rng(3)
+    r = newton_stationary(w + 1e-3 * rng.standard_normal(arch.P), arch, x, t)
+    assert r.certified[0] and r.type[0] == "saddle" and r.index[0] == 1
+    np.testing.assert_allclose(r.E[0], np.var(t), rtol=1e-12)
+    v = arch.unpack(r.X[0])
+    assert abs(v["W1"][0, 0]) < 1e-9 and abs(v["Wout"][0, 0]) < 1e-9
+    np.testing.assert_allclose(v["bout"][0], 0.5, atol=1e-9)
+    assert r.iterations[0] <= 10
+
+
+def test_newton_stationary_returns_a_displaced_kink_minimum_and_checks_input():
+    """A network quenched onto a certified kink minimum, displaced by 1e-8: Newton on the
+    stationarity conditions along the kinks it nearly sits on puts it back (certified on
+    kinks, typed a kink minimum, the same loss to rounding). Bad input."""
+    from relunet import Arch, init_stack
+    from relunet.quench import classify, quench
+    from relunet.saddle import newton_stationary
+    rng = np.random.default_rng(7)
+    arch = Arch(1, 3)
+    x = np.linspace(-1, 1, 20)
+    t = np.sin(3 * x) + 0.1 * rng.standard_normal(20)
+    q = quench(init_stack(arch, range(12)), arch, x, t, max_iter=150)
+    cl = classify(q.W, arch, x, t)
+    kk = np.flatnonzero(cl["type"] == "kink-minimum")
+    assert kk.size >= 1
+    W = q.W[kk] + 1e-8 * rng.standard_normal((kk.size, arch.P))
+    r = newton_stationary(W, arch, x, t)
+    assert np.all(r.certified) and np.all(r.type == "kink-minimum") and np.all(r.index == 0)
+    np.testing.assert_allclose(r.E, q.loss[kk], rtol=1e-10)
+    with pytest.raises(ValueError, match="max_iter"):
+        newton_stationary(W, arch, x, t, max_iter=-1)
+    with pytest.raises(ValueError, match="max_step"):
+        newton_stationary(W, arch, x, t, max_step=0.0)
