@@ -15,7 +15,9 @@ named piece, or on a blend of two pieces:
   ``m`` (real values allowed: m_a = lambda in [0, 1] gives the gradient of the
   blend that Clarke's subdifferential is made of, see below). With the masks
   [z > 0] it is the ordinary loss and gradient (relu'(0) = 0, as in
-  :mod:`relunet.kernels`, which the tests hold it to).
+  :mod:`relunet.kernels`, which the tests hold it to). :func:`masked_sums` is
+  the same on a subset of the points (their share of the loss and gradient),
+  for pieces that differ from each other at a few points only.
 * :func:`preactivation_grads`: gradients dz_a/dw of chosen pre-activations.
 * :func:`jumps`: the jump of the loss gradient across kink a,
   J_a = c_a dz_a/dw with c_a = dL/dh_a (the backpropagated error arriving at

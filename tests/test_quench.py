@@ -569,3 +569,28 @@ def test_quench_lands_on_a_hand_worked_kink_minimum(descent_iter):
     np.testing.assert_allclose(v["W1"][:, 0, 0] * v["Wout"][:, 0, 0], 1.0, atol=1e-12)
     np.testing.assert_allclose(v["bout"][:, 0], 0.0, atol=1e-12)
     np.testing.assert_allclose(q.loss, np.mean(r ** 2), rtol=1e-12)
+
+
+def test_masked_sums_of_complementary_points_add_up_to_the_whole():
+    """kinks.masked_sums gives a subset of the points' share of the masked loss and
+    gradient: the shares of two complementary subsets add up to masked_loss_and_grad's
+    loss and gradient (random real masks, so every point's piece is its own), and the
+    share of all points is it exactly."""
+    from relunet.kernels import check_data
+    from relunet.kinks import masked_loss_and_grad, masked_sums
+    arch = Arch(2, 3)
+    rng = np.random.default_rng(5)
+    x = np.linspace(-1, 1, 11)
+    t = np.cos(2 * x)
+    W = init_stack(arch, range(3))
+    masks = rng.uniform(0.0, 1.0, (3, arch.K, arch.N, x.size))
+    L, G = masked_loss_and_grad(W, arch, x, t, masks)
+    X, T = check_data(arch, x, t)
+    a = np.array([0, 3, 4, 9])
+    b = np.setdiff1d(np.arange(x.size), a)
+    La, Ga = masked_sums(W, arch, X[:, a], T[:, a], masks[..., a], x.size)
+    Lb, Gb = masked_sums(W, arch, X[:, b], T[:, b], masks[..., b], x.size)
+    np.testing.assert_allclose(La + Lb, L, rtol=1e-13)
+    np.testing.assert_allclose(Ga + Gb, G, rtol=1e-12, atol=1e-15)
+    L1, G1 = masked_sums(W, arch, X, T, masks, x.size)
+    assert np.array_equal(L1, L) and np.array_equal(G1, G)
