@@ -244,6 +244,9 @@ def newton_stationary(W0, arch, x, t, max_iter: int = 25, max_step: float = 0.01
         raise ValueError(f"max_step must be a finite number > 0, got {max_step!r}")
     tau = TAU if tau is None else tau
     W = np.array(check_stack(W0, arch), dtype=np.float64)
+    if not np.all(np.isfinite(W)):
+        raise ValueError("W0 contains non-finite values: refine only finite networks "
+                         "(drop diverged ones first)")
     W0 = W.copy()
     X, T = check_data(arch, x, t)
     its = np.zeros(len(W), int)

@@ -141,3 +141,5 @@ def test_newton_stationary_returns_a_displaced_kink_minimum_and_checks_input():
         newton_stationary(W, arch, x, t, max_iter=-1)
     with pytest.raises(ValueError, match="max_step"):
         newton_stationary(W, arch, x, t, max_step=0.0)
+    with pytest.raises(ValueError, match="non-finite"):
+        newton_stationary(np.full(arch.P, np.nan), arch, x, t)
