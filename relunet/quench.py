@@ -343,7 +343,7 @@ def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
     return w, L, min(mu, MU_MAX), False
 
 
-def _lagrangian_hessian(w, arch, x, t, masks, Q, fd_step):
+def _lagrangian_hessian(w, arch, x, t, masks, Q, fd_step, cache=None):
     """Q^T H_lam Q, symmetrised: the Hessian of the piece with (real) ``masks``, on the
     columns of Q. Along the kinks that masks weight by lam this is the Hessian of the
     loss restricted to them (Lewis 2002); used by the SQP step and by classify.
@@ -356,7 +356,9 @@ def _lagrangian_hessian(w, arch, x, t, masks, Q, fd_step):
     (:func:`relunet.hessian.hessian` on the other points). Measured on 60 certified
     kink points of the default run: within 2e-11 of the largest curvature of central
     differences on all points (the loss is a polynomial on a piece: that is
-    rounding), 2x faster there and 6x inside the Newton stage's SQP steps.
+    rounding), 2x faster there and 6x inside the Newton stage's SQP steps. ``cache``
+    (a dict, for many calls at one point and one Q with masks that differ only near
+    kinks, as in :func:`_flat_sides`) keeps the exact part between calls.
     """
     X, T = check_data(arch, x, t)
     S = X.shape[1]
@@ -364,10 +366,15 @@ def _lagrangian_hessian(w, arch, x, t, masks, Q, fd_step):
     odd = np.any((masks != (z > 0)) | (np.abs(z) <= TAU), axis=(0, 1))
     cols, rest = np.flatnonzero(odd), np.flatnonzero(~odd)
     k = Q.shape[1]
-    H = np.zeros((arch.P, arch.P))
-    if rest.size:
-        H = hessian(w[None], arch, X[:, rest].T, T[:, rest].T)[0] * (rest.size / S)
-    Hr = Q.T @ H @ Q
+    key = rest.tobytes()
+    Hr = None if cache is None else cache.get(key)
+    if Hr is None:
+        H = np.zeros((arch.P, arch.P))
+        if rest.size:
+            H = hessian(w[None], arch, X[:, rest].T, T[:, rest].T)[0] * (rest.size / S)
+        Hr = Q.T @ H @ Q
+        if cache is not None:
+            cache[key] = Hr
     if cols.size:
         Wp = np.concatenate([w + fd_step * Q.T, w - fd_step * Q.T])
         m = np.ascontiguousarray(np.broadcast_to(masks[..., cols], (2 * k,) + masks.shape[:2]
@@ -1249,7 +1256,8 @@ def _flat_sides(w, arch, x, t, cr: _Creases, R, z, gtol, tol_rel, fd_step):
             e = ent[fams[f]]
             m[e[:, 0] - 1, e[:, 1], e[:, 2]] = 1.0
         return m
-    H0 = _lagrangian_hessian(w, arch, x, t, base, Q, fd_step)
+    same_point = {}                          # the exact part, shared by every piece
+    H0 = _lagrangian_hessian(w, arch, x, t, base, Q, fd_step, same_point)
     big = max(np.abs(np.linalg.eigvalsh(H0)).max(), 1e-300)
     tol = tol_rel * big
     options = []                             # per group: (pattern, change) of its pieces
@@ -1257,7 +1265,7 @@ def _flat_sides(w, arch, x, t, cr: _Creases, R, z, gtol, tol_rel, fd_step):
         opts = [((), np.zeros_like(H0))]
         for code in range(1, 2 ** len(g)):
             on = tuple(f for b, f in enumerate(g) if code >> b & 1)
-            D = _lagrangian_hessian(w, arch, x, t, piece(on), Q, fd_step) - H0
+            D = _lagrangian_hessian(w, arch, x, t, piece(on), Q, fd_step, same_point) - H0
             # a change that is positive semidefinite (to tol / groups, so that the dropped
             # ones add up to at most tol) is dominated by the group's 'all off' pattern
             if np.linalg.eigvalsh(D)[0] < -tol / len(groups):
