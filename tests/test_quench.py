@@ -485,7 +485,7 @@ def test_a_negative_piece_counts_only_inside_its_own_orthant(monkeypatch, across
     n2[[off["W1"] + 1, off["b1"] + 1]] = 1.0 / np.sqrt(2.0)
     v = (n1 + across * n2) / np.sqrt(2.0)
 
-    def given(w_, arch_, x_, t_, masks, Q, fd_step):
+    def given(w_, arch_, x_, t_, masks, Q, fd_step, cache=None):
         on = masks[0, 0, 2] + masks[0, 1, 3]          # unit 1 at x = 0, unit 2 at x = 1
         return Q.T @ (np.eye(arch.P) - 0.6 * on * np.outer(v, v)) @ Q
     monkeypatch.setattr(rq, "_lagrangian_hessian", given)
