@@ -24,19 +24,33 @@ from pathlib import Path
 from .config import EngineOptions
 from .faults import EngineError, one_line
 
-__all__ = ["connect", "quiet_logs", "dask_setup"]
+__all__ = ["connect", "quiet_logs", "silence_logs", "dask_setup"]
 
 _UNSET = object()
+
+
+def _dask_loggers():
+    prefixes = ("distributed", "tornado", "asyncio")
+    names = set(prefixes) | {n for n in list(logging.root.manager.loggerDict)
+                             if n.startswith(tuple(p + "." for p in prefixes))}
+    return [logging.getLogger(n) for n in sorted(names)]
+
+
+def silence_logs() -> None:
+    """Silence dask's loggers for the rest of the process. An interrupted run is
+    exiting: a future its torn-down cluster left behind would otherwise print
+    "Future exception was never retrieved" and a traceback at shutdown (asyncio
+    logs it when the future is collected, after quiet_logs has restored the
+    levels), under the one-line message that says how to resume."""
+    for lg in _dask_loggers():
+        lg.setLevel(logging.CRITICAL + 1)
 
 
 @contextlib.contextmanager
 def quiet_logs():
     """Silence dask's loggers (its children have levels of their own): the
     failures they would print as tracebacks become our one-line errors."""
-    prefixes = ("distributed", "tornado", "asyncio")
-    names = set(prefixes) | {n for n in list(logging.root.manager.loggerDict)
-                             if n.startswith(tuple(p + "." for p in prefixes))}
-    loggers = [logging.getLogger(n) for n in sorted(names)]
+    loggers = _dask_loggers()
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)

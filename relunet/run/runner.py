@@ -59,6 +59,7 @@ from ..experiments import names, registry
 from ..experiments.frame import DTYPES, SCALES, Context, ensure, is_stored
 from ..experiments.precision import comparison
 from ..experiments.tables import table
+from .cluster import silence_logs
 from .config import DEFAULT_STORE, EngineOptions
 from .faults import (
     EngineError,
@@ -468,6 +469,7 @@ def main(argv=None) -> int:
               f"      done in {dt:.1f} s", flush=True)
 
     def on_interrupt() -> int:
+        silence_logs()                        # exiting: no dask traceback after the message
         if current.get("computes") or (current and _pending_timing(ctx, args.scale,
                                                                   current["name"])):
             with contextlib.suppress(Exception):
