@@ -1341,7 +1341,10 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
     symmetry modes: dead units and other flat directions), ``n_sym`` (rescaling
     modes removed), ``n_creases``, ``min_curv`` (lowest reduced eigenvalue),
     ``n_flat_creases`` (creases flat to first order, settled or left open by the
-    second-order test) and ``pieces`` (the pieces that test enumerated).
+    second-order test), ``pieces`` (the pieces that test enumerated) and ``margin``
+    (no falling crease decides the type, and whether a curvature is negative changes
+    with a zero tolerance 10x tighter or looser: the type rests on a curvature near
+    the tolerance, rounding's level for the central differences it is computed with).
     """
     W = np.asarray(check_stack(W, arch), dtype=np.float64)
     if cert is None:
@@ -1350,6 +1353,7 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
     out = {"type": np.empty(M, object), "index": np.full(M, -1), "n_flat": np.full(M, -1),
            "n_sym": np.zeros(M, int), "n_creases": np.zeros(M, int),
            "min_curv": np.full(M, np.nan), "n_flat_creases": np.zeros(M, int),
+           "margin": np.zeros(M, bool),
            "pieces": np.zeros(M, int)}
     smooth = np.flatnonzero(cert["certified"] & (cert["n_kinks"] == 0))
     Hs = hessian(W[smooth], arch, x, t) if smooth.size else np.zeros((0, arch.P, arch.P))
@@ -1386,6 +1390,12 @@ def classify(W, arch: Arch, x, t, cert: dict | None = None, tol_rel: float = 1e-
         big = np.abs(ev).max() if ev.size else 0.0
         zero = np.abs(ev) <= tol_rel * max(big, 1e-300)
         n_neg = int(np.sum((ev < 0) & ~zero))
+        # the curvature's verdict (any negative?) with a zero tolerance 10x tighter and
+        # 10x looser: where they differ, and no falling crease decides, the type rests on
+        # a curvature near the tolerance
+        tight = np.any(ev < -0.1 * tol_rel * big)
+        loose = np.any(ev < -10.0 * tol_rel * big)
+        out["margin"][m] = n_fall == 0 and tight != loose
         out["n_sym"][m] = arch.P - Q.shape[1] - (cert["rank"][m] if m not in Hs_of else 0)
         out["n_flat"][m] = int(zero.sum())
         out["index"][m] = n_neg + n_fall

@@ -594,3 +594,29 @@ def test_masked_sums_of_complementary_points_add_up_to_the_whole():
     np.testing.assert_allclose(Ga + Gb, G, rtol=1e-12, atol=1e-15)
     L1, G1 = masked_sums(W, arch, X, T, masks, x.size)
     assert np.array_equal(L1, L) and np.array_equal(G1, G)
+
+
+@pytest.mark.parametrize("ratio, expected, margin", [(-3e-8, "kink-saddle", True),
+                                                     (-1e-6, "kink-saddle", False),
+                                                     (-3e-9, "kink-minimum", True),
+                                                     (-3e-10, "kink-minimum", False)])
+def test_a_type_resting_on_a_curvature_near_the_tolerance_is_flagged(monkeypatch, ratio,
+                                                                     expected, margin):
+    """classify's ``margin``, on given reduced Hessians diag(ratio, 1, ..., 1) at the
+    hand-worked one-unit kink point (t0 = 0: one crease flat on both sides, nothing
+    falling across it). With the zero tolerance 1e-8 of the largest curvature, -3e-8
+    is negative (a kink saddle) but would not be at a 10x looser tolerance, and -3e-9
+    is zero (a kink minimum, every piece positive semidefinite to the tolerance) but
+    would be negative at a 10x tighter one: both flagged; -1e-6 and -3e-10 are clear."""
+    import relunet.quench as rq
+    arch = Arch(1, 1)
+    w = arch.pack({"W1": [[1.0]], "b1": [0.0], "Wout": [[0.0]], "bout": [0.0]})
+    x = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+    t = np.array([1.0, -1.0, 0.0, 0.0, 0.0])
+    cert = certify(w[None], arch, x, t)
+
+    def given(w_, arch_, x_, t_, masks, Q, fd_step, cache=None):
+        return np.diag(np.r_[ratio, np.ones(Q.shape[1] - 1)])
+    monkeypatch.setattr(rq, "_lagrangian_hessian", given)
+    cl = classify(w[None], arch, x, t, cert)
+    assert cl["type"][0] == expected and bool(cl["margin"][0]) is margin

@@ -168,6 +168,7 @@ def compute(cfg: Config, ctx) -> dict:
             f"{opt}_n_flat": cl_all["n_flat"][sl],
             f"{opt}_flat_creases": cl_all["n_flat_creases"][sl],
             f"{opt}_pieces": cl_all["pieces"][sl],
+            f"{opt}_margin": cl_all["margin"][sl],
             f"{opt}_raw_measure": raw_all["measure"][sl],
             f"{opt}_raw_certified": raw_all["certified"][sl],
             f"{opt}_near_measure": near_all["measure"][sl],
@@ -259,6 +260,16 @@ def type_counts(d, opt) -> dict:
     return {k: int(np.sum(ty == k)) for k in TYPES + ("global-minimum",) if np.any(ty == k)}
 
 
+def _margin(d, o) -> str:
+    """How many certified points' types rest on a curvature near the tolerance, by type."""
+    mg = d[f"{o}_margin"].astype(bool)
+    if not mg.any():
+        return "0"
+    types = d[f"{o}_type"].astype(str)[mg]
+    return f"{int(mg.sum())}: " + ", ".join(f"{k} {int(np.sum(types == k))}"
+                                            for k in np.unique(types))
+
+
 def report(cfg: Config, ctx) -> str:
     d = ctx.results(NAME, cfg).load_array(RESULT)
     how = (f"The first students of each main run quenched (relunet.quench) in three stages: "
@@ -315,6 +326,10 @@ def report(cfg: Config, ctx) -> str:
         *([row("kink points with creases flat to first order: settled as kink minima, "
                "kink saddles, open; pieces tested", lambda o: _second_order(d, o))]
           if f"{opts[0]}_flat_creases" in d else []),
+        *([row("types that rest on a curvature near the zero tolerance (a negative one "
+               "or not, depending on a tolerance 10x tighter or looser than 1e-8 of the "
+               "largest)", lambda o: _margin(d, o))]
+          if f"{opts[0]}_margin" in d else []),
         *([row(f"steepest slope of the function on [-1, 1] (W_f: "
                 f"{wf_steep:.3g}): as trained -> quenched",
                 lambda o: f"{spread(d[f'{o}_steep0'])} -> {spread(d[f'{o}_steep'])}"),
