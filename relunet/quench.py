@@ -416,6 +416,23 @@ class _Creases:
 TAU = 1e-6         #: kinks this close to 0, with an interior weight, are held on by the SQP step
 
 
+def _held_creases(w, arch, x, t, z, tau):
+    """The creases a point nearly sits on, as the steps along them hold them: the
+    Clarke certificate over the kinks within ``tau`` of 0 (``cm``), the masks with
+    its weights lam on those kinks (the Lagrangian's piece), and the kinks with
+    0 < lam < 1 (``held``). None where they are too many coupled kinks to enumerate.
+    Shared by :func:`_manifold_step` and :func:`relunet.saddle.newton_stationary`."""
+    near = _near_entries(z, tau)
+    try:
+        cm = clarke_measure(w, arch, x, t, near, z > 0)
+    except ValueError:              # too many coupled kinks to enumerate
+        return None
+    masks = (z > 0).astype(float)
+    if len(near):
+        masks[near[:, 0] - 1, near[:, 1], near[:, 2]] = cm.lam
+    return cm, masks, near[(cm.lam > 1e-9) & (cm.lam < 1 - 1e-9)]
+
+
 def _manifold_step(w, L, z, arch, x, t, X, T, tau=TAU, fd_step=1e-6, max_tries=8,
                    near_tol=1e-3):
     """One Newton step along the kinks the point sits on (the SQP / VU step), or None.
@@ -447,17 +464,10 @@ def _manifold_step(w, L, z, arch, x, t, X, T, tau=TAU, fd_step=1e-6, max_tries=8
     quadratically: measured, Clarke measures 6e-7 -> 2e-8 -> 2e-12 in two steps.
     Returns (w_new, L_new) or None.
     """
-    near = _near_entries(z, tau)
-    try:
-        cm = clarke_measure(w, arch, x, t, near, z > 0)
-    except ValueError:              # too many coupled kinks to enumerate
+    creases = _held_creases(w, arch, x, t, z, tau)
+    if creases is None or creases[0].measure > near_tol:
         return None
-    if cm.measure > near_tol:
-        return None
-    masks = (z > 0).astype(float)
-    if len(near):
-        masks[near[:, 0] - 1, near[:, 1], near[:, 2]] = cm.lam
-    held = near[(cm.lam > 1e-9) & (cm.lam < 1 - 1e-9)]
+    cm, masks, held = creases
     N = preactivation_grads(w, arch, x, held, z > 0) if len(held) else np.zeros((0, w.size))
 
     def z_held(v):

@@ -225,13 +225,13 @@ def newton_stationary(W0, arch, x, t, max_iter: int = 25, max_step: float = 0.01
     """
     from .hessian import _one_blas_thread
     from .kernels import check_data
-    from .kinks import clarke_measure, preactivation_grads, preactivations
+    from .kinks import preactivation_grads, preactivations
     from .net import check_stack
     from .quench import (
         TAU,
+        _held_creases,
         _lagrangian_hessian,
         _loss_one,
-        _near_entries,
         _null_basis,
         _onto_kinks,
         certify,
@@ -257,15 +257,10 @@ def newton_stationary(W0, arch, x, t, max_iter: int = 25, max_step: float = 0.01
                 if certify(w[None], arch, x, t)["certified"][0]:
                     break
                 z = preactivations(w[None], arch, x)[0]
-                near = _near_entries(z, tau)
-                try:
-                    cm = clarke_measure(w, arch, x, t, near, z > 0)
-                except ValueError:          # too many coupled kinks to enumerate
+                creases = _held_creases(w, arch, x, t, z, tau)
+                if creases is None:         # too many coupled kinks to enumerate
                     break
-                masks = (z > 0).astype(float)
-                if len(near):
-                    masks[near[:, 0] - 1, near[:, 1], near[:, 2]] = cm.lam
-                held = near[(cm.lam > 1e-9) & (cm.lam < 1 - 1e-9)]
+                cm, masks, held = creases
                 R = symmetry_modes(w, arch)
                 R = R[np.linalg.norm(R, axis=1) > 0]
                 N = preactivation_grads(w, arch, x, held, z > 0) if len(held) else \
