@@ -1,6 +1,6 @@
 """Random test networks and inputs away from their kinks, shared by the kernel
-and Hessian tests, and Rosenbrock's valley for the descents (a plain module: pytest
-puts tests/ on sys.path)."""
+and Hessian tests, Rosenbrock's valley for the descents, and a small quenched case
+for the quench and saddle tests (a plain module: pytest puts tests/ on sys.path)."""
 import numpy as np
 
 from relunet.net import init_stack
@@ -37,3 +37,17 @@ def rosenbrock(X):
     E = (1 - x) ** 2 + 100 * (y - x * x) ** 2
     G = np.stack([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)], axis=1)
     return E, G
+
+
+def tiny_quench_case():
+    """Twelve 1x3 students quenched (150 Newton iterations) on 20 noisy points of
+    sin(3x): several end certified on kinks. Returns (arch, x, t, W0, q, rng), rng
+    after drawing the noise (the callers draw their displacements from it)."""
+    from relunet import Arch
+    from relunet.quench import quench
+    rng = np.random.default_rng(7)
+    arch = Arch(1, 3)
+    x = np.linspace(-1, 1, 20)
+    t = np.sin(3 * x) + 0.1 * rng.standard_normal(20)
+    W0 = init_stack(arch, range(12))
+    return arch, x, t, W0, quench(W0, arch, x, t, max_iter=150), rng

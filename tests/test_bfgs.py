@@ -20,9 +20,9 @@ from relunet.bfgs import (
 )
 from relunet.kinks import preactivations
 from relunet.neb_surfaces import crease_well
-from relunet.quench import _manifold_step, certify, quench, symmetry_modes
+from relunet.quench import _manifold_step, certify, symmetry_modes
 
-from netcases import rosenbrock
+from netcases import rosenbrock, tiny_quench_case
 
 
 def ncr(X):
@@ -175,11 +175,7 @@ def test_sqp_step_returns_a_displaced_kink_minimum_to_its_kinks():
     kinks it sat on are within TAU of 0 again, and the SQP step along them puts it
     back (certified, the same loss to rounding, within 1e-7 of where it was once moves
     along its rescaling orbit, on which the loss is exactly flat, are set aside)."""
-    rng = np.random.default_rng(7)
-    arch = Arch(1, 3)
-    x = np.linspace(-1, 1, 20)
-    t = np.sin(3 * x) + 0.1 * rng.standard_normal(20)
-    q = quench(init_stack(arch, range(12)), arch, x, t, max_iter=150)
+    arch, x, t, _, q, rng = tiny_quench_case()
     kk = np.flatnonzero(q.kind == "kink")
     assert kk.size >= 1
     X, T = kernels.check_data(arch, x, t)

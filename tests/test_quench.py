@@ -20,7 +20,7 @@ from relunet.kinks import (
 )
 from relunet.quench import certify, classify, near_stationarity, quench, symmetry_modes
 
-from netcases import data_off_kinks, random_stack
+from netcases import data_off_kinks, random_stack, tiny_quench_case
 
 
 def onto_kink(w, arch, x, entry, iters=6):
@@ -118,12 +118,7 @@ def _gradient_sampling_measure(w, arch, x, t, radius, n_samples, rng):
 
 @pytest.fixture(scope="module")
 def tiny_quench():
-    rng = np.random.default_rng(7)
-    arch = Arch(1, 3)
-    x = np.linspace(-1, 1, 20)
-    t = np.sin(3 * x) + 0.1 * rng.standard_normal(20)
-    W0 = init_stack(arch, range(12))
-    return arch, x, t, W0, quench(W0, arch, x, t, max_iter=150)
+    return tiny_quench_case()[:5]
 
 
 def test_quench_never_increases_the_loss_and_certifies(tiny_quench):

@@ -122,14 +122,11 @@ def test_newton_stationary_returns_a_displaced_kink_minimum_and_checks_input():
     """A network quenched onto a certified kink minimum, displaced by 1e-8: Newton on the
     stationarity conditions along the kinks it nearly sits on puts it back (certified on
     kinks, typed a kink minimum, the same loss to rounding). Bad input."""
-    from relunet import Arch, init_stack
-    from relunet.quench import classify, quench
+    from relunet.quench import classify
     from relunet.saddle import newton_stationary
-    rng = np.random.default_rng(7)
-    arch = Arch(1, 3)
-    x = np.linspace(-1, 1, 20)
-    t = np.sin(3 * x) + 0.1 * rng.standard_normal(20)
-    q = quench(init_stack(arch, range(12)), arch, x, t, max_iter=150)
+
+    from netcases import tiny_quench_case
+    arch, x, t, _, q, rng = tiny_quench_case()
     cl = classify(q.W, arch, x, t)
     kk = np.flatnonzero(cl["type"] == "kink-minimum")
     assert kk.size >= 1
