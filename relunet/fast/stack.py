@@ -104,7 +104,7 @@ def hvp(W, V, K: int, N: int, X, T, bits=None, threads=None):
     C-contiguous float64 stacks W and V (M, P), by the generated R-operator pass
     (``hvp_range``: the contract of :func:`relunet.hessian.hvp`, the same
     numbers to rounding). Rows are independent, as in :func:`loss_and_grad`."""
-    mod, data_args = _module_and_data(W, K, N, X, T, bits)
+    mod, data_args = _module_and_data(W.dtype, K, N, X, T, bits)
     HV = np.empty(W.shape, dtype=W.dtype)
     if len(W):
         threads = (numba.get_num_threads() if len(W) >= 16 else 1) if threads is None \
@@ -113,15 +113,16 @@ def hvp(W, V, K: int, N: int, X, T, bits=None, threads=None):
     return HV
 
 
-def _module_and_data(W, K, N, X, T, bits):
-    """The generated module for these sizes and width, and the arguments every kernel
-    of it takes after the weights: (data, K, nchunks, clen, dy_scale, inv_count)."""
+def _module_and_data(dtype, K, N, X, T, bits):
+    """The generated module for these sizes, width and the weights' dtype, and the
+    arguments every kernel of it takes after the weights: (data, K, nchunks, clen,
+    dy_scale, inv_count)."""
     bits = vector_bits(bits)
     n_in, S = X.shape
     n_out = T.shape[0]
-    mod = kernel_module(N, n_in, n_out, W.dtype, bits)
+    mod = kernel_module(N, n_in, n_out, np.dtype(dtype), bits)
     data, nchunks, clen = _packed(X, T, bits)
-    cast = W.dtype.type
+    cast = np.dtype(dtype).type
     return mod, (data, K, nchunks, clen, cast(2.0 / (S * n_out)), cast(1.0 / (S * n_out)))
 
 
@@ -132,7 +133,7 @@ def bound_loss_and_grad(K: int, N: int, X, T, bits=None):
     set (the line searches of a descent: there the lookup, ~30 us with its checks,
     was a third of a call)."""
     X, T = np.ascontiguousarray(X), np.ascontiguousarray(T, dtype=X.dtype)
-    mod, data_args = _module_and_data(np.empty((0, 1), X.dtype), K, N, X, T, bits)
+    mod, data_args = _module_and_data(X.dtype, K, N, X, T, bits)
 
     def efun(W, threads=None):
         return _run(mod, data_args, W, threads, True)
@@ -140,7 +141,7 @@ def bound_loss_and_grad(K: int, N: int, X, T, bits=None):
 
 
 def _call(W, K, N, X, T, bits, threads, grad):
-    mod, data_args = _module_and_data(W, K, N, X, T, bits)
+    mod, data_args = _module_and_data(W.dtype, K, N, X, T, bits)
     return _run(mod, data_args, W, threads, grad)
 
 
