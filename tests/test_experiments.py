@@ -191,3 +191,34 @@ def test_transition_states_start_from_the_bands_full_precision_highest_images(sm
             h = np.maximum(z, 0.0)
         assert s["near_n"][k] == near
         assert s["near_vees"][k] + s["near_falls"][k] <= near
+
+
+def test_fig4_start_study_is_the_same_bands_from_the_straight_line(smoke_run):
+    """Fig. 4's start study relaxes the same ends with the same method from the straight
+    line: band 0 rerun alone with the string method given no initial path gives the same
+    bits (a band's result does not depend on its batch); its images start on the chord, so
+    its length is at least the chord's; the report's row counts what the store holds."""
+    import dataclasses
+
+    import numpy as np
+
+    from relunet.experiments import fig4_neb as F
+    from relunet.experiments.frame import Context
+    store, figs, _, _ = smoke_run
+    d = np.load(next((store / "fig4_neb").glob("smoke-*/bands.npz")))
+    cfg = F.config("smoke")
+    wf, ends, _ = F.endpoints(cfg, Context(store=store, figures=figs))
+    alone = F._relax(dataclasses.replace(cfg, start="straight"), wf, ends[:1], cfg.n_images,
+                     cfg.max_iter)
+    np.testing.assert_array_equal(alone.energies[0], d["straight_energies"][0])
+    assert alone.converged[0] == d["straight_converged"][0]
+    main = F._relax(cfg, wf, ends[:1], cfg.n_images, cfg.max_iter)   # the plateau start
+    np.testing.assert_array_equal(main.energies[0], d["energies"][0])
+    assert not np.array_equal(alone.energies[0], main.energies[0])
+    chord = np.linalg.norm(ends - wf, axis=1)
+    assert np.all(d["straight_length"] >= chord * (1 - 1e-12))
+    row = next(r for r in (figs / "REPORT.md").read_text().splitlines()
+               if r.startswith("| start study"))
+    ok = d["straight_converged"].astype(bool)
+    assert f"| {int(ok.sum())} of {len(ok)} converged (same method" in row
+    assert f"converged from either: {int((ok | d['converged'].astype(bool)).sum())}" in row
