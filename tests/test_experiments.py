@@ -222,3 +222,5 @@ def test_fig4_start_study_is_the_same_bands_from_the_straight_line(smoke_run):
     ok = d["straight_converged"].astype(bool)
     assert f"| {int(ok.sum())} of {len(ok)} converged (same method" in row
     assert f"converged from either: {int((ok | d['converged'].astype(bool)).sum())}" in row
+    high = ok & (d["straight_energies"].max(axis=1) > d["plateau_max"])
+    assert f"so not the lowest one): {int(high.sum())}" in row

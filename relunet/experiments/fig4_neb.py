@@ -512,7 +512,12 @@ def _start_study(cfg: Config, d, conv, chord, top):
            f"{fmt(ratio.max())}; converged ones <= 1.5: {int((ok & (ratio <= 1.5)).sum())} of "
            f"{int(ok.sum())}; converged from both starts: {int(both.sum())}, converged from "
            f"either: {int((ok | conv).sum())}")
+    over = (f"; converged from the straight line with the climbing image above the plateau "
+            f"path's maximum (a pass higher than one the plateau path shows exists, so not "
+            f"the lowest one): {int((ok & (top_s > d['plateau_max'])).sum())}"
+            if "plateau_max" in d else "")
     if not both.any():
+        row += over
         return row, "not compared (no band converged from both starts)", ""
     dE = (top_s - top)[both]
     low, tie, high = (int(np.sum(dE < -tol)), int(np.sum(np.abs(dE) <= tol)),
@@ -520,7 +525,7 @@ def _start_study(cfg: Config, d, conv, chord, top):
     row += (f"; on those, climbing image energy straight - plateau {_q(dE)} (|difference| "
             f"{_q(np.abs(dE))}): lower from the straight line by more than {fmt(tol)} in "
             f"{low}, within {fmt(tol)} in {tie}, higher in {high}; length / chord "
-            f"{_q(ratio[both])} against {_q((d['distance'][:, -1] / chord)[both])}")
+            f"{_q(ratio[both])} against {_q((d['distance'][:, -1] / chord)[both])}") + over
     k = int(ok.sum())
     meets = ok.mean() >= 0.9 and np.mean(ratio <= 1.5) >= 0.95     # the two targets
     verdict = ("the start sets the path's length; neither start gives the lower saddle "
