@@ -828,3 +828,26 @@ def test_asyncio_orphaned_future_records_are_dropped_after_connect(caplog):
         lg.error("Task was destroyed but it is pending!")
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == [
         "Task was destroyed but it is pending!"]
+
+
+def test_a_second_lane_slow_to_exit_is_killed_after_its_grace(tmp_path):
+    """runner._stop_lane: a lane that does not exit within LANE_GRACE of its SIGTERM (at
+    low priority on a busy machine its exit took over 3 s in CI) is killed, with the
+    processes it started, so that a Ctrl-C stays quick and leaves nothing behind."""
+    from relunet.run import runner
+    code = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', "
+            f"'{tmp_path}']); print('ready', flush=True); time.sleep(60)")
+    lane = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                            text=True)
+    assert lane.stdout.readline().strip() == "ready"
+    assert len(_processes_naming(str(tmp_path))) == 2
+    t0 = time.monotonic()
+    runner._stop_lane(lane)
+    dt = time.monotonic() - t0
+    assert lane.returncode == -signal.SIGKILL
+    assert runner.LANE_GRACE <= dt < runner.LANE_GRACE + 2.0, dt
+    deadline = time.monotonic() + 5
+    while _processes_naming(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_naming(str(tmp_path)) == []
