@@ -766,13 +766,24 @@ def descend(W, arch: Arch, x, t, max_iter: int = 2000, memory: int = 20,
     "lbfgs", :func:`lbfgs` with ``memory`` pairs and backtracking, which stalls at
     them (measured: :mod:`relunet.bfgs`).
     """
-    from .bfgs import bfgs
-    from .kernels import loss_and_grad_fn
+    from .bfgs import bfgs, bfgs_networks
+    from .fast import NMAX
+    from .fast.stack import _module_and_data
+    from .kernels import check_data, loss_and_grad_fn
     if method not in ("bfgs", "lbfgs"):
         raise ValueError(f"method must be 'bfgs' or 'lbfgs', got {method!r}")
     if not isinstance(memory, (int, np.integer)) or memory < 1:
         raise ValueError(f"memory must be an integer >= 1, got {memory!r}")
     W = np.array(check_stack(W, arch), dtype=np.float64)
+    if method == "bfgs" and arch.N <= NMAX:
+        # the generated kernel's networks: each descended in one compiled loop, the
+        # same bits as bfgs() below (relunet.bfgs.bfgs_networks)
+        X, T = check_data(arch, x, t, np.float64)
+        module, data_args = _module_and_data(np.float64, arch.K, arch.N,
+                                             np.ascontiguousarray(X), np.ascontiguousarray(T),
+                                             None)
+        return bfgs_networks(module, data_args, W, max_iter=max_iter, max_step=max_step,
+                             gtol=gtol, patience=patience, progress=progress)
     efun = loss_and_grad_fn(arch, x, t)      # loss_and_grad's numbers, the lookups done once
     if method == "bfgs":
         return bfgs(efun, W, max_iter=max_iter, max_step=max_step, gtol=gtol,

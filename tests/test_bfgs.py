@@ -195,3 +195,34 @@ def test_sqp_step_returns_a_displaced_kink_minimum_to_its_kinks():
         R = symmetry_modes(w0, arch)
         orbit, _ = np.linalg.qr(R[np.linalg.norm(R, axis=1) > 0].T)
         assert np.linalg.norm((w - w0) - orbit @ (orbit.T @ (w - w0))) < 1e-7
+
+
+def test_descend_runs_each_network_in_a_compiled_loop_with_the_batched_bits():
+    """descend() gives each network's BFGS one compiled loop (bfgs_networks: no Python
+    between steps, its H in the core's cache); the batched driver bfgs() on the same
+    kernel is its reference: the same points, losses, step and evaluation counts and
+    stopping reasons, bit for bit, on rows that stop in each of the four ways, on one
+    thread or two, and whatever the batches the progress reports come in."""
+    from relunet.bfgs import bfgs_networks
+    from relunet.fast.stack import _module_and_data
+    from relunet.quench import descend
+    arch = Arch(2, 4)
+    x = np.linspace(-1, 1, 40)
+    t = kernels.forward(init_stack(arch, [99]), arch, x)[0] + 0.3 * np.sin(5 * x)
+    W0 = init_stack(arch, range(21))
+    ref = bfgs(kernels.loss_and_grad_fn(arch, x, t), W0, max_iter=1500)
+    assert set(ref.reason) == {"gradient norm <= gtol", "iteration budget (1500) spent",
+                               "line search failed along -grad (a kink)",
+                               "loss stagnant for 25 steps"}
+    seen = []
+    got = descend(W0, arch, x, t, max_iter=1500, progress=lambda n, m: seen.append((n, m)))
+    X, T = kernels.check_data(arch, x, t)
+    mod, data = _module_and_data(np.float64, arch.K, arch.N, X, T, None)
+    one = bfgs_networks(mod, data, W0, max_iter=1500, threads=1)
+    for f in ("W", "loss", "iterations", "evaluations", "reason"):
+        np.testing.assert_array_equal(getattr(got, f), getattr(ref, f))
+        np.testing.assert_array_equal(getattr(one, f), getattr(ref, f))
+    assert seen[-1] == (21, 21)
+    np.testing.assert_array_equal(got.loss, kernels.loss(got.W, arch, x, t))
+    with pytest.raises(ValueError, match="patience"):
+        bfgs_networks(mod, data, W0, patience=0)
