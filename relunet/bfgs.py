@@ -555,7 +555,7 @@ def bfgs_networks(module, data_args, W, max_iter: int = 2000, max_step: float = 
     network descended to its end in one compiled loop (:func:`_bfgs_rows`).
 
     ``module``, ``data_args``: the generated kernel module and its data arguments
-    (``relunet.fast.stack._module_and_data``). Why: the batched driver moves every
+    (:func:`relunet.fast.stack.kernel_and_data`). Why: the batched driver moves every
     network by one step per round of Python, and each network's H (136 x 136, 148 kB)
     is read and written once per step from memory, beside its neighbours': on the
     default quench's 350 students that update cost about three times the gradients
@@ -564,8 +564,8 @@ def bfgs_networks(module, data_args, W, max_iter: int = 2000, max_step: float = 
     (:func:`relunet.fast.stack.run_threads`); ``progress(done, M)`` is called after each
     batch of batches.
     """
-    from .quench import DescentResult, _descent_input
-    W = _descent_input(lambda X: None, W, max_step, max_iter=max_iter, patience=patience)
+    from .quench import DescentResult, _descent_start
+    W = _descent_start(W, max_step, max_iter=max_iter, patience=patience)
     if not 0 < c1 < c2 < 1:
         raise ValueError(f"the Wolfe constants need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
     M, P = W.shape

@@ -671,6 +671,11 @@ def _descent_input(efun, W, max_step, **counts) -> np.ndarray:
     """The checks every batched descent makes of its arguments; returns W as a float64 copy."""
     if not callable(efun):
         raise ValueError(f"efun must be callable X (n, D) -> (E, G), got {type(efun).__name__}")
+    return _descent_start(W, max_step, **counts)
+
+
+def _descent_start(W, max_step, **counts) -> np.ndarray:
+    """:func:`_descent_input` without an energy (a descent on the networks' own kernel)."""
     W = np.array(W, dtype=np.float64)
     if W.ndim != 2 or not np.all(np.isfinite(W)):
         raise ValueError(f"W must be a finite (n, D) array, got shape {W.shape}")
@@ -768,7 +773,7 @@ def descend(W, arch: Arch, x, t, max_iter: int = 2000, memory: int = 20,
     """
     from .bfgs import bfgs, bfgs_networks
     from .fast import NMAX
-    from .fast.stack import _module_and_data
+    from .fast.stack import kernel_and_data
     from .kernels import check_data, loss_and_grad_fn
     if method not in ("bfgs", "lbfgs"):
         raise ValueError(f"method must be 'bfgs' or 'lbfgs', got {method!r}")
@@ -779,9 +784,7 @@ def descend(W, arch: Arch, x, t, max_iter: int = 2000, memory: int = 20,
         # the generated kernel's networks: each descended in one compiled loop, the
         # same bits as bfgs() below (relunet.bfgs.bfgs_networks)
         X, T = check_data(arch, x, t, np.float64)
-        module, data_args = _module_and_data(np.float64, arch.K, arch.N,
-                                             np.ascontiguousarray(X), np.ascontiguousarray(T),
-                                             None)
+        module, data_args = kernel_and_data(arch.K, arch.N, X, T)
         return bfgs_networks(module, data_args, W, max_iter=max_iter, max_step=max_step,
                              gtol=gtol, patience=patience, progress=progress)
     efun = loss_and_grad_fn(arch, x, t)      # loss_and_grad's numbers, the lookups done once

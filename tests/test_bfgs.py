@@ -204,7 +204,7 @@ def test_descend_runs_each_network_in_a_compiled_loop_with_the_batched_bits():
     stopping reasons, bit for bit, on rows that stop in each of the four ways, on one
     thread or two, and whatever the batches the progress reports come in."""
     from relunet.bfgs import bfgs_networks
-    from relunet.fast.stack import _module_and_data
+    from relunet.fast.stack import kernel_and_data
     from relunet.quench import descend
     arch = Arch(2, 4)
     x = np.linspace(-1, 1, 40)
@@ -217,7 +217,7 @@ def test_descend_runs_each_network_in_a_compiled_loop_with_the_batched_bits():
     seen = []
     got = descend(W0, arch, x, t, max_iter=1500, progress=lambda n, m: seen.append((n, m)))
     X, T = kernels.check_data(arch, x, t)
-    mod, data = _module_and_data(np.float64, arch.K, arch.N, X, T, None)
+    mod, data = kernel_and_data(arch.K, arch.N, X, T)
     one = bfgs_networks(mod, data, W0, max_iter=1500, threads=1)
     for f in ("W", "loss", "iterations", "evaluations", "reason"):
         np.testing.assert_array_equal(getattr(got, f), getattr(ref, f))

@@ -506,11 +506,11 @@ def _start_study(cfg: Config, d, conv, chord, top):
     ratio = d["straight_length"] / chord
     top_s = d["straight_energies"].max(axis=1)
     both = ok & conv
-    n, tol = len(conv), cfg.etol
-    row = (f"{int(ok.sum())} of {n} converged (same method and budget; iterations "
+    n, k, tol = len(conv), int(ok.sum()), cfg.etol
+    row = (f"{k} of {n} converged (same method and budget; iterations "
            f"{_q(d['straight_iterations'])}); path length / chord {_q(ratio)}, max "
            f"{fmt(ratio.max())}; converged ones <= 1.5: {int((ok & (ratio <= 1.5)).sum())} of "
-           f"{int(ok.sum())}; converged from both starts: {int(both.sum())}, converged from "
+           f"{k}; converged from both starts: {int(both.sum())}, converged from "
            f"either: {int((ok | conv).sum())}")
     over = (f"; converged from the straight line with the climbing image above the plateau "
             f"path's maximum (a pass higher than one the plateau path shows exists, so not "
@@ -526,7 +526,6 @@ def _start_study(cfg: Config, d, conv, chord, top):
             f"{_q(np.abs(dE))}): lower from the straight line by more than {fmt(tol)} in "
             f"{low}, within {fmt(tol)} in {tie}, higher in {high}; length / chord "
             f"{_q(ratio[both])} against {_q((d['distance'][:, -1] / chord)[both])}") + over
-    k = int(ok.sum())
     meets = ok.mean() >= 0.9 and np.mean(ratio <= 1.5) >= 0.95     # the two targets
     verdict = ("the start sets the path's length; neither start gives the lower saddle "
                "throughout: "

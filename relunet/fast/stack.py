@@ -21,8 +21,8 @@ from .build import kernel_module
 from .codegen import CM, block_points, pack_points
 from .simd import vector_bits
 
-__all__ = ["bound_loss_and_grad", "hvp", "loss", "loss_and_grad", "run_threads",
-           "thread_pool"]
+__all__ = ["bound_loss_and_grad", "hvp", "kernel_and_data", "loss", "loss_and_grad",
+           "run_threads", "thread_pool"]
 
 
 def run_threads(kernel, args, M: int, threads: int) -> None:
@@ -126,14 +126,22 @@ def _module_and_data(dtype, K, N, X, T, bits):
     return mod, (data, K, nchunks, clen, cast(2.0 / (S * n_out)), cast(1.0 / (S * n_out)))
 
 
+def kernel_and_data(K: int, N: int, X, T, bits=None):
+    """The generated module for these sizes and X's dtype, and the arguments its kernels
+    take after the weights (see :func:`_module_and_data`): for callers that run
+    ``module.loss_grad_range`` inside compiled loops of their own, one network at a
+    time (:func:`relunet.bfgs.bfgs_networks`), and for :func:`bound_loss_and_grad`."""
+    X, T = np.ascontiguousarray(X), np.ascontiguousarray(T, dtype=X.dtype)
+    return _module_and_data(X.dtype, K, N, X, T, bits)
+
+
 def bound_loss_and_grad(K: int, N: int, X, T, bits=None):
     """:func:`loss_and_grad` with its kernel module and packed points looked up once:
     a callable W -> (loss, grad) for C-contiguous stacks of X's dtype, the same
     numbers bit for bit. For callers that make thousands of small calls on one data
     set (the line searches of a descent: there the lookup, ~30 us with its checks,
     was a third of a call)."""
-    X, T = np.ascontiguousarray(X), np.ascontiguousarray(T, dtype=X.dtype)
-    mod, data_args = _module_and_data(X.dtype, K, N, X, T, bits)
+    mod, data_args = kernel_and_data(K, N, X, T, bits)
 
     def efun(W, threads=None):
         return _run(mod, data_args, W, threads, True)
