@@ -7,7 +7,9 @@ times
 * stage 1, :func:`relunet.quench.descend` for ``--descent`` steps on all M
   students, with full BFGS (weak-Wolfe line search, the default) and with
   L-BFGS (backtracking): seconds, loss-and-gradient evaluations per second, the
-  median MSE decrease, and the projected time for 1,024 students at that rate;
+  median MSE decrease, and the projected time for 1,024 students at that rate; the
+  BFGS stage also with the batched driver (:func:`relunet.bfgs.bfgs`, the compiled
+  per-network loop's reference): the ratio, and whether the bits agree;
 * stage 2, the Newton iterations on the piecewise model, on ``--newton-nets``
   of the descended students for ``--newton-iter`` iterations: milliseconds
   per network-iteration (the per-network NumPy work: kink families, the
@@ -31,9 +33,10 @@ import time
 import numpy as np
 
 from relunet import Momentum, init_stack, train_stack
+from relunet.bfgs import bfgs
 from relunet.construct import WF_ARCH
 from relunet.data import wf_training_set
-from relunet.kernels import loss
+from relunet.kernels import loss, loss_and_grad_fn
 from relunet.quench import classify, descend, quench
 
 
@@ -43,7 +46,8 @@ def main(argv=None):
     ap.add_argument("--train-steps", type=int, default=20000, help="training steps first")
     ap.add_argument("--descent", type=int, default=2000, help="descent steps (stage 1)")
     ap.add_argument("--method", choices=("bfgs", "lbfgs", "both"), default="both",
-                    help="stage 1's method(s) to time")
+                    help="stage 1's method(s) to time (bfgs: also the batched driver, the "
+                         "compiled loop's reference, on the same students)")
     ap.add_argument("--newton-nets", type=int, default=16, help="networks for stage 2")
     ap.add_argument("--newton-iter", type=int, default=20, help="Newton iterations (stage 2)")
     args = ap.parse_args(argv)
@@ -65,6 +69,16 @@ def main(argv=None):
         print(f"stage 1 ({method}): {len(W)} students x <= {args.descent} steps: {sec:.1f} s, "
               f"{evals / sec:,.0f} network evaluations/s, median MSE decrease "
               f"{np.median(L0 - d.loss):.4f}; 1,024 students: ~{sec * 1024 / len(W):.0f} s")
+        if method == "bfgs":
+            # the peer: the batched driver (one step of every network per round of Python),
+            # which descend() ran before the compiled per-network loop; the same bits
+            efun = loss_and_grad_fn(WF_ARCH, x, t)
+            t0 = time.perf_counter()
+            b = bfgs(efun, W, max_iter=args.descent)
+            sec_b = time.perf_counter() - t0
+            same = np.array_equal(b.W, d.W) and np.array_equal(b.evaluations, d.evaluations)
+            print(f"stage 1 (bfgs, batched driver): {sec_b:.1f} s, the compiled loop "
+                  f"{sec_b / sec:.1f}x faster; the same bits: {bool(same)}")
     n = min(args.newton_nets, len(W))
     quench(d.W[:2], WF_ARCH, x, t, max_iter=1, descent_iter=0)    # compile
     t0 = time.perf_counter()
