@@ -254,6 +254,11 @@ def weak_wolfe(efun, X, E, d, slope, c1: float = C1, c2: float = C2, max_trials:
 # =============================================================================
 # The driver
 # =============================================================================
+def _check_wolfe(c1, c2) -> None:
+    if not 0 < c1 < c2 < 1:
+        raise ValueError(f"the Wolfe constants need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
+
+
 def bfgs(efun, W, max_iter: int = 2000, max_step: float = 0.5, gtol: float = 1e-9,
          patience: int = 25, c1: float = C1, c2: float = C2, progress=None):
     """Batched full BFGS with the weak-Wolfe line search from every row of W.
@@ -266,8 +271,7 @@ def bfgs(efun, W, max_iter: int = 2000, max_step: float = 0.5, gtol: float = 1e-
     """
     from .quench import DescentResult, _descent_input, _take_steps
     W = _descent_input(efun, W, max_step, max_iter=max_iter, patience=patience)
-    if not 0 < c1 < c2 < 1:
-        raise ValueError(f"the Wolfe constants need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
+    _check_wolfe(c1, c2)
     M, P = W.shape
     per_row = 8 * P * P
     if M > 1 and M * per_row > MAX_H_BYTES:
@@ -566,8 +570,7 @@ def bfgs_networks(module, data_args, W, max_iter: int = 2000, max_step: float = 
     """
     from .quench import DescentResult, _descent_start
     W = _descent_start(W, max_step, max_iter=max_iter, patience=patience)
-    if not 0 < c1 < c2 < 1:
-        raise ValueError(f"the Wolfe constants need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
+    _check_wolfe(c1, c2)
     M, P = W.shape
     L, G = np.empty(M), np.empty((M, P))
     iters, evals, code = (np.zeros(M, np.int64) for _ in range(3))

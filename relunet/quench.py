@@ -772,15 +772,14 @@ def descend(W, arch: Arch, x, t, max_iter: int = 2000, memory: int = 20,
     them (measured: :mod:`relunet.bfgs`).
     """
     from .bfgs import bfgs, bfgs_networks
-    from .fast import NMAX
     from .fast.stack import kernel_and_data
-    from .kernels import check_data, loss_and_grad_fn
+    from .kernels import _which, check_data, loss_and_grad_fn
     if method not in ("bfgs", "lbfgs"):
         raise ValueError(f"method must be 'bfgs' or 'lbfgs', got {method!r}")
     if not isinstance(memory, (int, np.integer)) or memory < 1:
         raise ValueError(f"memory must be an integer >= 1, got {memory!r}")
     W = np.array(check_stack(W, arch), dtype=np.float64)
-    if method == "bfgs" and arch.N <= NMAX:
+    if method == "bfgs" and _which("auto", arch) == "fast":
         # the generated kernel's networks: each descended in one compiled loop, the
         # same bits as bfgs() below (relunet.bfgs.bfgs_networks)
         X, T = check_data(arch, x, t, np.float64)
