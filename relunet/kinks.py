@@ -65,11 +65,15 @@ large: the measure is then not a certificate.
 
 Everything here is NumPy, batched over networks where it matters; it is the
 slow, readable side of the quench (the smooth descent uses the numba kernels).
-The one exception is the BVLS solver of :func:`hull_qp`, scipy's algorithm
-compiled (:mod:`relunet.bvls`): the quench solves thousands of these small
-problems, and scipy's Python loop of NumPy calls was a quarter of its Newton loop.
+Three exceptions are compiled, each because the quench's Newton stage calls it
+thousands of times on small arrays, where NumPy's per-call costs were most of
+the time: the BVLS solver of :func:`hull_qp`, scipy's algorithm
+(:mod:`relunet.bvls`); and, in :mod:`relunet.kink_kernels`, the masked forward
+and backward pass of :func:`masked_sums` (also run point by point for the
+pieces' changes in :func:`vertices`) and the greedy grouping of
+:func:`kink_families`, both held to NumPy twins in ``tests/test_kinks.py``.
 
-One subject, the geometry of the kinks, a little past 300 lines: the pieces,
+One subject, the geometry of the kinks, a little past 400 lines: the pieces,
 the jumps and the certificate's convex hulls are read together.
 """
 from __future__ import annotations
@@ -78,6 +82,7 @@ import numpy as np
 
 from .bvls import bvls01, lstsq
 from .kernels import check_data
+from .kink_kernels import greedy_families, masked_sums_kernel, piece_changes
 from .net import Arch, check_stack
 
 __all__ = ["preactivations", "masked_loss_and_grad", "masked_sums", "preactivation_grads", "jumps",
@@ -146,30 +151,15 @@ def masked_sums(W, arch: Arch, X, T, masks, n_points: int, return_adjoint: bool 
     errors and their gradient summed over these S points and divided by
     ``n_points`` x n_out, so that the points' share of the whole training set's
     loss and gradient comes out (``n_points`` = S: the loss and gradient)."""
-    M = W.shape[0]
-    v = arch.unpack(W)
-    hs = [np.broadcast_to(X, (M,) + X.shape)]
-    for layer in range(1, arch.K + 1):
-        wn, bn = arch.layer_blocks(layer)
-        hs.append(masks[:, layer - 1] * (v[wn] @ hs[-1] + v[bn][:, :, None]))
-    y = v["Wout"] @ hs[-1] + v["bout"][:, :, None]
-    r = y - T
-    loss = np.sum(r * r, axis=(1, 2)) / (n_points * arch.n_out)
-    G = np.zeros_like(W)
-    g = arch.unpack(G)
-    dy = 2.0 * r / (n_points * arch.n_out)
-    g["Wout"][...] = dy @ np.swapaxes(hs[-1], 1, 2)
-    g["bout"][...] = dy.sum(axis=2)
-    dh = np.swapaxes(v["Wout"], 1, 2) @ dy
-    C = np.empty((M, arch.K, arch.N, X.shape[1])) if return_adjoint else None
-    for layer in range(arch.K, 0, -1):
-        if return_adjoint:
-            C[:, layer - 1] = dh
-        wn, bn = arch.layer_blocks(layer)
-        dz = dh * masks[:, layer - 1]
-        g[wn][...] = dz @ np.swapaxes(hs[layer - 1], 1, 2)
-        g[bn][...] = dz.sum(axis=2)
-        dh = np.swapaxes(v[wn], 1, 2) @ dz
+    M, S = W.shape[0], X.shape[1]
+    loss, G = np.empty(M), np.empty((M, arch.P))
+    C = np.empty((M, arch.K, arch.N, S)) if return_adjoint else np.empty((0, 0, 0, 0))
+    masked_sums_kernel(np.ascontiguousarray(W, dtype=np.float64),
+                        np.ascontiguousarray(X, dtype=np.float64),
+                        np.ascontiguousarray(T, dtype=np.float64),
+                        np.ascontiguousarray(masks, dtype=np.float64),
+                        float(n_points * arch.n_out), arch.K, arch.N, arch.n_in, arch.n_out,
+                        return_adjoint, loss, G, C)
     return (loss, G, C) if return_adjoint else (loss, G)
 
 
@@ -256,17 +246,10 @@ def kink_families(w, arch: Arch, x, entries, masks=None):
     Nz = preactivation_grads(w, arch, x, entries, masks)
     norm = np.linalg.norm(Nz, axis=1)
     U = Nz / np.where(norm > 0, norm, 1.0)[:, None]
-    free = np.ones(len(entries), dtype=bool)       # not in a family yet
-    families = []
-    for i in range(len(entries)):
-        if not free[i]:
-            continue
-        same = free & (U @ U[i] > 1.0 - 1e-10)
-        same[i] = True
-        same = np.flatnonzero(same)
-        free[same] = False
-        families.append(same)
-    reps = np.array([Nz[f[0]] for f in families])
+    label = greedy_families(U, 1.0 - 1e-10)
+    order = np.argsort(label, kind="stable")
+    families = np.split(order, np.flatnonzero(np.diff(label[order])) + 1)
+    reps = Nz[[f[0] for f in families]]
     return families, int(np.linalg.matrix_rank(reps)), Nz
 
 
@@ -294,8 +277,12 @@ def kink_groups(entries, families, second_order: bool = False):
     fam_of = np.empty(len(entries), dtype=np.int64)
     for k, f in enumerate(families):
         fam_of[f] = k
-    for s in np.unique(entries[:, 2]):
-        idx = np.flatnonzero(entries[:, 2] == s)
+    order = np.argsort(entries[:, 2], kind="stable")       # the entries point by point
+    ends = np.flatnonzero(np.diff(entries[order, 2])) + 1
+    for a, b in zip(np.r_[0, ends], np.r_[ends, len(order)]):
+        if b - a < 2:                      # one kink at this point: nothing to couple
+            continue
+        idx = order[a:b]
         if second_order or np.unique(entries[idx, 0]).size > 1:
             fs = np.unique(fam_of[idx])
             for f in fs[1:]:
@@ -339,17 +326,19 @@ def vertices(w, arch: Arch, x, t, entries, masks=None, coupled: bool = True):
     X, T = check_data(arch, x, t, np.float64)
     L0, g0 = masked_sums(w[None], arch, X, T, base[None], X.shape[1])
     # the pieces differ from the base only at the listed kinks' points: their changes
-    # are summed over those columns alone (a few of the S; the differences are then
-    # also free of the other points' rounding)
+    # are summed over those points alone, point by point (the other points' shares,
+    # equal on both pieces, drop out exactly)
     cols, col_of = np.unique(si, return_inverse=True)
-    stack = np.repeat(base[None][..., cols], len(on_list) + 1, axis=0)  # base, then pieces
-    for k, on in enumerate(on_list):
-        e = np.concatenate([families[f] for f in on])
-        stack[k + 1, li[e], ji[e], col_of[e]] = 1.0
-    Ls, Gs = masked_sums(np.broadcast_to(w, (len(stack), w.size)), arch, X[:, cols],
-                         T[:, cols], stack, X.shape[1])
+    ent = [np.concatenate([families[f] for f in on]) for on in on_list]
+    ptr = np.concatenate([[0], np.cumsum([e.size for e in ent])]).astype(np.int64)
+    ent = np.concatenate(ent) if ent else np.zeros(0, np.int64)
+    ent = np.stack([li[ent], ji[ent], col_of[ent]], axis=1).astype(np.int64)
+    dL, dG = np.empty(len(on_list)), np.empty((len(on_list), arch.P))
+    piece_changes(w, X, T, base, cols.astype(np.int64), ptr, ent.reshape(-1, 3),
+                   float(X.shape[1] * arch.n_out), arch.K, arch.N, arch.n_in, arch.n_out,
+                   dL, dG)
     info = dict(families=families, groups=groups, rank=rank, Nz=Nz, on=on_list)
-    return L0[0], g0[0], Gs[1:] - Gs[0], Ls[1:] - Ls[0], np.array(gid, dtype=np.int64), info
+    return L0[0], g0[0], dG, dL, np.array(gid, dtype=np.int64), info
 
 
 def hull_qp(A, b, gid, lin=None):

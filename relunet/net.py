@@ -78,9 +78,8 @@ class Arch:
     # -- sizes ----------------------------------------------------------------
     @property
     def P(self) -> int:
-        """Number of parameters, computed from the table."""
-        name, shape, off = self.table[-1]
-        return off + int(np.prod(shape))
+        """Number of parameters: the end of the table's last block."""
+        return self._slices[-1][3]
 
     @property
     def n_layers(self) -> int:
