@@ -13,14 +13,17 @@ import numpy as np
 from numba import njit
 
 from ._numba import STRICT
+from .net import block_offset
 
 __all__ = ["masked_sums_kernel", "piece_changes", "greedy_families"]
 
 
 @njit(cache=True, fastmath=STRICT)
 def masked_sums_kernel(W, X, T, masks, scale, K, N, n_in, n_out, want_c, loss, G, C):
-    """:func:`masked_sums`, one network at a time, a layer at a time over the points
-    (layout of :mod:`relunet.net`; h_l = m_l * z_l in place of relu)."""
+    """:func:`masked_sums`, one network at a time, a layer at a time over the points:
+    the plain kernels' passes (``relunet.kernels._forward_one``, ``_backward_one``)
+    with h_l = m_l * z_l in place of relu, the masks real (blends of pieces) and
+    dL/dh_l kept when ``want_c``."""
     M, S = W.shape[0], X.shape[1]
     H = np.zeros((K + 1, max(N, n_in), S))       # h_0 = x, h_1 .. h_K
     dh = np.empty((N, S))
@@ -31,8 +34,9 @@ def masked_sums_kernel(W, X, T, masks, scale, K, N, n_in, n_out, want_c, loss, G
         for i in range(n_in):
             for s in range(S):
                 H[0, i, s] = X[i, s]
-        off, fan = 0, n_in
         for layer in range(K):
+            fan = n_in if layer == 0 else N
+            off = block_offset(layer + 1, N, n_in)
             b = off + N * fan
             for j in range(N):
                 for s in range(S):
@@ -40,8 +44,7 @@ def masked_sums_kernel(W, X, T, masks, scale, K, N, n_in, n_out, want_c, loss, G
                     for k in range(fan):
                         z += w[off + j * fan + k] * H[layer, k, s]
                     H[layer + 1, j, s] = masks[m, layer, j, s] * (z + w[b + j])
-            off, fan = b + N, N
-        out = off                                 # Wout (n_out, N), then bout
+        out = block_offset(K + 1, N, n_in)        # Wout (n_out, N), then bout
         acc = 0.0
         for o in range(n_out):
             for s in range(S):
@@ -70,7 +73,7 @@ def masked_sums_kernel(W, X, T, masks, scale, K, N, n_in, n_out, want_c, loss, G
                 dh[j, s] = a                      # dL/dh_K
         for layer in range(K - 1, -1, -1):
             fan = n_in if layer == 0 else N
-            off = 0 if layer == 0 else N * n_in + N + (layer - 1) * (N * N + N)
+            off = block_offset(layer + 1, N, n_in)
             b = off + N * fan
             if want_c:
                 for j in range(N):
