@@ -306,7 +306,7 @@ def vertices(w, arch: Arch, x, t, entries, masks=None, coupled: bool = True):
     what the quench's step uses.
     """
     entries = np.asarray(entries, dtype=np.int64).reshape(-1, 3)
-    w = np.asarray(w, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)         # piece_changes reshapes it
     if masks is None:
         masks = preactivations(w[None], arch, x)[0] > 0.0
     base = np.array(masks, dtype=np.float64)
@@ -334,7 +334,7 @@ def vertices(w, arch: Arch, x, t, entries, masks=None, coupled: bool = True):
     ent = np.concatenate(ent) if ent else np.zeros(0, np.int64)
     ent = np.stack([li[ent], ji[ent], col_of[ent]], axis=1).astype(np.int64)
     dL, dG = np.empty(len(on_list)), np.empty((len(on_list), arch.P))
-    piece_changes(w, X, T, base, cols.astype(np.int64), ptr, ent.reshape(-1, 3),
+    piece_changes(w, X, T, base, cols.astype(np.int64), ptr, ent,
                    float(X.shape[1] * arch.n_out), arch.K, arch.N, arch.n_in, arch.n_out,
                    dL, dG)
     info = dict(families=families, groups=groups, rank=rank, Nz=Nz, on=on_list)

@@ -89,6 +89,10 @@ def test_vertices_are_the_differences_of_whole_pieces():
             np.testing.assert_allclose(off[k], Lk[0] - L0[0], atol=1e-15)
             np.testing.assert_allclose(V[k], Gk[0] - G0[0], atol=1e-13)
         assert np.abs(V).max() > 1e-3
+    # a row of a Fortran-ordered stack (not contiguous) gives the same pieces
+    w_f = np.asfortranarray(np.vstack([w, w]))[0]
+    assert not w_f.flags["C_CONTIGUOUS"]
+    assert np.array_equal(vertices(w_f, arch, x, t, ent, z > 0)[2], V)
 
 
 def test_kink_families_of_units_that_see_only_their_bias():
