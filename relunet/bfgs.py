@@ -76,10 +76,24 @@ from numba import njit
 from ._numba import STRICT
 from .fast.stack import run_threads
 
-__all__ = ["bfgs"]
+__all__ = ["bfgs", "bfgs_networks", "stop_reason"]
 
 C1, C2 = 1e-4, 0.5       #: weak Wolfe constants (Lewis & Overton 2013)
 MAX_H_BYTES = 1 << 29     #: inverse Hessians held at once (512 MiB); more: chunks of rows
+
+#: why a descent stops, and what it reports (every descent: bfgs, bfgs_networks and
+#: relunet.quench.lbfgs); the compiled loop's stop codes index this tuple
+_STOPS = ("budget", "gtol", "kink", "stagnant")
+_REASONS = {"budget": "iteration budget ({max_iter}) spent", "gtol": "gradient norm <= gtol",
+            "kink": "line search failed along -grad (a kink)",
+            "stagnant": "loss stagnant for {patience} steps"}
+
+
+def stop_reason(why, max_iter=None, patience=None) -> str:
+    """The reason string of a descent that stopped for ``why`` (a name of ``_STOPS``
+    or its code)."""
+    return _REASONS[_STOPS[why] if isinstance(why, (int, np.integer)) else why].format(
+        max_iter=max_iter, patience=patience)
 
 
 # =============================================================================
@@ -294,9 +308,9 @@ def bfgs(efun, W, max_iter: int = 2000, max_step: float = 0.5, gtol: float = 1e-
     D_next = np.empty((M, P))             # -H G, computed by the last update where fresh
     fresh = np.zeros(M, bool)
     iters, evals, slow = np.zeros(M, int), np.ones(M, int), np.zeros(M, int)
-    reason = np.full(M, f"iteration budget ({max_iter}) spent", dtype=object)
+    reason = np.full(M, stop_reason("budget", max_iter=max_iter), dtype=object)
     active = np.linalg.norm(G, axis=1) > gtol
-    reason[~active] = "gradient norm <= gtol"
+    reason[~active] = stop_reason("gtol")
     for _ in range(max_iter):
         a = np.flatnonzero(active)
         if a.size == 0:
@@ -325,7 +339,7 @@ def bfgs(efun, W, max_iter: int = 2000, max_step: float = 0.5, gtol: float = 1e-
         fail = a[~found]
         stop = fail[bad[~found] | first[fail]]
         active[stop] = False
-        reason[stop] = "line search failed along -grad (a kink)"
+        reason[stop] = stop_reason("kink")
         H[fail] = np.eye(P)
         first[fail] = True
         i = np.flatnonzero(found)
@@ -351,7 +365,7 @@ def bfgs(efun, W, max_iter: int = 2000, max_step: float = 0.5, gtol: float = 1e-
 # =============================================================================
 # The same descent for networks, one compiled loop per network
 # =============================================================================
-#: why a compiled row stopped, as the strings of :func:`bfgs` (codes of _bfgs_rows)
+#: why a compiled row stopped (codes of _bfgs_rows: indices into _STOPS)
 _BUDGET, _GTOL, _KINK, _STAGNANT = 0, 1, 2, 3
 
 
@@ -586,8 +600,5 @@ def bfgs_networks(module, data_args, W, max_iter: int = 2000, max_step: float = 
         run_threads(part, (W, L, G, iters, evals, code), c1_ - c0, threads)
         if progress is not None:
             progress(c1_, M)
-    names = {_BUDGET: f"iteration budget ({max_iter}) spent", _GTOL: "gradient norm <= gtol",
-             _KINK: "line search failed along -grad (a kink)",
-             _STAGNANT: f"loss stagnant for {patience} steps"}
-    reason = np.array([names[int(k)] for k in code]).astype(str)
+    reason = np.array([stop_reason(int(k), max_iter, patience) for k in code]).astype(str)
     return DescentResult(W=W, loss=L, iterations=iters, evaluations=evals, reason=reason)

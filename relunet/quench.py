@@ -146,6 +146,7 @@ import scipy.linalg
 from numba import njit
 
 from ._numba import STRICT
+from .bfgs import stop_reason
 from .hessian import _one_blas_thread, hessian
 from .kernels import _forward_ref_acts, check_data, loss, loss_ref
 from .kinks import (
@@ -699,8 +700,8 @@ def _take_steps(W, L, G, m, s, L_new, G_new, iters, slow, active, reason, gtol, 
     conv = np.linalg.norm(G[m], axis=1) <= gtol
     stag = ~conv & (slow[m] >= patience)
     active[m[conv | stag]] = False
-    reason[m[conv]] = "gradient norm <= gtol"
-    reason[m[stag]] = f"loss stagnant for {patience} steps"
+    reason[m[conv]] = stop_reason("gtol")
+    reason[m[stag]] = stop_reason("stagnant", patience=patience)
 
 
 def _two_loop(G, S, Y, rho, n_mem, head, rows=None):
@@ -832,11 +833,11 @@ def lbfgs(efun, W, max_iter: int = 2000, memory: int = 20, max_step: float = 0.5
     iters = np.zeros(M, int)
     evals = np.ones(M, int)
     slow = np.zeros(M, int)              # consecutive steps with a negligible decrease
-    reason = np.full(M, f"iteration budget ({max_iter}) spent", dtype=object)
+    reason = np.full(M, stop_reason("budget", max_iter=max_iter), dtype=object)
     active = np.ones(M, bool)
     gn = np.linalg.norm(G, axis=1)
     active[gn <= gtol] = False
-    reason[gn <= gtol] = "gradient norm <= gtol"
+    reason[gn <= gtol] = stop_reason("gtol")
     for _ in range(max_iter):
         a = np.flatnonzero(active)
         if a.size == 0:
@@ -856,7 +857,7 @@ def lbfgs(efun, W, max_iter: int = 2000, memory: int = 20, max_step: float = 0.5
         fail = a[~found]
         stop = fail[(n_mem[fail] == 0) & ~bad[~found]]
         active[stop] = False
-        reason[stop] = "line search failed along -grad (a kink)"
+        reason[stop] = stop_reason("kink")
         n_mem[fail] = 0
         # --- accepted steps: update the networks and the memory
         i = np.flatnonzero(found)
