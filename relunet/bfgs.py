@@ -84,6 +84,7 @@ MAX_H_BYTES = 1 << 29     #: inverse Hessians held at once (512 MiB); more: chun
 #: why a descent stops, and what it reports (every descent: bfgs, bfgs_networks and
 #: relunet.quench.lbfgs); the compiled loop's stop codes index this tuple
 _STOPS = ("budget", "gtol", "kink", "stagnant")
+_BUDGET, _GTOL, _KINK, _STAGNANT = range(len(_STOPS))     #: the codes _bfgs_rows writes
 _REASONS = {"budget": "iteration budget ({max_iter}) spent", "gtol": "gradient norm <= gtol",
             "kink": "line search failed along -grad (a kink)",
             "stagnant": "loss stagnant for {patience} steps"}
@@ -365,8 +366,6 @@ def bfgs(efun, W, max_iter: int = 2000, max_step: float = 0.5, gtol: float = 1e-
 # =============================================================================
 # The same descent for networks, one compiled loop per network
 # =============================================================================
-#: why a compiled row stopped (codes of _bfgs_rows: indices into _STOPS)
-_BUDGET, _GTOL, _KINK, _STAGNANT = 0, 1, 2, 3
 
 
 @njit(cache=True, fastmath=STRICT)
