@@ -615,3 +615,27 @@ def test_a_type_resting_on_a_curvature_near_the_tolerance_is_flagged(monkeypatch
     monkeypatch.setattr(rq, "_lagrangian_hessian", given)
     cl = classify(w[None], arch, x, t, cert)
     assert cl["type"][0] == expected and bool(cl["margin"][0]) is margin
+
+
+def test_a_failed_model_step_keeps_the_damping_its_tries_reached(tiny_quench):
+    """A model that never predicts the loss (here: the gradient given with its sign
+    flipped, so every step d of the model climbs to first order, g.d > 0) fails at every
+    damping; the sampling step then lowers the loss, and the damping is returned where
+    the failed tries left it (mu 10, tries at 10 and 40: 160), not reset to the bottom of
+    the ramp, so that the next iteration does not pay the same failed tries again."""
+    from relunet.hessian import hessian
+    from relunet.kinks import preactivations
+    from relunet.quench import _quench_one
+
+    arch, x, t, W0, q = tiny_quench
+    w = W0[0]                                         # a network with a real gradient
+    L, g = (a[0] for a in kernels.loss_and_grad(w[None], arch, x, t))
+    H = hessian(w[None], arch, x, t)[0]
+    z = preactivations(w[None], arch, x)[0]
+    w2, L2, mu, ok = _quench_one(w, L, -g, H, z, arch, x, t, 10.0, delta=0.0, max_tries=2)
+    assert ok and L2 < L                              # the sampling step descended
+    assert L2 == pytest.approx(kernels.loss(w2[None], arch, x, t)[0], rel=1e-12)
+    assert mu == 160.0
+    # a model given the true gradient succeeds at once, and shrinks or keeps its damping
+    _, L3, mu3, ok3 = _quench_one(w, L, g, H, z, arch, x, t, 10.0, delta=0.0, max_tries=2)
+    assert ok3 and L3 < L and mu3 <= 20.0
