@@ -69,6 +69,8 @@ other energy.
 """
 from __future__ import annotations
 
+import types
+
 import numba
 import numpy as np
 from numba import njit
@@ -448,14 +450,17 @@ def _identity(H):
         H[0, q, q] = 1.0
 
 
-@njit(nogil=True, fastmath=STRICT)      # not cached: its kernel argument is per process
-def _bfgs_rows(lg, data, K, nchunks, clen, dys, invc, W, L, G, iters, evals, code,
+lg = None    #: in _bfgs_rows, the generated kernel module's loss_grad_range (_rows_kernel)
+
+
+def _bfgs_rows(data, K, nchunks, clen, dys, invc, W, L, G, iters, evals, code,
                max_iter, max_step, gtol, patience, c1, c2, i0, i1):
     """Rows i0..i1 of :func:`bfgs` on a network stack, each to its end in one loop: the
     same arithmetic in the same order (the direction and update kernels above, the
     weak-Wolfe search of :func:`weak_wolfe`, the stopping rules of
     ``quench._take_steps``), ``lg`` the generated loss-and-gradient kernel called on
-    one row. W, L, G, iters, evals, code are written in place."""
+    one row. W, L, G, iters, evals, code are written in place. Compiled once per
+    kernel module by :func:`_rows_kernel` (plain Python here)."""
     P = W.shape[1]
     H = np.empty((1, P, P))
     rows0 = np.zeros(1, dtype=np.int64)
@@ -565,6 +570,34 @@ def _bfgs_rows(lg, data, K, nchunks, clen, dys, invc, W, L, G, iters, evals, cod
         G[i] = g[0]
 
 
+_ROWS: dict = {}
+
+
+def _rows_kernel(module):
+    """:func:`_bfgs_rows` compiled with ``lg`` bound to ``module.loss_grad_range``, and
+    cached by numba beside the module's source.
+
+    Why this way: passed as an argument, the kernel made numba's cache key a type that
+    lives only in one process, so every process compiled the loop again (6-8 s). Bound
+    as a global it is a constant of the compiled code; the copy of the function carries
+    the generated module's file name, so numba files its cache beside that module (one
+    per architecture, dtype and vector width) and checks it against that file's stamp.
+    The module's name carries a digest of bfgs.py (``relunet.fast.build.DEPENDENCIES``),
+    so an edit of the loop or of the kernels it calls makes a new module and a new cache.
+    """
+    kern = _ROWS.get(module.__name__)
+    if kern is None:
+        py = _bfgs_rows
+        env = dict(py.__globals__, lg=module.loss_grad_range)
+        code = py.__code__.replace(co_filename=module.__file__)
+        fn = types.FunctionType(code, env, py.__name__, py.__defaults__)
+        fn.__qualname__ = fn.__name__ = "bfgs_rows"
+        fn.__module__ = module.__name__
+        fn.__doc__ = py.__doc__
+        kern = _ROWS[module.__name__] = njit(nogil=True, cache=True, fastmath=STRICT)(fn)
+    return kern
+
+
 def bfgs_networks(module, data_args, W, max_iter: int = 2000, max_step: float = 0.5,
                   gtol: float = 1e-9, patience: int = 25, c1: float = C1, c2: float = C2,
                   progress=None, threads=None):
@@ -588,13 +621,13 @@ def bfgs_networks(module, data_args, W, max_iter: int = 2000, max_step: float = 
     L, G = np.empty(M), np.empty((M, P))
     iters, evals, code = (np.zeros(M, np.int64) for _ in range(3))
     threads = _threads(M) if threads is None else threads
-    lg = module.loss_grad_range
+    rows = _rows_kernel(module)
     step = max(64, 16 * threads)
     for c0 in range(0, M, step):
         c1_ = min(M, c0 + step)
 
         def part(W, L, G, iters, evals, code, m0, m1, c0=c0):
-            _bfgs_rows(lg, *data_args, W[c0:], L[c0:], G[c0:], iters[c0:], evals[c0:],
+            rows(*data_args, W[c0:], L[c0:], G[c0:], iters[c0:], evals[c0:],
                        code[c0:], max_iter, max_step, gtol, patience, c1, c2, m0, m1)
         run_threads(part, (W, L, G, iters, evals, code), c1_ - c0, threads)
         if progress is not None:

@@ -9,6 +9,9 @@ same computation in two fresh interpreters sharing one empty cache folder, with
 the fused kernel at every vector width this CPU supports (256 bits, and 512
 where it has AVX-512).
 
+The compiled BFGS loop of the quench's descent (compiled against each kernel module,
+:func:`relunet.bfgs._rows_kernel`) is cached too and is held to the same rule.
+
 A second test compiles the 512-bit kernels for an AVX2-only CPU (haswell: LLVM
 splits every 512-bit vector into two 256-bit halves) and checks that they give
 the bits of the native AVX-512 code: the bits depend on the width, not on the
@@ -51,6 +54,8 @@ for opt in ("adadelta", "momentum"):
 if sys.argv[3] == "all":
     loss, grad = kernels.loss_and_grad(W0, arch, x, t)
     out["loss"], out["grad"] = loss, grad
+    from relunet.quench import descend      # the compiled BFGS loop (relunet.bfgs._rows_kernel)
+    out["bfgs"] = descend(W0, arch, x, t, max_iter=300).W
 np.savez(sys.argv[1], **out)
 """
 
@@ -68,6 +73,8 @@ def test_compiled_and_cached_kernels_agree_bit_for_bit(tmp_path):
     cache = tmp_path / "numba-cache"
     cold = _run(tmp_path, cache, "cold")            # compiles, writes the cache
     assert any(cache.rglob("*.nbc")), "the first run should have filled the cache"
+    # the BFGS loop is cached beside its kernel module, not compiled again in every process
+    assert any(cache.rglob("*.bfgs_rows-*.nbi")), "the BFGS loop should be cached"
     warm = _run(tmp_path, cache, "warm")            # loads everything from the cache
     assert cold.keys() == warm.keys()
     for k in cold:

@@ -32,7 +32,8 @@ __all__ = ["kernel_module"]
 PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))     # relunet/
 # the modules the generated code calls: numba's cache does not see changes in
 # imported modules, so the file name is keyed on their source as well
-DEPENDENCIES = ("fast/simd.py", "optim.py", "net.py", "_numba.py")
+DEPENDENCIES = ("fast/simd.py", "optim.py", "net.py", "_numba.py",
+                "bfgs.py")     # relunet.bfgs compiles its loop against the module, cached beside it
 
 _LOCK = threading.Lock()
 _MODULES: dict = {}
