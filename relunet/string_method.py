@@ -192,8 +192,8 @@ from .neb import (
     linear_path,
 )
 
-__all__ = ["StringResult", "string_method", "reparametrize", "dense_profile", "min_norm_hull",
-           "sampled_min_norm", "SegmentRefinement", "refine_segments"]
+__all__ = ["StringResult", "string_method", "reparametrize", "smooth", "dense_profile",
+           "min_norm_hull", "sampled_min_norm", "SegmentRefinement", "refine_segments"]
 
 
 # =============================================================================
@@ -274,6 +274,30 @@ def reparametrize(X, fractions) -> np.ndarray:
     X0 = _gather(X, j)
     Y = X0 + w[..., None] * (_gather(X, j + 1) - X0)
     Y[:, 0], Y[:, -1] = X[:, 0], X[:, -1]
+    return Y
+
+
+def smooth(X, sweeps: int) -> np.ndarray:
+    """Bands with their corners cut: ``sweeps`` steps of discrete curve-shortening flow,
+    X_i += (X_{i-1} - 2 X_i + X_{i+1}) / 4 on every interior image (Jacobi: all images
+    from the previous sweep), the endpoints fixed.
+
+    A straight, evenly spaced band is a fixed point; any other band gets shorter, and
+    many sweeps take it to the straight line. Used to restart a relaxed band from a
+    shorter path (the shortening rounds of relunet.experiments.fig4_neb): the string
+    method's fixed points are the minimum energy paths near its start, and on a
+    landscape with many of them the start decides how long the path is.
+
+    X : (Bn, B, D) or (B, D);  sweeps : an integer >= 0.  Returns a new array.
+    """
+    if not isinstance(sweeps, (int, np.integer)) or isinstance(sweeps, bool) or sweeps < 0:
+        raise ValueError(f"sweeps must be an integer >= 0, got {sweeps!r}")
+    Y = np.array(X, dtype=np.float64)
+    if Y.ndim not in (2, 3) or Y.shape[-2] < 2:
+        raise ValueError(f"X must be bands (Bn, B, D) or one band (B, D) with B >= 2, "
+                         f"got shape {np.shape(X)}")
+    for _ in range(sweeps):
+        Y[..., 1:-1, :] += 0.25 * (Y[..., :-2, :] - 2.0 * Y[..., 1:-1, :] + Y[..., 2:, :])
     return Y
 
 

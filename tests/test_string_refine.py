@@ -64,3 +64,32 @@ def test_refine_segments_bad_input():
         refine_segments(well, res.squeeze())
     with pytest.raises(ValueError, match="tol must be a finite number > 0"):
         refine_segments(well, res, tol=-1.0)
+
+
+def test_smooth_keeps_a_straight_band_and_shortens_a_bent_one():
+    """string_method.smooth: an evenly spaced straight band is a fixed point (to rounding);
+    a V-shaped band keeps its ends and gets shorter with every sweep, towards the chord;
+    many sweeps take it to the straight line; bad input is refused."""
+    import numpy as np
+    import pytest
+
+    from relunet.string_method import smooth
+
+    s = np.linspace(0.0, 1.0, 9)[:, None]
+    line = np.hstack([s, 2.0 * s, -s])
+    np.testing.assert_allclose(smooth(line, 10), line, atol=1e-15)
+    vee = np.stack([np.linspace(-1, 1, 9), 1.0 - np.abs(np.linspace(-1, 1, 9))], axis=1)
+
+    def length(X):
+        return np.linalg.norm(np.diff(X, axis=0), axis=1).sum()
+
+    lengths = [length(smooth(vee, k)) for k in range(6)]
+    assert np.all(np.diff(lengths) < 0) and lengths[0] == pytest.approx(2 * np.sqrt(2))
+    far = smooth(vee[None], 2000)[0]
+    np.testing.assert_array_equal(far[[0, -1]], vee[[0, -1]])
+    np.testing.assert_allclose(far[:, 1], 0.0, atol=1e-6)
+    assert length(far) == pytest.approx(2.0, rel=1e-6)
+    with pytest.raises(ValueError, match="sweeps"):
+        smooth(vee, -1)
+    with pytest.raises(ValueError, match="X must be"):
+        smooth(np.zeros(5), 1)

@@ -50,6 +50,25 @@ the two output layers' norms to the chord, and the bands relax to paths about as
 as it (a median 1.5 times the chord). ``plateau_max`` records the plateau path's maximum
 per band.
 
+Shortening rounds (``shorten_rounds``, ``shorten_sweeps``): the string method converges to
+a minimum energy path near its start, and this landscape holds many (the plain at MSE
+~0.17 between the walls is nearly flat, and on a flat stretch any path is one), so the
+plateau start leaves paths as long as itself. Each round cuts every band's corners
+(:func:`relunet.string_method.smooth`: 15 sweeps of discrete curve-shortening flow, the
+ends fixed), relaxes it again with the same method and budget, and keeps the new band
+where it converged and its climbing image is not higher than the old one's by more than
+``etol`` (or the old band had not converged): the lower pass is the better estimate of
+the barrier (the barrier between two minima is the lowest pass over all paths), and of
+two paths over the same pass the shorter. Measured on the default run's bands
+(2026-12-03, restarted from the stored float32 copies of the images): one round replaced
+57 bands, lowering the climbing image in 46 (median 1.5e-3), and raised the bands within
+1.5 times their chord from 50 to 77 of 100; a second round replaced 36 more (26 lower, median 8.6e-4; 79 within 1.5);
+converged 91 -> 94 (3 unconverged bands converged after smoothing). Kept without the
+rule (every converged new band replaces the old), three rounds reach 92 within 1.5, but
+about a third of the replaced bands then cross a higher pass than before; more sweeps per
+round (30, 100) give shorter paths but fewer converge (84, 81 of 100). About 100 s per
+round for the 100 bands.
+
 Start study (``start_study``): the same bands, method and budget are also relaxed from
 the straight line, and the report compares the two. With the present method (climbing
 image preconditioned) 70 of the 100 default bands converge from the straight line in
@@ -123,7 +142,7 @@ from ..construct import WF_ARCH
 from ..data import wf_training_set
 from ..geometry import path_angles, path_functions
 from ..plateau import band_start, plateau_path
-from ..string_method import refine_segments, string_method
+from ..string_method import refine_segments, smooth, string_method
 from .frame import preset
 from .precision import energy, hessians
 from .tables import claims, fmt, spread
@@ -166,6 +185,8 @@ class Config:
     refine_iter: int = 300        # ... as strings of this many images, this many iterations
     start: str = "plateau"        # initial path: "plateau" (relunet.plateau) or "straight"
     start_study: bool = True      # the same bands also relaxed from the straight line
+    shorten_rounds: int = 2       # rounds of: smooth each band, relax it again (0: none)
+    shorten_sweeps: int = 15      # ... curve-shortening sweeps per round (string_method.smooth)
     source: str = "momentum"      # which main run supplies the local minima
     example: int = 0              # the band drawn in panels (b)-(d)
     n_plot: int = 801
@@ -174,7 +195,8 @@ class Config:
 
 PRESETS = {
     "smoke": dict(n_paths=3, n_images=8, max_iter=60, regrid_every=20, regrid_until=20,
-                  check_every=5, window=3, n_study=2, refine_iter=20),
+                  check_every=5, window=3, n_study=2, refine_iter=20, shorten_rounds=1,
+                  shorten_sweeps=3),
     # 20,000 iterations: the slowest tenth of the bands needs more than 12,000 (on the ends
     # of 2026-12-03's quench 12,000 converged 89 of 100, 5 not yet stable; 20,000: 94, +1 min)
     "default": dict(n_paths=100, n_images=32, max_iter=20000, n_study=10),
@@ -231,14 +253,58 @@ def _relax(cfg: Config, wf, ends, n_images: int, max_iter: int, path=None, fract
                          precond_width=cfg.precond_width)
 
 
+def _replace_rows(old, new, take):
+    """A StringResult with the bands ``take`` from ``new`` and the rest from ``old``."""
+    out = {}
+    for f in old.__dataclass_fields__:
+        a, b = getattr(old, f), getattr(new, f)
+        if a is None or b is None:
+            out[f] = a
+            continue
+        a = np.array(a, copy=True)
+        a[take] = b[take]
+        out[f] = a
+    return replace(old, **out)
+
+
+def _shorten(cfg: Config, wf, ends, res, n_images: int, max_iter: int):
+    """The shortening rounds of the module docstring: each round smooths every band
+    (:func:`relunet.string_method.smooth`, ``shorten_sweeps`` sweeps) and relaxes it again
+    with the same method and budget; the new band replaces the old one where it converged
+    and its climbing image is not higher than the old band's by more than ``etol`` (or the
+    old one had not converged). Returns (bands, round each kept band comes from: 0 for the
+    first relaxation)."""
+    frac = np.linspace(0.0, 1.0, n_images)
+    kept = np.zeros(len(ends), int)
+    for r in range(1, cfg.shorten_rounds + 1):
+        new = _relax(cfg, wf, ends, n_images, max_iter, path=smooth(res.images, cfg.shorten_sweeps),
+                     fractions=frac)
+        top_new, top = new.energies[:, 1:-1].max(axis=1), res.energies[:, 1:-1].max(axis=1)
+        take = new.converged & (~res.converged | (top_new <= top + cfg.etol))
+        res = _replace_rows(res, new, take)
+        kept[take] = r
+    return res, kept
+
+
+def relax_bands(cfg: Config, wf, ends, n_images: int, max_iter: int):
+    """The whole procedure for bands W_f -> ends: relaxed from ``cfg.start``, then the
+    shortening rounds. Returns (the first relaxation, the bands kept, their rounds)."""
+    first = _relax(cfg, wf, ends, n_images, max_iter)
+    res, kept = _shorten(cfg, wf, ends, first, n_images, max_iter)
+    return first, res, kept
+
+
 def compute(cfg: Config, ctx) -> dict:
     wf, ends, idx = endpoints(cfg, ctx)
     x, t = wf_training_set(dtype=cfg.dtype)
     # the plateau path W_f -> each minimum: never above max(E_ends, var(t)) (checked below)
     pp = plateau_path(wf, ends, WF_ARCH, t, n_per_leg=cfg.n_images)
     t0 = time.perf_counter()
-    res = _relax(cfg, wf, ends, cfg.n_images, cfg.max_iter)
+    first = _relax(cfg, wf, ends, cfg.n_images, cfg.max_iter)
     t_main = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res, kept = _shorten(cfg, wf, ends, first, cfg.n_images, cfg.max_iter)
+    t_short = time.perf_counter() - t0
     # the segments that rise above their band's highest image, relaxed as strings of their
     # own: a path with a lower maximum (a tighter upper bound on each barrier)
     t0 = time.perf_counter()
@@ -252,7 +318,7 @@ def compute(cfg: Config, ctx) -> dict:
     t0 = time.perf_counter()
     fine = refined = None
     if study.size:
-        fine = _relax(cfg, wf, ends[study], 2 * cfg.n_images - 1, 2 * cfg.max_iter)
+        fine = relax_bands(cfg, wf, ends[study], 2 * cfg.n_images - 1, 2 * cfg.max_iter)[1]
         fine_path, fine_frac = refine_band(res.images[study])
         refined = _relax(cfg, wf, ends[study], 2 * cfg.n_images - 1, 2 * cfg.max_iter,
                          path=fine_path, fractions=fine_frac, regrid_every=0)
@@ -306,7 +372,10 @@ def compute(cfg: Config, ctx) -> dict:
         straight_length=other.distance[:, -1] if other is not None else empty,
         straight_peak=other.peak_energy if other is not None else empty,
         straight_iterations=other.iterations if other is not None else empty.astype(int),
-        seconds=np.array([t_main, t_study, t_seg, t_other]))
+        # the first relaxation, before the shortening rounds, and the round of each band kept
+        first_energies=first.energies, first_converged=first.converged,
+        first_length=first.distance[:, -1], shorten_round=kept,
+        seconds=np.array([t_main, t_study, t_seg, t_other, t_short]))
 
 
 def segments(cfg, efun, res):
@@ -515,7 +584,7 @@ def _start_study(cfg: Config, d, conv, chord, top):
     top_s = d["straight_energies"].max(axis=1)
     both = ok & conv
     n, k, tol = len(conv), int(ok.sum()), cfg.etol
-    row = (f"{k} of {n} converged (same method and budget; iterations "
+    row = (f"{k} of {n} converged (the first relaxation's method and budget; iterations "
            f"{_q(d['straight_iterations'])}); path length / chord {_q(ratio)}, max "
            f"{fmt(ratio.max())}; converged ones <= 1.5: {int((ok & (ratio <= 1.5)).sum())} of "
            f"{k}; converged from both starts: {int(both.sum())}, converged from "
@@ -530,7 +599,7 @@ def _start_study(cfg: Config, d, conv, chord, top):
     dE = (top_s - top)[both]
     low, tie, high = (int(np.sum(dE < -tol)), int(np.sum(np.abs(dE) <= tol)),
                       int(np.sum(dE > tol)))
-    row += (f"; on those, climbing image energy straight - plateau {_q(dE)} (|difference| "
+    row += (f"; on those, climbing image energy straight - main {_q(dE)} (|difference| "
             f"{_q(np.abs(dE))}): lower from the straight line by more than {fmt(tol)} in "
             f"{low}, within {fmt(tol)} in {tie}, higher in {high}; length / chord "
             f"{_q(ratio[both])} against {_q((d['distance'][:, -1] / chord)[both])}") + over
@@ -542,15 +611,47 @@ def _start_study(cfg: Config, d, conv, chord, top):
                   f"start)" if meets else
                   f"the straight line's paths are short, but {n - k} of {n} do not converge "
                   f"in the budget")
-               + f", and on the bands converged from both the plateau band's saddle is the "
-               f"lower by more than {fmt(tol)} in {high} of {int(both.sum())} (the longer "
-               f"path is the lower one there), the straight band's in {low}")
+               + f", and on the bands converged from both the main band's saddle (plateau "
+               f"start, shortened) is the lower by more than {fmt(tol)} in {high} of "
+               f"{int(both.sum())} (the longer path is the lower one there), the straight "
+               f"band's in {low}")
     note = (f"; from the straight line (start study, next row) {k} of {n} converge and the "
             f"paths run {fmt(np.median(ratio))} times their chord ("
             + ("both targets met from that start" if meets else "no start gives both")
-            + f"), and where both converge the longer plateau band has the lower saddle in "
+            + f"), and where both converge the longer main band has the lower saddle in "
             f"{high} of {int(both.sum())}")
     return row, verdict, note
+
+
+def _shortening(cfg: Config, d, conv, chord):
+    """The shortening rounds' row: (ours, verdict), or None where not stored."""
+    if "shorten_round" not in d or cfg.shorten_rounds == 0:
+        return None
+    kept = d["shorten_round"].astype(int)
+    c0 = d["first_converged"].astype(bool)
+    r0 = d["first_length"] / chord
+    r1 = d["distance"][:, -1] / chord
+    top0 = d["first_energies"][:, 1:-1].max(axis=1)
+    top = d["energies"][:, 1:-1].max(axis=1)      # the climbing images, as _shorten compares
+    new = kept > 0
+    dE = (top - top0)[new & c0]
+    n = len(kept)
+    per = ", ".join(f"{int((kept == r).sum())} from round {r}"
+                    for r in range(1, cfg.shorten_rounds + 1))
+    row = (f"{cfg.shorten_rounds} round(s) of {cfg.shorten_sweeps} curve-shortening sweeps "
+           f"(relunet.string_method.smooth), each band relaxed again with the same method and "
+           f"budget and kept where it converged with its climbing image no higher than before "
+           f"(+ {fmt(cfg.etol)}): {int(new.sum())} of {n} bands replaced ({per}); "
+           f"converged {int(c0.sum())} -> {int(conv.sum())}; path length / chord "
+           f"{_q(r0)} -> {_q(r1)}, <= 1.5: {np.mean(r0 <= 1.5):.0%} -> "
+           f"{np.mean(r1 <= 1.5):.0%}; climbing image of the replaced bands that had converged "
+           f"before: change {_q(dE)}, lower by more than {fmt(cfg.etol)} in "
+           f"{int(np.sum(dE < -cfg.etol))} of {dE.size}")
+    verdict = ("the first relaxation's path is one of many: cutting its corners and relaxing "
+               "again finds shorter paths, often over a lower pass (a better upper bound on "
+               "the barrier)" if np.sum(dE < -cfg.etol) else
+               "the shortened paths cross no lower pass")
+    return row, verdict
 
 
 def _unconverged(cfg: Config, d, conv, var_t) -> str:
@@ -664,6 +765,7 @@ def report(cfg: Config, ctx) -> str:
     t_seg = d["seconds"][2] if d["seconds"].size > 2 else 0.0
     p_ratio = d["plateau_length"] / chord
     other = _start_study(cfg, d, conv, chord, top)
+    short = _shortening(cfg, d, conv, chord)
     return "\n".join([
         f"## {TITLE}", "", "![fig4](fig4_neb.png)", "",
         f"{n} bands of {cfg.n_images} images ({cfg.dtype} energies and forces), string "
@@ -673,6 +775,7 @@ def report(cfg: Config, ctx) -> str:
         + f", at most {cfg.max_iter} iterations; convergence: {crit}. Wall time {t_main:.0f} s, "
         f"segment refinement {t_seg:.0f} s, convergence study {t_study:.0f} s"
         + (f", start study {d['seconds'][3]:.0f} s" if d["seconds"].size > 3 else "")
+        + (f", shortening rounds {d['seconds'][4]:.0f} s" if d["seconds"].size > 4 else "")
         + ". Values: median "
         "[10%, 90%] over bands.", "",
         *claims(
@@ -691,8 +794,11 @@ def report(cfg: Config, ctx) -> str:
              "target (95% <= 1.5) met" if np.mean(ratio <= 1.5) >= 0.95 else
              ("target missed: the bands start on the plateau path, whose legs through the "
               "constant networks add the two output layers to the chord, and relax to paths "
-              "of about its length" + (other[2] if other else "")
+              "of about its length"
+              + (" until the shortening rounds (next row) cut their corners where that finds "
+                 "no higher pass" if short else "") + (other[2] if other else "")
               if cfg.start == "plateau" else "target missed")),
+            *([("shortening rounds", short[0], "not done", short[1])] if short else []),
             *([("start study: the same bands from the straight line", other[0], "not done",
                 other[1])] if other else []),
             ("convergence study: images and iterations doubled", study_row, "not done",
