@@ -62,12 +62,12 @@ the barrier (the barrier between two minima is the lowest pass over all paths), 
 two paths over the same pass the shorter. Measured on the default run's bands
 (2026-12-03, restarted from the stored float32 copies of the images): one round replaced
 57 bands, lowering the climbing image in 46 (median 1.5e-3), and raised the bands within
-1.5 times their chord from 50 to 77 of 100; a second round replaced 36 more (26 lower, median 8.6e-4; 79 within 1.5);
-converged 91 -> 94 (3 unconverged bands converged after smoothing). Kept without the
-rule (every converged new band replaces the old), three rounds reach 92 within 1.5, but
-about a third of the replaced bands then cross a higher pass than before; more sweeps per
-round (30, 100) give shorter paths but fewer converge (84, 81 of 100). About 100 s per
-round for the 100 bands.
+1.5 times their chord from 50 to 77 of 100; a second round replaced 36 more (26 lower,
+median 8.6e-4; 79 within 1.5); converged 91 -> 94 (3 unconverged bands converged after
+smoothing). Kept without the rule (every converged new band replaces the old), three
+rounds reach 92 within 1.5, but about a third of the replaced bands then cross a higher
+pass than before; more sweeps per round (30, 100) give shorter paths but fewer converge
+(84, 81 of 100). About 100 s per round for the 100 bands.
 
 Start study (``start_study``): the same bands, method and budget are also relaxed from
 the straight line, and the report compares the two. With the present method (climbing
