@@ -615,7 +615,7 @@ def _start_study(cfg: Config, d, conv, chord, top):
                f"start, shortened) is the lower by more than {fmt(tol)} in {high} of "
                f"{int(both.sum())} (the longer path is the lower one there), the straight "
                f"band's in {low}")
-    note = (f"; from the straight line (start study, next row) {k} of {n} converge and the "
+    note = (f"; from the straight line (start study, below) {k} of {n} converge and the "
             f"paths run {fmt(np.median(ratio))} times their chord ("
             + ("both targets met from that start" if meets else "no start gives both")
             + f"), and where both converge the longer main band has the lower saddle in "
