@@ -54,20 +54,29 @@ Shortening rounds (``shorten_rounds``, ``shorten_sweeps``): the string method co
 a minimum energy path near its start, and this landscape holds many (the plain at MSE
 ~0.17 between the walls is nearly flat, and on a flat stretch any path is one), so the
 plateau start leaves paths as long as itself. Each round cuts every band's corners
-(:func:`relunet.string_method.smooth`: 15 sweeps of discrete curve-shortening flow, the
+(:func:`relunet.string_method.smooth`: 100 sweeps of discrete curve-shortening flow, the
 ends fixed), relaxes it again with the same method and budget, and keeps the new band
 where it converged and its climbing image is not higher than the old one's by more than
 ``etol`` (or the old band had not converged): the lower pass is the better estimate of
 the barrier (the barrier between two minima is the lowest pass over all paths), and of
 two paths over the same pass the shorter. Measured on the default run's bands
-(2026-12-03, restarted from the stored float32 copies of the images): one round replaced
-57 bands, lowering the climbing image in 46 (median 1.5e-3), and raised the bands within
-1.5 times their chord from 50 to 77 of 100; a second round replaced 36 more (26 lower,
-median 8.6e-4; 79 within 1.5); converged 91 -> 94 (3 unconverged bands converged after
-smoothing). Kept without the rule (every converged new band replaces the old), three
-rounds reach 92 within 1.5, but about a third of the replaced bands then cross a higher
-pass than before; more sweeps per round (30, 100) give shorter paths but fewer converge
-(84, 81 of 100). About 100 s per round for the 100 bands.
+(2026-12-03, restarted from the stored float32 copies of the images; bands within 1.5
+times their chord, of 100, from 50; converged, from 91):
+
+==========================  ==========  =========  ======================================
+sweeps x rounds             within 1.5  converged  replaced bands' climbing image lower
+==========================  ==========  =========  ======================================
+15 x 1, 15 x 2              77, 79      94, 94     46 (median 1.5e-3), + 26 (8.6e-4)
+30 x 1, 30 x 2, 30 x 3      81, 82, 82  96         48 (1.5e-3), + 22, + 15
+100 x 1 (default), 100 x 2  82, 82      96         47 (1.2e-3), + 23 (2.9e-4)
+==========================  ==========  =========  ======================================
+
+(the fresh-clone run with 15 x 2: 79 and 94, the climbing image lower in 57 of 63).
+About 18 bands cannot be shortened under the rule: their shortened paths cross a higher
+pass or do not converge. Without the rule (every converged new band replaces the old)
+three rounds of 15 reach 92 within 1.5, but about a third of the replaced bands then
+cross a higher pass than before, and 30 or 100 sweeps leave fewer bands converged (84,
+81). One round of 100 sweeps: about 140 s for the 100 bands.
 
 Start study (``start_study``): the same bands, method and budget are also relaxed from
 the straight line, and the report compares the two. With the present method (climbing
@@ -185,8 +194,8 @@ class Config:
     refine_iter: int = 300        # ... as strings of this many images, this many iterations
     start: str = "plateau"        # initial path: "plateau" (relunet.plateau) or "straight"
     start_study: bool = True      # the same bands also relaxed from the straight line
-    shorten_rounds: int = 2       # rounds of: smooth each band, relax it again (0: none)
-    shorten_sweeps: int = 15      # ... curve-shortening sweeps per round (string_method.smooth)
+    shorten_rounds: int = 1       # rounds of: smooth each band, relax it again (0: none)
+    shorten_sweeps: int = 100     # ... curve-shortening sweeps per round (string_method.smooth)
     source: str = "momentum"      # which main run supplies the local minima
     example: int = 0              # the band drawn in panels (b)-(d)
     n_plot: int = 801
@@ -195,8 +204,7 @@ class Config:
 
 PRESETS = {
     "smoke": dict(n_paths=3, n_images=8, max_iter=60, regrid_every=20, regrid_until=20,
-                  check_every=5, window=3, n_study=2, refine_iter=20, shorten_rounds=1,
-                  shorten_sweeps=3),
+                  check_every=5, window=3, n_study=2, refine_iter=20, shorten_sweeps=3),
     # 20,000 iterations: the slowest tenth of the bands needs more than 12,000 (on the ends
     # of 2026-12-03's quench 12,000 converged 89 of 100, 5 not yet stable; 20,000: 94, +1 min)
     "default": dict(n_paths=100, n_images=32, max_iter=20000, n_study=10),
