@@ -347,10 +347,11 @@ def _quench_one(w, L, g, H, z, arch, x, t, mu, delta, max_tries=12):
     # the damping the failed tries reached is kept: the next call starts there, not at
     # the bottom of the ramp again (a point where the model keeps failing pays one try
     # per iteration, not max_tries; module docstring, step 4)
+    mu = min(mu, MU_MAX)
     w2, L2 = _sampling_step(w, L, arch, x, t)
     if L2 < L:
-        return w2, L2, min(mu, MU_MAX), True
-    return w, L, min(mu, MU_MAX), False
+        return w2, L2, mu, True
+    return w, L, mu, False
 
 
 def _lagrangian_hessian(w, arch, x, t, masks, Q, fd_step, cache=None):

@@ -294,14 +294,6 @@ def _shorten(cfg: Config, wf, ends, res, n_images: int, max_iter: int):
     return res, kept
 
 
-def relax_bands(cfg: Config, wf, ends, n_images: int, max_iter: int):
-    """The whole procedure for bands W_f -> ends: relaxed from ``cfg.start``, then the
-    shortening rounds. Returns (the first relaxation, the bands kept, their rounds)."""
-    first = _relax(cfg, wf, ends, n_images, max_iter)
-    res, kept = _shorten(cfg, wf, ends, first, n_images, max_iter)
-    return first, res, kept
-
-
 def compute(cfg: Config, ctx) -> dict:
     wf, ends, idx = endpoints(cfg, ctx)
     x, t = wf_training_set(dtype=cfg.dtype)
@@ -326,7 +318,8 @@ def compute(cfg: Config, ctx) -> dict:
     t0 = time.perf_counter()
     fine = refined = None
     if study.size:
-        fine = relax_bands(cfg, wf, ends[study], 2 * cfg.n_images - 1, 2 * cfg.max_iter)[1]
+        n2, it2 = 2 * cfg.n_images - 1, 2 * cfg.max_iter       # the whole procedure again
+        fine = _shorten(cfg, wf, ends[study], _relax(cfg, wf, ends[study], n2, it2), n2, it2)[0]
         fine_path, fine_frac = refine_band(res.images[study])
         refined = _relax(cfg, wf, ends[study], 2 * cfg.n_images - 1, 2 * cfg.max_iter,
                          path=fine_path, fractions=fine_frac, regrid_every=0)
