@@ -277,18 +277,22 @@ def reparametrize(X, fractions) -> np.ndarray:
     return Y
 
 
-def smooth(X, sweeps: int) -> np.ndarray:
+def smooth(X, sweeps: int, hold=None) -> np.ndarray:
     """Bands with their corners cut: ``sweeps`` steps of discrete curve-shortening flow,
     X_i += (X_{i-1} - 2 X_i + X_{i+1}) / 4 on every interior image (Jacobi: all images
-    from the previous sweep), the endpoints fixed.
+    from the previous sweep), the endpoints fixed, and the images where ``hold`` is True
+    fixed too.
 
     A straight, evenly spaced band is a fixed point; any other band gets shorter, and
-    many sweeps take it to the straight line. Used to restart a relaxed band from a
-    shorter path (the shortening rounds of relunet.experiments.fig4_neb): the string
-    method's fixed points are the minimum energy paths near its start, and on a
-    landscape with many of them the start decides how long the path is.
+    many sweeps take it to the straight line (with held images: to the polyline through
+    them). Used to restart a relaxed band from a shorter path (the shortening rounds of
+    relunet.experiments.fig4_neb): the string method's fixed points are the minimum
+    energy paths near its start, and on a landscape with many of them the start decides
+    how long the path is. Holding the climbing image shortens the path around the pass
+    it has found instead of cutting across to another one.
 
-    X : (Bn, B, D) or (B, D);  sweeps : an integer >= 0.  Returns a new array.
+    X : (Bn, B, D) or (B, D);  sweeps : an integer >= 0;  hold : None, or booleans of
+    X's shape without its last axis ((Bn, B) or (B,)).  Returns a new array.
     """
     if not isinstance(sweeps, (int, np.integer)) or isinstance(sweeps, bool) or sweeps < 0:
         raise ValueError(f"sweeps must be an integer >= 0, got {sweeps!r}")
@@ -296,8 +300,16 @@ def smooth(X, sweeps: int) -> np.ndarray:
     if Y.ndim not in (2, 3) or Y.shape[-2] < 2:
         raise ValueError(f"X must be bands (Bn, B, D) or one band (B, D) with B >= 2, "
                          f"got shape {np.shape(X)}")
+    move = np.ones(Y.shape[:-1])
+    if hold is not None:
+        hold = np.asarray(hold)
+        if hold.shape != Y.shape[:-1] or hold.dtype != bool:
+            raise ValueError(f"hold must be booleans of shape {Y.shape[:-1]} (one per image), "
+                             f"got {hold.dtype} of shape {hold.shape}")
+        move[hold] = 0.0
+    move = 0.25 * move[..., 1:-1, None]
     for _ in range(sweeps):
-        Y[..., 1:-1, :] += 0.25 * (Y[..., :-2, :] - 2.0 * Y[..., 1:-1, :] + Y[..., 2:, :])
+        Y[..., 1:-1, :] += move * (Y[..., :-2, :] - 2.0 * Y[..., 1:-1, :] + Y[..., 2:, :])
     return Y
 
 

@@ -226,6 +226,31 @@ def test_fig4_start_study_is_the_same_bands_from_the_straight_line(smoke_run):
     assert f"so not the lowest one): {int(high.sum())}" in row
 
 
+def test_disconnectivity_shortening_keeps_a_band_only_over_a_path_maximum_no_higher(smoke_run):
+    """The disconnectivity graph's bands go through Fig. 4's shortening rounds, judged by
+    the path maximum: a band kept from the first relaxation has that relaxation's path
+    maximum and flag; a replaced band converged, and its path maximum is no higher than the
+    first's by more than etol where that had converged; the report's row counts them."""
+    import numpy as np
+
+    from relunet.experiments import ext_disconnectivity as ed
+    store, figs, _, _ = smoke_run
+    d = np.load(next((store / "ext_disconnectivity").glob("smoke-*/graph.npz")))
+    cfg = ed.config("smoke")
+    kept = d["shorten_round"]
+    assert kept.max() <= cfg.shorten_rounds + len(cfg.hold_widths) and kept.min() >= 0
+    old = kept == 0
+    np.testing.assert_array_equal(d["band_peak"][old], d["first_peak"][old])
+    np.testing.assert_array_equal(d["band_converged"][old], d["first_converged"][old])
+    new = ~old
+    assert np.all(d["band_converged"][new])
+    c0 = d["first_converged"].astype(bool)
+    assert np.all((d["band_peak"] <= d["first_peak"] + cfg.etol)[new & c0])
+    report = (figs / "REPORT.md").read_text().split("## " + ed.TITLE)[1].split("\n## ")[0]
+    row = next(r for r in report.splitlines() if r.startswith("| shortening rounds"))
+    assert f"{int(new.sum())} of {len(kept)} replaced" in row
+
+
 def test_fig4_shortening_rounds_keep_a_band_only_over_a_pass_no_higher(smoke_run):
     """The shortening rounds: a band kept from the first relaxation is that relaxation's,
     bit for bit; a band kept from a round converged there, and its climbing image is no
@@ -254,11 +279,23 @@ def test_fig4_shortening_rounds_keep_a_band_only_over_a_pass_no_higher(smoke_run
     r1 = F._relax(cfg, wf, ends[:1], cfg.n_images, cfg.max_iter,
                   path=smooth(f0.images, cfg.shorten_sweeps),
                   fractions=np.linspace(0.0, 1.0, cfg.n_images))
-    took = r1.converged[0] and (not f0.converged[0]
-                                or r1.energies[0, 1:-1].max() <= f0.energies[0, 1:-1].max()
-                                + cfg.etol)
+
+    def better(r):
+        return r.converged[0] and (not f0.converged[0] or r.energies[0, 1:-1].max()
+                                   <= f0.energies[0, 1:-1].max() + cfg.etol)
+    took = better(r1)
     assert (kept[0] == 1) == took
-    np.testing.assert_array_equal(d["energies"][0], (r1 if took else f0).energies[0])
+    if not took:       # the held round: the climbing image and its neighbours held
+        assert cfg.hold_widths == (1,)
+        c = int(np.argmax(f0.energies[0, 1:-1])) + 1
+        hold = np.zeros((1, cfg.n_images), bool)
+        hold[0, max(c - 1, 1):min(c + 2, cfg.n_images - 1)] = True
+        r2 = F._relax(cfg, wf, ends[:1], cfg.n_images, cfg.max_iter,
+                      path=smooth(f0.images, cfg.shorten_sweeps, hold=hold),
+                      fractions=np.linspace(0.0, 1.0, cfg.n_images))
+        assert (kept[0] == 2) == better(r2)
+        r1 = r2 if better(r2) else f0
+    np.testing.assert_array_equal(d["energies"][0], r1.energies[0])
     row = next(r for r in (figs / "REPORT.md").read_text().splitlines()
                if r.startswith("| shortening rounds"))
     assert f"{int(new.sum())} of {len(kept)} bands replaced" in row

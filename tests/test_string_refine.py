@@ -93,3 +93,30 @@ def test_smooth_keeps_a_straight_band_and_shortens_a_bent_one():
         smooth(vee, -1)
     with pytest.raises(ValueError, match="X must be"):
         smooth(np.zeros(5), 1)
+
+
+def test_smooth_with_a_held_image_straightens_the_band_on_each_side_of_it():
+    """string_method.smooth(hold=...): the held images and the ends do not move; the rest
+    tends to the polyline through them (here the two legs of a V held at its tip, each
+    straightened with its images evenly spaced); the mask must match the images."""
+    import numpy as np
+    import pytest
+
+    from relunet.string_method import smooth
+
+    u = np.linspace(-1, 1, 9)
+    bent = np.stack([u, 1.0 - np.abs(u) + 0.3 * np.sin(3 * np.pi * u)], axis=1)
+    hold = np.zeros(9, bool)
+    hold[4] = True                                        # the tip (0, 1)
+    far = smooth(bent, 3000, hold=hold)
+    np.testing.assert_array_equal(far[[0, 4, 8]], bent[[0, 4, 8]])
+    vee = np.stack([u, 1.0 - np.abs(u)], axis=1)          # the legs (-1, 0)-(0, 1)-(1, 0)
+    np.testing.assert_allclose(far, vee, atol=1e-9)
+    two = smooth(np.stack([bent, bent]), 3000, hold=np.stack([hold, np.zeros(9, bool)]))
+    np.testing.assert_array_equal(two[0], far)            # per band
+    np.testing.assert_allclose(two[1][:, 1], 0.0, atol=1e-9)
+    np.testing.assert_array_equal(smooth(bent, 7, hold=np.zeros(9, bool)), smooth(bent, 7))
+    with pytest.raises(ValueError, match="hold must be booleans of shape"):
+        smooth(bent, 1, hold=np.zeros(8, bool))
+    with pytest.raises(ValueError, match="hold must be booleans"):
+        smooth(bent, 1, hold=np.zeros(9))
