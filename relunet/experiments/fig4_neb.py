@@ -78,21 +78,24 @@ three rounds of 15 reach 92 within 1.5, but about a third of the replaced bands 
 cross a higher pass than before, and 30 or 100 sweeps leave fewer bands converged (84,
 81). One round of 100 sweeps: about 140 s for the 100 bands.
 
-Held rounds (``hold_widths``): a free round cuts across to whatever pass
-lies nearer the chord, and on the bands it could not replace that pass was higher. Yet a
-short path over the band's own pass exists: the polyline W_f -> climbing image -> end is
-1.07-1.28 times the chord on each of the 14 bands the default run had left above 1.5.
-So the bands no round has replaced get a round of their own with the climbing image and
-w neighbours on each side held while the rest is smoothed (one round per entry w of
-``hold_widths``; a second round with the same w would repeat the first bit for bit) (the ``hold`` of
-:func:`relunet.string_method.smooth`), then relaxed and judged by the same rule. Measured
-(2026-12-03) from the default run's stored bands, on the 40 not replaced: 100 sweeps with
-0, 1 or 2 neighbours held took 86 within 1.5 to 90, 92 and 91 (1 with 300 sweeps: 90);
-the whole procedure from the first relaxation with one held round (1 neighbour): 92
-within 1.5, 97 converged, 17 bands replaced by the held round, about 50 s more. The
-bands left above 1.5 are those whose shortened paths still cross a higher pass or do not
-converge, and the bands to networks that predict a constant (their MSE is var(t); the
-plateau path runs to them along the constant networks, and the relaxed bands stay about as long).
+Held rounds (``hold_widths``): a free round cuts across to whatever pass lies nearer the
+chord, and on the bands it could not replace that pass was higher. Yet a short path over
+the band's own pass exists: the polyline W_f -> climbing image -> end is 1.07-1.28 times
+the chord on each of the 14 bands the default run had left above 1.5. So the bands no
+round has replaced get a round of their own, the rest of the band smoothed while its
+climbing image and w neighbours on each side are held (the ``hold`` of
+:func:`relunet.string_method.smooth`; one round per entry w of ``hold_widths``: a second
+round with the same w would repeat the first bit for bit), then relaxed and judged by the
+same rule. Measured (2026-12-03) from the default run's stored bands, on the 40 not
+replaced: 100 sweeps with 0, 1 or 2 neighbours held took 86 within 1.5 to 90, 92 and 91
+(1 neighbour with 300 sweeps: 90); the whole procedure from the first relaxation with one
+held round of 1 neighbour: 92 within 1.5, 97 converged, 17 bands replaced by the held
+round (the same in the fresh-clone run, 211 s for both rounds). A second held round with
+2 neighbours, from that run's stored bands on the 23 not replaced: 94 within 1.5 for 90 s
+more (3 neighbours: 93), so not the default. The bands left above 1.5 are those whose
+shortened paths still cross a higher pass or do not converge, and the bands to networks
+that predict a constant (their MSE is var(t); the plateau path runs to them along the
+constant networks, and the relaxed bands stay about as long).
 
 Start study (``start_study``): the same bands, method and budget are also relaxed from
 the straight line, and the report compares the two. With the present method (climbing
