@@ -120,3 +120,26 @@ def test_smooth_with_a_held_image_straightens_the_band_on_each_side_of_it():
         smooth(bent, 1, hold=np.zeros(8, bool))
     with pytest.raises(ValueError, match="hold must be booleans"):
         smooth(bent, 1, hold=np.zeros(9))
+
+
+def test_fig4_long_bands_are_sorted_by_why():
+    """fig4_neb._long: the bands above 1.5 x chord split into those ending at a constant
+    network (end MSE within etol of var(t)), unconverged ones, converged ones no round
+    replaced, and replaced ones still long (hand-worked: six bands, one of each and two
+    short ones)."""
+    import numpy as np
+
+    from relunet.experiments import fig4_neb as F
+    cfg = F.config("smoke")
+    var_t = 0.2276
+    ends = np.array([var_t, 0.1, 0.1, 0.1, 0.1, var_t + 5e-5])
+    d = {"energies": np.column_stack([np.zeros(6), np.full(6, 0.17), ends]),
+         "shorten_round": np.array([0, 0, 0, 1, 0, 2])}
+    ratio = np.array([1.6, 1.7, 1.55, 1.51, 1.2, 1.4])
+    conv = np.array([True, False, True, True, True, True])
+    row = F._long(cfg, d, ratio, conv, var_t)
+    assert row == ("; of the 4 longer: 1 end at a network that predicts a constant (MSE within "
+                   "1.00e-04 of var(t)), 1 not converged, 1 converged bands no shortening round "
+                   "could replace (their shortened paths crossed a higher pass or did not "
+                   "converge), 1 replaced but still longer")
+    assert F._long(cfg, d, np.full(6, 1.5), conv, var_t) == ""

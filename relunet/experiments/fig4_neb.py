@@ -735,11 +735,14 @@ def _long(cfg: Config, d, ratio, conv, var_t) -> str:
     if not long.any():
         return ""
     flat = long & (np.abs(d["energies"][:, -1] - var_t) <= cfg.etol)
+    rest = long & ~flat & conv
+    kept = d["shorten_round"] if "shorten_round" in d else np.zeros(len(long), int)
     return (f"; of the {int(long.sum())} longer: {int(flat.sum())} end at a network that "
             f"predicts a constant (MSE within {fmt(cfg.etol)} of var(t)), "
             f"{int((long & ~flat & ~conv).sum())} not converged, "
-            f"{int((long & ~flat & conv).sum())} converged bands no shortening round could "
-            f"replace (their shortened paths crossed a higher pass or did not converge)")
+            f"{int((rest & (kept == 0)).sum())} converged bands no shortening round could "
+            f"replace (their shortened paths crossed a higher pass or did not converge), "
+            f"{int((rest & (kept > 0)).sum())} replaced but still longer")
 
 
 def _unconverged(cfg: Config, d, conv, var_t) -> str:
