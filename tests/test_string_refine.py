@@ -143,3 +143,59 @@ def test_fig4_long_bands_are_sorted_by_why():
                    "could replace (their shortened paths crossed a higher pass or did not "
                    "converge), 1 replaced but still longer")
     assert F._long(cfg, d, np.full(6, 1.5), conv, var_t) == ""
+
+
+def test_shortening_rounds_keep_the_lower_pass_on_a_two_pass_surface():
+    """fig4_neb.shorten on a 2-D surface with two passes between the minima (-1, 0) and
+    (1, 0): E = (x^2 - 1)^2 + exp(-x^2 / 0.08) v(y), v(y) = 0.05 y^2 (y - 2)^2 - 0.05 y, so
+    the passes sit at x = 0 where v'(y) = 0.2 y (y - 1)(y - 2) - 0.05 = 0 has its minima
+    (roots of y^3 - 3y^2 + 2y - 1/4): a high one near the chord (y ~ 0.16, E ~ 0.9963)
+    and a low one at y ~ 2.107 (E ~ 0.8972). A band started on a long detour over the low
+    pass relaxes onto it; the free round's smoothing takes it to the chord, where it
+    relaxes over the high pass: rejected (its highest point is higher); the held round
+    (the climbing image held) keeps the low pass on a shorter path: replaced."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from relunet.experiments.fig4_neb import shorten
+    from relunet.string_method import smooth, string_method
+
+    def efun(X):
+        x, y = X[:, 0], X[:, 1]
+        s = np.exp(-x ** 2 / 0.08)
+        v = 0.05 * y ** 2 * (y - 2) ** 2 - 0.05 * y
+        dv = 0.2 * y * (y - 1) * (y - 2) - 0.05
+        gx = 4 * x * (x ** 2 - 1) - (2 * x / 0.08) * s * v
+        return (x ** 2 - 1) ** 2 + s * v, np.stack([gx, s * dv], axis=1)
+
+    roots = np.roots([1.0, -3.0, 2.0, -0.25]).real            # all three are real
+    passes = {}
+    for y in (roots.min(), roots.max()):                         # v's two minima
+        passes[y] = 1.0 + 0.05 * y ** 2 * (y - 2) ** 2 - 0.05 * y
+    (y_high, e_high), (y_low, e_low) = sorted(passes.items())
+    assert e_low < e_high - 0.05
+    a, b, n = np.array([-1.0, 0.0]), np.array([1.0, 0.0]), 9
+    u = np.linspace(-1, 1, n)
+    frac = np.linspace(0, 1, n)
+    kw = dict(n_images=n, max_iter=4000, step=1e-3, step_max=0.05, max_step=0.05,
+              climb=True, watch="image", regrid_every=0, etol=1e-6, gs_tol=1e-3,
+              gs_radius=1e-3, window=10, check_every=10)
+
+    def relax(rows, path, fractions):
+        return string_method(efun, a, b, path=path, fractions=fractions, **kw)
+
+    def length(r):
+        return np.linalg.norm(np.diff(r.images, axis=1), axis=2).sum(axis=1)[0]
+
+    first = relax(None, np.stack([u, 3.0 * (1 - u ** 2)], axis=1)[None], frac)   # via (0, 3)
+    assert first.converged[0] and abs(first.energies.max() - e_low) < 1e-6
+    cfg = SimpleNamespace(shorten_rounds=1, hold_widths=(0,), shorten_sweeps=300, etol=1e-4)
+    free = relax(None, smooth(first.images, cfg.shorten_sweeps), frac)
+    assert free.converged[0] and abs(free.energies.max() - e_high) < 1e-5   # the high pass
+    res, kept = shorten(cfg, relax, first, lambda r: r.energies.max(axis=1))
+    assert kept.tolist() == [2]                         # the held round, not the free one
+    top = res.images[0, np.argmax(res.energies[0])]
+    np.testing.assert_allclose(top, [0.0, y_low], atol=1e-3)
+    assert abs(res.energies.max() - e_low) < 1e-6 and res.converged[0]
+    assert length(res) < length(first) - 0.2
