@@ -570,12 +570,12 @@ def report(cfg: Config, ctx) -> str:
 
 def _shortening(cfg: Config, d, ratio):
     """The shortening rounds' row: (name, value)."""
+    from . import fig4_neb
     kept = d["shorten_round"].astype(int)
     c0 = d["first_converged"].astype(bool)
     new = kept > 0
     dE = (d["band_peak"] - d["first_peak"])[new & c0]
-    per = ", ".join(f"{int((kept == r).sum())} from round {r}"
-                    for r in range(1, cfg.shorten_rounds + len(cfg.hold_widths) + 1))
+    per = fig4_neb.rounds_kept(cfg, kept)
     r0 = d["first_length"] / np.maximum(d["chord"], 1e-300)
     return (f"shortening rounds (Fig. 4's: {cfg.shorten_rounds} free, {len(cfg.hold_widths)} with "
             f"the climbing image held; {cfg.shorten_sweeps} sweeps; a band replaced where the "

@@ -707,8 +707,7 @@ def _shortening(cfg: Config, d, conv, chord):
     dE = (top - top0)[new & c0]
     n = len(kept)
     held = len(cfg.hold_widths)
-    per = ", ".join(f"{int((kept == r).sum())} from {'held ' * (r > cfg.shorten_rounds)}round {r}"
-                    for r in range(1, cfg.shorten_rounds + held + 1))
+    per = rounds_kept(cfg, kept)
     row = (f"{cfg.shorten_rounds} round(s) of {cfg.shorten_sweeps} curve-shortening sweeps "
            f"(relunet.string_method.smooth) on every band"
            + (f", then {held} round(s) on the bands not yet replaced with the climbing image "
@@ -728,6 +727,13 @@ def _shortening(cfg: Config, d, conv, chord):
                "the barrier)" if np.sum(dE < -cfg.etol) else
                "the shortened paths cross no lower pass")
     return row, verdict
+
+
+def rounds_kept(cfg, kept) -> str:
+    """How many bands each shortening round (:func:`shorten`) replaced, as the reports say
+    it: "60 from round 1, 17 from held round 2"."""
+    return ", ".join(f"{int((kept == r).sum())} from {'held ' * (r > cfg.shorten_rounds)}round {r}"
+                     for r in range(1, cfg.shorten_rounds + len(cfg.hold_widths) + 1))
 
 
 def _long(cfg: Config, d, ratio, conv, var_t) -> str:
