@@ -16,6 +16,16 @@ between successive difference vectors d_i = w_{i+1} - w_i,
 computed as 2 atan2(|a - b|, |a + b|) for the unit vectors a, b (Kahan's
 formula: accurate near 0 and pi, where arccos of a dot product is not).
 
+``components`` reads a network's function in the terms f is built from:
+the least-squares coefficients (a, b, c) of a s(x) + b z(x) + c on the training
+points, s the spline block's output and z the sawtooth block's (their sum is
+f: W_f itself is (1, 1, 0)), with the residual mean square. A network that
+computes the spline alone, the teeth given up, has b = 0; the lowest loss such
+a function can have is ``spline_level`` (the mean square of the teeth left
+after the best fit a s + c; var(z) = 0.169 if z and s were uncorrelated). The
+string method's bands from W_f to the trained minima cross that level
+(relunet.experiments.fig4_neb).
+
 ``embed_2d`` is classical multidimensional scaling (Torgerson 1952; Gower
 1966): double-centre the squared distances, B = -1/2 J D^2 J, and take the
 two leading eigenvectors scaled by sqrt(eigenvalue). It reproduces the
@@ -34,7 +44,7 @@ from .net import Arch, check_stack
 from .symmetry import canonicalize
 
 __all__ = ["distances_from", "pairwise_distances", "path_angles", "path_functions",
-           "path_length", "embed_2d"]
+           "path_length", "embed_2d", "components", "spline_level"]
 
 
 def _stack(W, arch, name):
@@ -109,6 +119,39 @@ def path_functions(images, arch: Arch, x) -> np.ndarray:
     """The network function of every image at inputs x (S,): (B, S), or (B, S, n_out)."""
     X = _stack(_images(images, 1), arch, "images")
     return forward(X, arch, x)
+
+
+def _teacher_parts(x, heights=None):
+    """The spline block's and the sawtooth block's outputs at x (S,): s, z (S,) each,
+    f = s + z (relunet.construct.build_wf with the teeth, then the spline, switched off)."""
+    from .construct import WF_ARCH, build_wf
+    x = np.asarray(x, dtype=np.float64)
+    s = forward(build_wf(heights, amplitude=0.0), WF_ARCH, x)[0]
+    z = forward(build_wf(np.zeros(4)), WF_ARCH, x)[0]
+    return s, z
+
+
+def components(W, arch: Arch, x, heights=None):
+    """Coefficients (n, 3) of each network's function in the basis (spline, teeth, 1)
+    of W_f's blocks (module docstring), least squares on the points x (S,), and the
+    residual mean square (n,). W_f: (1, 1, 0) and 0; a network that computes the
+    spline alone: teeth coefficient 0."""
+    W = _stack(W, arch, "W")
+    s, z = _teacher_parts(x, heights)
+    A = np.stack([s, z, np.ones_like(s)], axis=1)
+    Y = forward(np.asarray(W, np.float64), arch, np.asarray(x, np.float64))
+    Y = Y.reshape(len(W), -1)
+    coef = np.linalg.lstsq(A, Y.T, rcond=None)[0].T
+    return coef, np.mean((Y - coef @ A.T) ** 2, axis=1)
+
+
+def spline_level(x, heights=None) -> float:
+    """The lowest MSE against f = s + z on the points x of any function a s + c: the
+    loss of the best network that computes the spline and none of the teeth."""
+    s, z = _teacher_parts(x, heights)
+    B = np.stack([s, np.ones_like(s)], axis=1)
+    f = s + z
+    return float(np.mean((f - B @ np.linalg.lstsq(B, f, rcond=None)[0]) ** 2))
 
 
 def embed_2d(D, return_eigenvalues: bool = False):

@@ -192,8 +192,9 @@ from .neb import (
     linear_path,
 )
 
-__all__ = ["StringResult", "string_method", "reparametrize", "smooth", "dense_profile",
-           "min_norm_hull", "sampled_min_norm", "SegmentRefinement", "refine_segments"]
+__all__ = ["StringResult", "string_method", "reparametrize", "smooth", "min_across",
+           "dense_profile", "min_norm_hull", "sampled_min_norm", "SegmentRefinement",
+           "refine_segments"]
 
 
 # =============================================================================
@@ -311,6 +312,56 @@ def smooth(X, sweeps: int, hold=None) -> np.ndarray:
     for _ in range(sweeps):
         Y[..., 1:-1, :] += move * (Y[..., :-2, :] - 2.0 * Y[..., 1:-1, :] + Y[..., 2:, :])
     return Y
+
+
+def min_across(efun, X, E, max_iter: int = 300):
+    """Is each band's climbing image a minimum across its band? The loss descended from
+    it within the hyperplane through it perpendicular to the band (the tangent there: the
+    chord between its two neighbours), by batched BFGS (:func:`relunet.bfgs.bfgs`, weak
+    Wolfe line search: it keeps going along kinks) for at most ``max_iter`` steps.
+
+    At a transition state (a saddle of index 1 whose unstable direction the band follows)
+    no direction in that hyperplane descends: the drop is 0 and the point does not move.
+    The climbing image of a converged band only passed the band's own test (its energy
+    stable, a sampled measure at most the tolerance); a drop here says that it still lies
+    on a slope or over negative curvature across the band: its energy is the top of a
+    path, an upper bound on the barrier, and not a saddle's. (A lower point across the
+    band does not by itself make a lower path: the band still has to cross the hyperplane
+    elsewhere, relunet.experiments.fig4_neb measures what re-relaxing through it gives.)
+    This is the "minimise in the hyperplane, maximise along the path" split of the
+    synchronous-transit and line-then-plane saddle searches (Halgren & Lipscomb 1977,
+    Chem. Phys. Lett. 49:225; Peng & Schlegel 1993, Isr. J. Chem. 33:449), used here as a
+    test.
+
+    X : (Bn, B, D) bands, E : (Bn, B) their energies. The descent runs on the state
+    [w, tangent] (2D values per row) with the gradient's tangential component and the
+    tangent's own gradient set to 0, so every step stays in the hyperplane (up to
+    rounding, projected out at the end). Returns (points (Bn, D), energies (Bn,), distance
+    moved (Bn,)).
+    """
+    from .bfgs import bfgs
+    X, E = np.asarray(X, dtype=np.float64), np.asarray(E, dtype=np.float64)
+    if X.ndim != 3 or E.shape != X.shape[:2] or X.shape[1] < 3:
+        raise ValueError(f"X must be bands (Bn, B, D) with B >= 3 and E their energies "
+                         f"(Bn, B), got shapes {X.shape} and {E.shape}")
+    n, _, D = X.shape
+    i = np.arange(n)
+    c = np.argmax(E[:, 1:-1], axis=1) + 1
+    tau = X[i, c + 1] - X[i, c - 1]
+    tau /= np.linalg.norm(tau, axis=1, keepdims=True)
+
+    def across(S):
+        W, T = np.ascontiguousarray(S[:, :D]), S[:, D:]
+        L, G = efun(W)
+        G = G - np.sum(G * T, axis=1)[:, None] * T
+        return L, np.concatenate([G, np.zeros_like(G)], axis=1)
+
+    top = X[i, c]
+    r = bfgs(across, np.concatenate([top, tau], axis=1), max_iter=max_iter)
+    W = r.W[:, :D]
+    W -= np.sum((W - top) * tau, axis=1)[:, None] * tau
+    L = np.asarray(efun(W)[0], dtype=np.float64)
+    return W, L, np.linalg.norm(W - top, axis=1)
 
 
 def _dense_points(X, n_dense):

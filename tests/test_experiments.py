@@ -226,6 +226,37 @@ def test_fig4_start_study_is_the_same_bands_from_the_straight_line(smoke_run):
     assert f"so not the lowest one): {int(high.sum())}" in row
 
 
+def test_fig4_climbing_images_read_in_w_f_terms_and_tested_across(smoke_run):
+    """Fig. 4's row 'what the bands cross': the stored teeth/spline coefficients are those
+    of the stored climbing images (relunet.geometry.components recomputed), the descent
+    across each band never ends above its climbing image and moves only where it went
+    lower, and the report's row counts the drops the store holds."""
+    import numpy as np
+
+    from relunet.construct import WF_ARCH
+    from relunet.data import wf_training_set
+    from relunet.experiments import fig4_neb as F
+    from relunet.geometry import components, spline_level
+    store, figs, _, _ = smoke_run
+    d = np.load(next((store / "fig4_neb").glob("smoke-*/bands.npz")))
+    x, _ = wf_training_set()
+    np.testing.assert_array_equal(d["top_components"], components(d["top_images"], WF_ARCH,
+                                                                   x)[0])
+    assert float(d["spline_level"]) == spline_level(x)
+    climb = d["energies"][:, 1:-1].max(axis=1)
+    assert np.all(d["across_energy"] <= climb)
+    assert np.all((d["across_distance"] > 0) == (d["across_energy"] < climb))
+    cfg = F.config("smoke")
+    conv = d["converged"].astype(bool)
+    m = conv & (climb < float(d["var_t"]) - cfg.etol)
+    rows = [r for r in (figs / "REPORT.md").read_text().splitlines()
+            if r.startswith("| what the bands cross")]
+    assert len(rows) == int(m.any())
+    if m.any():
+        drop = climb - d["across_energy"]
+        assert f"lower by more than 1e-6 from {int((m & (drop > 1e-6)).sum())} of" in rows[0]
+
+
 def test_disconnectivity_shortening_keeps_a_band_only_over_a_path_maximum_no_higher(smoke_run):
     """The disconnectivity graph's bands go through Fig. 4's shortening rounds, judged by
     the path maximum: a band kept from the first relaxation has that relaxation's path

@@ -117,3 +117,38 @@ def test_bad_input():
         embed_2d(np.array([[0.0, 1.0], [2.0, 0.0]]))
     with pytest.raises(ValueError, match="arch"):
         pairwise_distances(np.zeros((2, A23.P)), "2x3")
+
+
+def test_components_of_w_f_its_blocks_and_a_constant():
+    """geometry.components in the basis (spline, teeth, 1) of W_f's two blocks: W_f is
+    (1, 1, 0); W_f with its teeth switched off (sawtooth amplitude 0) is (1, 0, 0); with a
+    flat spline (heights 0) (0, 1, 0); the teeth's output weights scaled by 0.3 give
+    (1, 0.3, 0); a network whose only nonzero weight is its output bias 0.7 is (0, 0, 0.7);
+    all with residual 0 (to rounding)."""
+    from relunet.data import wf_training_set
+    from relunet.geometry import components
+    x, _ = wf_training_set()
+    W = np.stack([build_wf(), build_wf(amplitude=0.0), build_wf(np.zeros(4))])
+    scaled = build_wf()
+    sv = WF_ARCH.unpack(scaled)
+    sv["Wout"][0, :2] *= 0.3                  # the sawtooth block: the first two units
+    const = np.zeros(WF_ARCH.P)
+    WF_ARCH.unpack(const)["bout"][0] = 0.7
+    coef, res = components(np.vstack([W, scaled, const]), WF_ARCH, x)
+    want = [[1, 1, 0], [1, 0, 0], [0, 1, 0], [1, 0.3, 0], [0, 0, 0.7]]
+    np.testing.assert_allclose(coef, want, atol=1e-12)
+    np.testing.assert_allclose(res, 0.0, atol=1e-26)
+
+
+def test_spline_level_is_the_simple_regression_residual():
+    """geometry.spline_level: the residual of the least-squares line f ~ a s + c, in closed
+    form var(f) - cov(s, f)^2 / var(s) (s the spline block's output, f = s + teeth)."""
+    from relunet.data import wf_training_set
+    from relunet.geometry import spline_level
+    from relunet.kernels import forward
+    x, t = wf_training_set()
+    s = forward(build_wf(amplitude=0.0), WF_ARCH, x)[0]
+    f = t.ravel()
+    cov = np.mean((s - s.mean()) * (f - f.mean()))
+    assert spline_level(x) == pytest.approx(np.var(f) - cov ** 2 / np.var(s), rel=1e-12)
+    assert 0.1 < spline_level(x) < np.var(f)

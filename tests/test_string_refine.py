@@ -199,3 +199,59 @@ def test_shortening_rounds_keep_the_lower_pass_on_a_two_pass_surface():
     np.testing.assert_allclose(top, [0.0, y_low], atol=1e-3)
     assert abs(res.energies.max() - e_low) < 1e-6 and res.converged[0]
     assert length(res) < length(first) - 0.2
+
+
+def _quadric(A, kink=None):
+    """E(p) = sum_i A_i p_i^2 (+ |p_kink| instead of the kink's square), batched."""
+    A = np.asarray(A, dtype=np.float64)
+
+    def efun(X):
+        X = np.asarray(X, dtype=np.float64)
+        E = np.sum(A * X ** 2, axis=1)
+        G = 2 * A * X
+        if kink is not None:
+            E += np.abs(X[:, kink]) - A[kink] * X[:, kink] ** 2
+            G[:, kink] = np.sign(X[:, kink])
+        return E, G
+    return efun
+
+
+def test_min_across_finds_the_constrained_minimum_of_a_saddle():
+    """string_method.min_across on E = -x^2 + y^2 + 2 z^2 (a saddle at 0, unstable along x):
+    from a band's top at (0, .5, .3) with the band along x the minimum across is the saddle
+    itself (drop .43 = E there); with the band tilted the hyperplane's minimum is the KKT
+    point A^-1 tau (tau.c) / (tau' A^-1 tau), A = diag(-1, 1, 2) (a closed form); from the
+    saddle itself nothing descends (a transition state passes the test)."""
+    from relunet.string_method import min_across
+    A = np.array([-1.0, 1.0, 2.0])
+    efun = _quadric(A)
+    c = np.array([0.0, 0.5, 0.3])
+    along = np.stack([c - [1, 0, 0], c, c + [1, 0, 0]])
+    tilted = np.stack([c - [1, 0.1, 0], c, c + [1, 0.1, 0]])
+    at_saddle = np.stack([[-1.0, 0, 0], [0, 0, 0], [1.0, 0, 0]])
+    X = np.stack([along, tilted, at_saddle])
+    E = efun(X.reshape(-1, 3))[0].reshape(3, 3)
+    W, L, dist = min_across(efun, X, E, max_iter=200)
+    tau = np.array([2.0, 0.2, 0.0]) / np.linalg.norm([2.0, 0.2, 0.0])
+    kkt = (tau / A) * (tau @ c) / (tau @ (tau / A))
+    np.testing.assert_allclose(W[0], 0.0, atol=1e-8)
+    np.testing.assert_allclose(W[1], kkt, atol=1e-8)
+    np.testing.assert_allclose(L[:2], [0.0, efun(kkt[None])[0][0]], atol=1e-12)
+    np.testing.assert_allclose(dist[0], np.linalg.norm(c), rtol=1e-8)
+    assert abs(tau @ (W[1] - c)) < 1e-14            # it stayed in the hyperplane
+    assert L[2] == 0.0 and dist[2] == 0.0            # the saddle: no descent across
+
+
+def test_min_across_reaches_a_kink_minimum_across_the_band():
+    """On E = -x^2 + |y| + z^2 the minimum across a band along x through (0, .5, .3) sits on
+    the kink y = 0 (the gradient jumps there): the weak-Wolfe BFGS reaches it, E = 0 to 1e-8
+    (drop .59)."""
+    from relunet.string_method import min_across
+    efun = _quadric([-1.0, 1.0, 1.0], kink=1)
+    c = np.array([0.0, 0.5, 0.3])
+    X = np.stack([c - [1, 0, 0], c, c + [1, 0, 0]])[None]
+    E = efun(X[0])[0][None]
+    W, L, _ = min_across(efun, X, E, max_iter=300)
+    assert abs(L[0]) < 1e-8 and abs(E[0, 1] - L[0] - 0.59) < 1e-8
+    with pytest.raises(ValueError, match="B >= 3"):
+        min_across(efun, X[:, :2], E[:, :2])

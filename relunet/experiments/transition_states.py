@@ -130,8 +130,31 @@ def report(cfg: Config, ctx) -> str:
                   "is not yet small), and the others have dozens of negative curvatures "
                   "(row above): directions in which the band itself could still descend, so "
                   "they are not near a saddle of index 1; the band maxima (Fig. 4) remain "
-                  "upper bounds of the barriers"), header=CLAIM)]
+                  "upper bounds of the barriers" + _plateau_clause(cfg, ctx, n)),
+                 header=CLAIM)]
     return "\n".join(lines)
+
+
+def _plateau_clause(cfg: Config, ctx, n: int) -> str:
+    """The verdict's last words where Fig. 4 stored what its climbing images compute: most
+    sit at the spline level with the loss still falling across the band (no saddle there
+    to refine), or nothing."""
+    f = ctx.results(fig4_neb.NAME, fig4_neb.config(cfg.scale, cfg.dtype)).load_array(
+        fig4_neb.RESULT)
+    if "top_components" not in f:
+        return ""
+    conv = f["converged"][:n].astype(bool)
+    climb = f["energies"][:n, 1:-1].max(axis=1)
+    m = conv & (climb < float(f["var_t"]) - 1e-4)
+    near = m & (np.abs(climb - float(f["spline_level"])) <= 5e-3) \
+        & (np.abs(f["top_components"][:n, 1]) < 0.1)
+    falls = m & (climb - f["across_energy"][:n] > 1e-6)
+    if not m.any() or near.sum() < 0.5 * m.sum() or falls.sum() < 0.5 * m.sum():
+        return ""
+    return (f"; {int(near.sum())} of the {int(m.sum())} converged band maxima below var(t) "
+            "compute the spline and almost none of the teeth, at the spline level, and "
+            f"from {int(falls.sum())} the loss still falls across the band: the paths cross a "
+            "wide, nearly flat set of networks without teeth, not an isolated saddle")
 
 
 def _crease_rows(d) -> list[str]:
@@ -223,17 +246,31 @@ def _nonsmooth_rows(cfg: Config, ctx, n: int) -> list[str]:
     var_t = float(f["var_t"])
     plateau = conv & (np.abs(top - var_t) <= f4cfg.etol)
     other = conv & ~plateau
+    rows = [("converged bands: candidates", f"{int(conv.sum())} of {n}"),
+            ("... on the plateau (E within etol of var(t))", f"{int(plateau.sum())}"),
+            ("... below it: energy (barrier from W_f)", spread(top[other])),
+            ("... below it: barrier from the minimum", spread((top - E[:, -1])[other]))]
+    if "top_components" in f and other.any():
+        climb = E[:, 1:-1].max(axis=1)
+        drop = climb - f["across_energy"][:n]
+        rows += [("... below it: teeth coefficient (relunet.geometry.components; W_f 1, the "
+                  "spline alone 0)", spread(f["top_components"][:n, 1][other])),
+                 (f"... below it: energy - spline level {float(f['spline_level']):.4g} (the "
+                  "lowest loss of a function without teeth)",
+                  spread((climb - float(f["spline_level"]))[other])),
+                 (f"... below it: lower across the band ({f4cfg.across_iter} BFGS steps in "
+                  "the hyperplane perpendicular to it, relunet.string_method.min_across)",
+                  f"{int(np.sum(other & (drop > 1e-6)))} of {int(other.sum())}, by "
+                  f"{spread(drop[other])}")]
     return ["Nonsmooth saddle candidates, from Fig. 4: the climbing images of the converged "
             f"bands, each a maximum along its band with a sampled Clarke measure (radius "
             f"{f4cfg.gs_radius:g}) at most {f4cfg.gs_tol:g}: the nonsmooth meaning of a "
             "stationary point, on kinks or not; their index is not settled. Those within "
             f"{f4cfg.etol:g} of var(t) = {var_t:.4g} sit on the plateau of constant networks "
-            "(relunet.plateau), which joins any two networks at that level.", "",
-            *table(("quantity", "value"), [
-                ("converged bands: candidates", f"{int(conv.sum())} of {n}"),
-                ("... on the plateau (E within etol of var(t))", f"{int(plateau.sum())}"),
-                ("... below it: energy (barrier from W_f)", spread(top[other])),
-                ("... below it: barrier from the minimum", spread((top - E[:, -1])[other]))])]
+            "(relunet.plateau), which joins any two networks at that level. A saddle of "
+            "index 1 would also be a minimum across its band; the last rows test that, and "
+            "say what the others compute (Fig. 4's row 'what the bands cross').", "",
+            *table(("quantity", "value"), rows)]
 
 
 def numbers(cfg: Config, ctx) -> list:
