@@ -153,7 +153,7 @@ on down in 7 (by 4e-4 to 6.8e-3), rose by 1.2e-3 in one and by 0.34 in another (
 up a wall); the same with a midpoint inserted in every segment ended a median 1.6e-3 from
 those. A band that holds its barrier to 1e-4 over 200 iterations, its climbing image
 passing the sampled test at radius 1e-2, can still be creeping along a shallow slope:
-the barriers are good to about 1e-3.
+the barriers are good to about 1e-3. What the slope is: the next paragraph.
 
 What the bands cross (``across_iter``; measured 2026-12-03 on the bands of the default
 run of d422442): the climbing images of the 89 converged bands that peak below var(t)

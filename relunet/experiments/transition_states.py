@@ -20,6 +20,13 @@ quench's certificate (smooth, or Clarke-stationary on kinks) is typed by
 :func:`relunet.quench.classify`: an index-1 saddle there is a certified
 transition state, smooth or not.
 
+Why none is found off that plateau: the converged bands' highest images below var(t)
+compute W_f's spline and almost none of its teeth, at the spline level (the lowest loss
+of a function without teeth), on a nearly flat set of networks, and the loss still falls
+across their bands (relunet.string_method.min_across): they are tops of paths, not near
+an isolated saddle (Fig. 4's module docstring, "What the bands cross"). The report's last
+table reads these from Fig. 4's store.
+
 In float32 (``dtype``) the bands are the float32 ones of Fig. 4; the
 refinement and its certificate stay float64 (a Newton method with the exact
 Hessian, certified at |grad| <= 1e-9, below float32's resolution), starting
