@@ -334,6 +334,11 @@ def _relax(cfg: Config, wf, ends, n_images: int, max_iter: int, path=None, fract
                          precond_width=cfg.precond_width)
 
 
+def _climbing(res):
+    """Each band's highest movable image (its climbing image), (Bn, D)."""
+    return res.images[np.arange(len(res.images)), np.argmax(res.energies[:, 1:-1], axis=1) + 1]
+
+
 def _replace_rows(old, new, take, rows=None):
     """A StringResult with the bands ``rows[take]`` from ``new`` (``new`` holds the bands
     ``rows`` of ``old``; default all of them) and the rest from ``old``."""
@@ -438,13 +443,11 @@ def compute(cfg: Config, ctx) -> dict:
     # what the climbing images are: a minimum across the band (a saddle's signature) or
     # not, and what they compute (W_f's teeth, or the spline alone)
     t0 = time.perf_counter()
-    rows = np.arange(len(ends))
-    top = res.images[rows, np.argmax(res.energies[:, 1:-1], axis=1) + 1]
+    top = _climbing(res)
     _, across_energy, across_distance = min_across(efun, res.images, res.energies,
                                                    cfg.across_iter)
     t_across = time.perf_counter() - t0
-    tops = [r.images[np.arange(len(r.images)), np.argmax(r.energies[:, 1:-1], axis=1) + 1]
-            for r in (fine, refined) if r is not None]
+    tops = [_climbing(r) for r in (fine, refined) if r is not None]
     # ... and their path maxima with the rising segments relaxed, as the main bands'
     fine_seg = segments(cfg, efun, fine).peak if fine is not None else np.zeros(0)
     refined_seg = segments(cfg, efun, refined).peak if refined is not None else np.zeros(0)
@@ -829,33 +832,47 @@ def _unconverged(cfg: Config, d, conv, var_t) -> str:
             f"above var(t))")
 
 
-def _crossing(cfg: Config, d, conv, top, var_t):
-    """What the converged bands' climbing images are: (row, verdict), or None where not
-    stored. Their function in W_f's terms (relunet.geometry.components: the teeth
-    coefficient is 1 at W_f, 0 for the spline alone), their energy against the spline
-    level (the lowest loss of a function that computes the spline and none of the teeth),
-    and the test across the band (relunet.string_method.min_across)."""
+def crossing(d, etol: float, n: int | None = None):
+    """What the climbing images of the first ``n`` stored bands (default all) are, or None
+    for stores without it: a dict of their energies (``climb``), the drop across each band
+    (``drop``, relunet.string_method.min_across) and masks over the bands: ``below``
+    (converged, peaking below var(t) by more than ``etol``), ``level`` (of those, the
+    climbing image within 5e-3 of the spline level and with a teeth coefficient under 0.1:
+    it computes the spline and almost none of the teeth) and ``falls`` (of those below,
+    lower across the band by more than 1e-6)."""
     if "top_components" not in d:
         return None
-    top = d["energies"][:, 1:-1].max(axis=1)       # the climbing images (``top``: ends too)
-    m = conv & (top < var_t - cfg.etol)            # below the plateau of constant networks
-    if not m.any():
+    n = len(d["energies"]) if n is None else n
+    climb = d["energies"][:n, 1:-1].max(axis=1)
+    drop = climb - d["across_energy"][:n]
+    below = d["converged"][:n].astype(bool) & (climb < float(d["var_t"]) - etol)
+    level = below & (np.abs(climb - float(d["spline_level"])) <= 5e-3) \
+        & (np.abs(d["top_components"][:n, 1]) < 0.1)
+    return dict(climb=climb, drop=drop, below=below, level=level,
+                falls=below & (drop > 1e-6))
+
+
+def _crossing(cfg: Config, d):
+    """The row 'what the bands cross': (ours, verdict), or None where not stored. The
+    climbing images' function in W_f's terms (relunet.geometry.components: the teeth
+    coefficient is 1 at W_f, 0 for the spline alone), their energy against the spline
+    level (the lowest loss of a function that computes the spline and none of the teeth),
+    and the test across the band (:func:`crossing`)."""
+    c = crossing(d, cfg.etol)
+    if c is None or not c["below"].any():
         return None
+    m, near, moved = c["below"], c["level"], c["falls"]
     level = float(d["spline_level"])
-    teeth = d["top_components"][:, 1]
-    gap = top - level
-    near = m & (np.abs(gap) <= 5e-3)
-    drop = top - d["across_energy"]
-    moved = m & (drop > 1e-6)
     row = (f"{int(m.sum())} converged bands peak below var(t); their climbing images: "
-           f"teeth coefficient {_q(teeth[m])} (W_f: 1; the local minima at the bands' far "
-           f"ends: {_q(d['end_components'][:, 1])}), spline coefficient "
+           f"teeth coefficient {_q(d['top_components'][m, 1])} (W_f: 1; the local minima at "
+           f"the bands' far ends: {_q(d['end_components'][:, 1])}), spline coefficient "
            f"{_q(d['top_components'][m, 0])}; energy - spline level {fmt(level)}: "
-           f"{_q(gap[m])}, within 5e-3 in {int(near.sum())}; gradient norm "
-           f"{_q(d['top_grad'][m])}. Across the band (relunet.string_method.min_across: "
-           f"{cfg.across_iter} BFGS steps in the hyperplane perpendicular to it): lower by "
-           f"more than 1e-6 from {int(moved.sum())} of {int(m.sum())}, by {_q(drop[m])} "
-           f"after moving {_q(d['across_distance'][m])}")
+           f"{_q((c['climb'] - level)[m])}; within 5e-3 of it with a teeth coefficient "
+           f"under 0.1: {int(near.sum())}; gradient norm {_q(d['top_grad'][m])}. Across "
+           f"the band (relunet.string_method.min_across: {cfg.across_iter} BFGS steps in "
+           f"the hyperplane perpendicular to it): lower by more than 1e-6 from "
+           f"{int(moved.sum())} of {int(m.sum())}, by {_q(c['drop'][m])} after moving "
+           f"{_q(d['across_distance'][m])}")
     sc = d["study_top_components"]
     if len(sc):
         row += (f". The convergence study's reruns (both kinds): climbing images' teeth "
@@ -863,8 +880,7 @@ def _crossing(cfg: Config, d, conv, top, var_t):
     verdict = ("to leave W_f the paths give up its teeth: they cross near networks that "
                "compute the spline alone, at the spline level (the teeth coefficient falls "
                "from 1 to about 0 at the top and the minima rebuild part of it their own "
-               "way)" if np.median(np.abs(teeth[m])) < 0.1 and near.sum() >= 0.5 * m.sum()
-               else "the tops are not at the spline level")
+               "way)" if near.sum() >= 0.5 * m.sum() else "the tops are not at the spline level")
     verdict += ("; the climbing images are not saddles: across the band the loss still "
                 f"falls from {int(moved.sum())} of {int(m.sum())} of them, so their energies "
                 "are tops of paths (upper bounds), on a wide, nearly flat set where no saddle "
@@ -974,7 +990,7 @@ def report(cfg: Config, ctx) -> str:
     p_ratio = d["plateau_length"] / chord
     other = _start_study(cfg, d, conv, chord, top)
     short = _shortening(cfg, d, conv, chord)
-    cross = _crossing(cfg, d, conv, top, var_t)
+    cross = _crossing(cfg, d)
     return "\n".join([
         f"## {TITLE}", "", "![fig4](fig4_neb.png)", "",
         f"{n} bands of {cfg.n_images} images ({cfg.dtype} energies and forces), string "

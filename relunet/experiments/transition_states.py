@@ -146,16 +146,12 @@ def _plateau_clause(cfg: Config, ctx, n: int) -> str:
     """The verdict's last words where Fig. 4 stored what its climbing images compute: most
     sit at the spline level with the loss still falling across the band (no saddle there
     to refine), or nothing."""
-    f = ctx.results(fig4_neb.NAME, fig4_neb.config(cfg.scale, cfg.dtype)).load_array(
-        fig4_neb.RESULT)
-    if "top_components" not in f:
+    f4cfg = fig4_neb.config(cfg.scale, cfg.dtype)
+    c = fig4_neb.crossing(ctx.results(fig4_neb.NAME, f4cfg).load_array(fig4_neb.RESULT),
+                          f4cfg.etol, n)
+    if c is None:
         return ""
-    conv = f["converged"][:n].astype(bool)
-    climb = f["energies"][:n, 1:-1].max(axis=1)
-    m = conv & (climb < float(f["var_t"]) - 1e-4)
-    near = m & (np.abs(climb - float(f["spline_level"])) <= 5e-3) \
-        & (np.abs(f["top_components"][:n, 1]) < 0.1)
-    falls = m & (climb - f["across_energy"][:n] > 1e-6)
+    m, near, falls = c["below"], c["level"], c["falls"]
     if not m.any() or near.sum() < 0.5 * m.sum() or falls.sum() < 0.5 * m.sum():
         return ""
     return (f"; {int(near.sum())} of the {int(m.sum())} converged band maxima below var(t) "
@@ -257,18 +253,17 @@ def _nonsmooth_rows(cfg: Config, ctx, n: int) -> list[str]:
             ("... on the plateau (E within etol of var(t))", f"{int(plateau.sum())}"),
             ("... below it: energy (barrier from W_f)", spread(top[other])),
             ("... below it: barrier from the minimum", spread((top - E[:, -1])[other]))]
-    if "top_components" in f and other.any():
-        climb = E[:, 1:-1].max(axis=1)
-        drop = climb - f["across_energy"][:n]
+    c = fig4_neb.crossing(f, f4cfg.etol, n)
+    if c is not None and other.any():
         rows += [("... below it: teeth coefficient (relunet.geometry.components; W_f 1, the "
                   "spline alone 0)", spread(f["top_components"][:n, 1][other])),
                  (f"... below it: energy - spline level {float(f['spline_level']):.4g} (the "
                   "lowest loss of a function without teeth)",
-                  spread((climb - float(f["spline_level"]))[other])),
+                  spread((c["climb"] - float(f["spline_level"]))[other])),
                  (f"... below it: lower across the band ({f4cfg.across_iter} BFGS steps in "
                   "the hyperplane perpendicular to it, relunet.string_method.min_across)",
-                  f"{int(np.sum(other & (drop > 1e-6)))} of {int(other.sum())}, by "
-                  f"{spread(drop[other])}")]
+                  f"{int(np.sum(other & c['falls']))} of {int(other.sum())}, by "
+                  f"{spread(c['drop'][other])}")]
     return ["Nonsmooth saddle candidates, from Fig. 4: the climbing images of the converged "
             f"bands, each a maximum along its band with a sampled Clarke measure (radius "
             f"{f4cfg.gs_radius:g}) at most {f4cfg.gs_tol:g}: the nonsmooth meaning of a "
