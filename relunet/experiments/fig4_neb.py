@@ -999,7 +999,7 @@ def report(cfg: Config, ctx) -> str:
            else "straight line")
         + f", at most {cfg.max_iter} iterations; convergence: {crit}. Wall time {t_main:.0f} s, "
         f"segment refinement {t_seg:.0f} s, convergence study {t_study:.0f} s"
-        + (f", start study {d['seconds'][3]:.0f} s" if d["seconds"].size > 3 else "")
+        + (f", start study {d['seconds'][3]:.0f} s" if other else "")
         + (f", shortening rounds {d['seconds'][4]:.0f} s" if d["seconds"].size > 4 else "")
         + (f", test across the bands {d['seconds'][5]:.0f} s" if d["seconds"].size > 5 else "")
         + ". Values: median "
