@@ -283,6 +283,7 @@ PRESETS = {
     # cores) runs at the smoke, large and paper scales; its default-scale measurement is in
     # the module docstring
     "default": dict(n_paths=100, n_images=32, max_iter=20000, n_study=10, start_study=False),
+    "large": dict(start_study=True),
     "paper": dict(n_paths=100, n_images=64, max_iter=40000, regrid_until=2000, n_study=100),
 }
 
