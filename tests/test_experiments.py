@@ -230,7 +230,8 @@ def test_fig4_climbing_images_read_in_w_f_terms_and_tested_across(smoke_run):
     """Fig. 4's row 'what the bands cross': the stored teeth/spline coefficients are those
     of the stored climbing images (relunet.geometry.components recomputed), the descent
     across each band never ends above its climbing image and moves only where it went
-    lower, and the report's row counts the drops the store holds."""
+    lower, the report's row counts the drops the store holds, and the dead hidden units it
+    counts are those of a NumPy forward pass."""
     import numpy as np
 
     from relunet.construct import WF_ARCH
@@ -255,6 +256,16 @@ def test_fig4_climbing_images_read_in_w_f_terms_and_tested_across(smoke_run):
     if m.any():
         drop = climb - d["across_energy"]
         assert f"lower by more than 1e-6 from {int((m & (drop > 1e-6)).sum())} of" in rows[0]
+    # dead hidden units (off at every training point), counted by a NumPy forward pass
+    dead = []
+    for w in d["top_images"]:
+        v, h, n_dead = WF_ARCH.unpack(w), x.reshape(-1, 1), 0
+        for layer in range(1, WF_ARCH.K + 1):
+            z = h @ v[f"W{layer}"].T + v[f"b{layer}"]
+            n_dead += int(np.sum(np.all(z <= 0, axis=0)))
+            h = np.maximum(z, 0.0)
+        dead.append(n_dead)
+    np.testing.assert_array_equal(F.crossing(d, cfg.etol)["dead"], dead)
 
 
 def test_disconnectivity_shortening_keeps_a_band_only_over_a_path_maximum_no_higher(smoke_run):

@@ -173,9 +173,10 @@ while the minima at the far ends keep 0.30 [0.00, 0.47] of the teeth; their ener
 within -0.003..+0.007 of the spline level 0.1693 (:func:`relunet.geometry.spline_level`:
 the lowest loss of any function a spline + c, nearly the teeth's variance 0.1693). So the
 paths give up W_f's teeth, cross near the networks that compute the spline alone, and
-the minima rebuild part of the teeth their own way. Those networks form a nearly flat set
-(the weights into a unit whose output weight is 0 can take any value, as on the plateau
-of constant networks), and the climbing images are not saddles on it: their gradient norm
+the minima rebuild part of the teeth their own way. Those networks form a nearly flat set:
+every climbing image has dead hidden units (off at every training point: a median 4 of
+25, at least 1), whose weights move freely nearby at the same loss, as on the plateau of
+constant networks (W_f has none). And the climbing images are not saddles on it: their gradient norm
 is ~1e-2, their Hessians have dozens of negative curvatures (transition_states), and the
 loss still falls across the band (:func:`relunet.string_method.min_across`, minimised in
 the hyperplane through the climbing image perpendicular to the band: by 0.0044 [0, 0.033]
@@ -838,21 +839,26 @@ def _unconverged(cfg: Config, d, conv, var_t) -> str:
 def crossing(d, etol: float, n: int | None = None):
     """What the climbing images of the first ``n`` stored bands (default all) are, or None
     for stores without it: a dict of their energies (``climb``), the drop across each band
-    (``drop``, relunet.string_method.min_across) and masks over the bands: ``below``
+    (``drop``, relunet.string_method.min_across), their dead hidden units (``dead``: off at
+    every training point, their weights free directions at the same loss) and masks over
+    the bands: ``below``
     (converged, peaking below var(t) by more than ``etol``), ``level`` (of those, the
     climbing image within 5e-3 of the spline level and with a teeth coefficient under 0.1:
     it computes the spline and almost none of the teeth) and ``falls`` (of those below,
     lower across the band by more than 1e-6)."""
     if "top_components" not in d:
         return None
+    from ..kinks import preactivations
     n = len(d["energies"]) if n is None else n
+    x, _ = wf_training_set()
+    dead = np.all(preactivations(d["top_images"][:n], WF_ARCH, x) <= 0, axis=3).sum(axis=(1, 2))
     climb = d["energies"][:n, 1:-1].max(axis=1)
     drop = climb - d["across_energy"][:n]
     below = d["converged"][:n].astype(bool) & (climb < float(d["var_t"]) - etol)
     level = below & (np.abs(climb - float(d["spline_level"])) <= 5e-3) \
         & (np.abs(d["top_components"][:n, 1]) < 0.1)
     return dict(climb=climb, drop=drop, below=below, level=level,
-                falls=below & (drop > 1e-6))
+                falls=below & (drop > 1e-6), dead=dead)
 
 
 def _crossing(cfg: Config, d):
@@ -871,7 +877,9 @@ def _crossing(cfg: Config, d):
            f"the bands' far ends: {_q(d['end_components'][:, 1])}), spline coefficient "
            f"{_q(d['top_components'][m, 0])}; energy - spline level {fmt(level)}: "
            f"{_q((c['climb'] - level)[m])}; within 5e-3 of it with a teeth coefficient "
-           f"under 0.1: {int(near.sum())}; gradient norm {_q(d['top_grad'][m])}. Across "
+           f"under 0.1: {int(near.sum())}; gradient norm {_q(d['top_grad'][m])}; dead "
+           f"hidden units (off at every training point) {_q(c['dead'][m])}, none in "
+           f"{int(np.sum(c['dead'][m] == 0))}. Across "
            f"the band (relunet.string_method.min_across: {cfg.across_iter} BFGS steps in "
            f"the hyperplane perpendicular to it): lower by more than 1e-6 from "
            f"{int(moved.sum())} of {int(m.sum())}, by {_q(c['drop'][m])} after moving "
@@ -887,9 +895,9 @@ def _crossing(cfg: Config, d):
     verdict += ("; the climbing images are not saddles: across the band the loss still "
                 f"falls from {int(moved.sum())} of {int(m.sum())} of them, so their energies "
                 "are tops of paths (upper bounds), on a wide, nearly flat set where no saddle "
-                "is isolated (networks that compute the same function form a plateau, the "
-                "weights into units whose output is unused free, as on the plateau of "
-                "constant networks): the convergence study's ~1e-3 and the missing "
+                "is isolated (the weights of dead units move freely at the same loss, as on "
+                "the plateau of constant networks): the convergence study's ~1e-3 and the "
+                "missing "
                 "transition states come from there" if moved.sum() >= 0.5 * m.sum() else
                 "; most climbing images are minima across their band")
     return row, verdict
