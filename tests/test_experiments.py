@@ -275,6 +275,7 @@ def test_disconnectivity_shortening_keeps_a_band_only_over_a_path_maximum_no_hig
     first's by more than etol where that had converged; the report's row counts them."""
     import numpy as np
 
+    from relunet.data import wf_training_set
     from relunet.experiments import ext_disconnectivity as ed
     store, figs, _, _ = smoke_run
     d = np.load(next((store / "ext_disconnectivity").glob("smoke-*/graph.npz")))
@@ -291,6 +292,15 @@ def test_disconnectivity_shortening_keeps_a_band_only_over_a_path_maximum_no_hig
     report = (figs / "REPORT.md").read_text().split("## " + ed.TITLE)[1].split("\n## ")[0]
     row = next(r for r in report.splitlines() if r.startswith("| shortening rounds"))
     assert f"{int(new.sum())} of {len(kept)} replaced" in row
+    # the converged bands' highest points read in W_f's terms: the row counts what is stored
+    ok = d["band_converged"].astype(bool)
+    tops = [r for r in report.splitlines() if r.startswith("| highest points of the converged")]
+    assert len(tops) == int(ok.any())
+    if ok.any():
+        const = float(np.var(wf_training_set()[1]))
+        near = int(np.sum(np.abs(d["path_max"][ok] - const) <= 1e-3))
+        assert f": {near}, within 5e-3 of the spline level" in tops[0]
+        assert tops[0].endswith(f"of {int(ok.sum())} |")
 
 
 def test_fig4_shortening_rounds_keep_a_band_only_over_a_pass_no_higher(smoke_run):

@@ -112,7 +112,7 @@ import numpy as np
 
 from ..construct import WF_ARCH
 from ..data import wf_training_set
-from ..geometry import pairwise_distances
+from ..geometry import components, pairwise_distances, spline_level
 from .frame import Timer, preset
 from .precision import energy, hessians, loss_in
 from .quench_minima import select
@@ -542,6 +542,7 @@ def report(cfg: Config, ctx) -> str:
         ("straight-line maximum minus path maximum (what relaxing gained)", spread(gain)),
         ("path length / chord", f"{spread(ratio)}; <= 1.5: {np.mean(ratio <= 1.5):.0%}"),
         *([_shortening(cfg, d, ratio)] if "shorten_round" in d else []),
+        *_tops(d, const),
         ("connected components (trees of the graph)", f"{roots}")]), ""]
     lines += claims(
         ("(beyond the paper) the barrier that separates W_f's funnel from the rest: the level "
@@ -566,6 +567,25 @@ def report(cfg: Config, ctx) -> str:
          f"{roots} connected component(s), {tree.n_nodes} merge nodes on {cfg.n_levels} levels",
          "not in the paper (no such graph there)"), header=CLAIM)
     return "\n".join(lines)
+
+
+def _tops(d, const) -> list:
+    """The row on what the converged bands' highest points compute, in W_f's terms
+    (relunet.geometry.components; as Fig. 4's row 'what the bands cross'): at the plateau
+    of constant networks (var(t)) or at the spline level (the spline alone, no teeth)."""
+    ok = d["band_converged"].astype(bool)
+    if not ok.any():
+        return []
+    x, _ = wf_training_set()
+    coef, _ = components(np.asarray(d["peak_point"], np.float64)[ok], WF_ARCH, x)
+    level, peak = spline_level(x), d["path_max"][ok]
+    return [("highest points of the converged bands, in W_f's terms (relunet.geometry."
+             "components: teeth coefficient 1 at W_f, 0 without teeth)",
+             f"teeth coefficient {spread(coef[:, 1])}, spline coefficient "
+             f"{spread(coef[:, 0])}; path maximum within 1e-3 of var(t) = {fmt(const)}: "
+             f"{int(np.sum(np.abs(peak - const) <= 1e-3))}, within 5e-3 of the spline level "
+             f"{fmt(level)}: {int(np.sum(np.abs(peak - level) <= 5e-3))}, of "
+             f"{int(ok.sum())}")]
 
 
 def _shortening(cfg: Config, d, ratio):
