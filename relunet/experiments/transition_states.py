@@ -104,6 +104,10 @@ def plot(cfg: Config, ctx) -> list[str]:
 def report(cfg: Config, ctx) -> str:
     d = ctx.results(NAME, cfg).load_array(RESULT)
     n = len(d["E"])
+    # Fig. 4's store, and what its climbing images are (read once for both tables)
+    f4 = fig4_neb.config(cfg.scale, cfg.dtype)
+    f = ctx.results(fig4_neb.NAME, f4).load_array(fig4_neb.RESULT)
+    c = fig4_neb.crossing(f, f4.etol, n)
     kinds = {k: int(np.sum(d["kind"] == k)) for k in np.unique(d["kind"])}
     ok = d["converged"]
     lines = [f"## {TITLE}", "",
@@ -124,7 +128,7 @@ def report(cfg: Config, ctx) -> str:
                  ("negative curvatures of the reduced Hessian there (all; 1 for a saddle)",
                   spread(d["index"][d["index"] >= 0])),
                  ("distance moved (all)", spread(d["moved"]))]), "",
-             *_crease_rows(d), *_newton_rows(cfg, d), *_nonsmooth_rows(cfg, ctx, n), "",
+             *_crease_rows(d), *_newton_rows(cfg, d), *_nonsmooth_rows(f4, f, c, n), "",
              *claims(
                  ("the paths from W_f to the minima cross smooth index-1 saddles",
                   f"P-RFO: {int(ok.sum())} of {n} band maxima refine into certified saddles"
@@ -137,18 +141,15 @@ def report(cfg: Config, ctx) -> str:
                   "is not yet small), and the others have dozens of negative curvatures "
                   "(row above): directions in which the band itself could still descend, so "
                   "they are not near a saddle of index 1; the band maxima (Fig. 4) remain "
-                  "upper bounds of the barriers" + _plateau_clause(cfg, ctx, n)),
+                  "upper bounds of the barriers" + _plateau_clause(c)),
                  header=CLAIM)]
     return "\n".join(lines)
 
 
-def _plateau_clause(cfg: Config, ctx, n: int) -> str:
-    """The verdict's last words where Fig. 4 stored what its climbing images compute: most
-    sit at the spline level with the loss still falling across the band (no saddle there
-    to refine), or nothing."""
-    f4cfg = fig4_neb.config(cfg.scale, cfg.dtype)
-    c = fig4_neb.crossing(ctx.results(fig4_neb.NAME, f4cfg).load_array(fig4_neb.RESULT),
-                          f4cfg.etol, n)
+def _plateau_clause(c) -> str:
+    """The verdict's last words where Fig. 4 stored what its climbing images compute
+    (``c``: :func:`fig4_neb.crossing`, or None): most sit at the spline level with the loss
+    still falling across the band (no saddle there to refine), or nothing."""
     if c is None:
         return ""
     m, near, falls = c["below"], c["level"], c["falls"]
@@ -236,13 +237,12 @@ def _newton_rows(cfg: Config, d) -> list[str]:
                  spread(d["nt_measure"][~cert]) if (~cert).any() else "-")]), ""]
 
 
-def _nonsmooth_rows(cfg: Config, ctx, n: int) -> list[str]:
-    """The nonsmooth counterpart, read from Fig. 4's store: the climbing images of
+def _nonsmooth_rows(f4cfg, f, c, n: int) -> list[str]:
+    """The nonsmooth counterpart, read from Fig. 4's store ``f`` (config ``f4cfg``; ``c``:
+    :func:`fig4_neb.crossing` of its first ``n`` bands, or None): the climbing images of
     the converged bands are maxima along their band at which the sampled Clarke
     measure (relunet.string_method) is small, saddle candidates in the sense of
     nonsmooth analysis, whatever kinks they sit on; their index is not settled."""
-    f4cfg = fig4_neb.config(cfg.scale, cfg.dtype)
-    f = ctx.results(fig4_neb.NAME, f4cfg).load_array(fig4_neb.RESULT)
     conv = f["converged"][:n].astype(bool)
     E = f["energies"][:n]
     top = E.max(axis=1)
@@ -253,7 +253,6 @@ def _nonsmooth_rows(cfg: Config, ctx, n: int) -> list[str]:
             ("... on the plateau (E within etol of var(t))", f"{int(plateau.sum())}"),
             ("... below it: energy (barrier from W_f)", spread(top[other])),
             ("... below it: barrier from the minimum", spread((top - E[:, -1])[other]))]
-    c = fig4_neb.crossing(f, f4cfg.etol, n)
     if c is not None and other.any():
         rows += [("... below it: teeth coefficient (relunet.geometry.components; W_f 1, the "
                   "spline alone 0)", spread(f["top_components"][:n, 1][other])),
